@@ -1,0 +1,62 @@
+"""axonc: Axon-style neural networks in Python, compiled to ONNX and TFLite.
+
+Build a graph with layer constructors (`ax.input(...).dense(8).relu()`), then
+`ax.build(model, mode)` for (init_fn, predict_fn), and `ax.save` / `ax.load` for
+the model file. Every name follows Elixir's Axon.
+"""
+
+from . import display, initializers
+from . import ops  # noqa: F401  (registers every op and layer constructor)
+from .build import build, predict
+from .dtypes import TensorType, template
+from .errors import AxoncError
+from .ir import Axon, Node
+from .model import (
+    attach_hook,
+    freeze,
+    get_inputs,
+    get_op_counts,
+    get_options,
+    get_output_shape,
+    get_parameters,
+    map_nodes,
+    reduce_nodes,
+    set_options,
+    set_parameters,
+    trace_forward,
+)
+from .model_state import ModelState
+from .registry import LAYERS as _LAYERS
+from .serialize import load, save
+from .shape_inference import NONE
+
+globals().update(_LAYERS)
+
+__all__ = [
+    "NONE",
+    "Axon",
+    "AxoncError",
+    "ModelState",
+    "Node",
+    "TensorType",
+    "attach_hook",
+    "build",
+    "display",
+    "freeze",
+    "get_inputs",
+    "get_op_counts",
+    "get_options",
+    "get_output_shape",
+    "get_parameters",
+    "initializers",
+    "load",
+    "map_nodes",
+    "predict",
+    "reduce_nodes",
+    "save",
+    "set_options",
+    "set_parameters",
+    "template",
+    "trace_forward",
+    *_LAYERS,
+]

@@ -1,0 +1,46 @@
+"""The axonc error hierarchy: every error a user can cause is one of these.
+
+Each message names what was wrong and what was expected, so a user can fix the
+model, the option or the file without reading axonc's source.
+"""
+
+from __future__ import annotations
+
+
+class AxoncError(Exception):
+    """Base class of every error axonc raises on purpose."""
+
+
+class OptionError(AxoncError, ValueError):
+    """A layer option is missing, unknown, of the wrong type or out of range."""
+
+
+class ShapeError(AxoncError, ValueError):
+    """Input shapes or dtypes do not fit an op's rule."""
+
+
+class GraphError(AxoncError, ValueError):
+    """The graph itself is invalid: duplicate names, cycles, dangling inputs."""
+
+
+class UnknownOpError(GraphError):
+    """An op name that is not in the registry."""
+
+
+class InputError(AxoncError, ValueError):
+    """Data handed to a built model does not match its inputs."""
+
+
+class StateError(AxoncError, KeyError):
+    """A parameter or state value is missing or has the wrong shape."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TraceError(AxoncError, TypeError):
+    """A function traced into a custom layer did something tracing cannot record."""
+
+
+class FormatError(AxoncError, ValueError):
+    """A model file is malformed, truncated, of an unknown version or hostile."""

@@ -1,0 +1,188 @@
+"""Activation layers: Axon's 22 element-wise activations and `activation(x, name)`.
+
+Each activation is an op of its own (op_name = its name, as in Axon, so a
+`dense(..., activation="relu")` adds a separate `relu_0` node). Formulas and
+defaults follow Axon.Activations; see spec/ops.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import TensorType
+from ..errors import OptionError, ShapeError
+from ..ir import Axon, make_node
+from ..registry import Case, Op, Option, check_float, check_int, layer_api, register
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _log_sumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    return m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(x, 0.0)
+
+
+def _hard_sigmoid(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    return np.clip(alpha * x + beta, 0.0, 1.0)
+
+
+# name -> (formula(x, **opts), options, doc). Formulas compute in float64 and the
+# result is cast back to the input dtype.
+_ALPHA = {"alpha": Option(1.0, check_float(), "the negative-side scale")}
+_AXIS = {"axis": Option(-1, check_int(), "the axis to normalise over")}
+_HARD = {
+    "alpha": Option(0.2, check_float(), "slope"),
+    "beta": Option(0.2, check_float(), "offset"),
+}
+
+ACTIVATIONS: dict[str, tuple[Callable[..., np.ndarray], dict[str, Option], str]] = {
+    "celu": (
+        lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x / alpha)),
+        _ALPHA,
+        "Continuously-differentiable ELU: x if x > 0 else alpha * (exp(x / alpha) - 1).",
+    ),
+    "elu": (
+        lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x)),
+        _ALPHA,
+        "Exponential linear unit: x if x > 0 else alpha * (exp(x) - 1).",
+    ),
+    "exp": (lambda x: np.exp(x), {}, "Exponential: exp(x)."),
+    "gelu": (
+        lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
+        {},
+        "Gaussian error linear unit, exact erf form: 0.5 x (1 + erf(x / sqrt 2)).",
+    ),
+    "hard_sigmoid": (
+        _hard_sigmoid,
+        _HARD,
+        "Hard sigmoid: clip(alpha x + beta, 0, 1); Axon's defaults alpha = beta = 0.2.",
+    ),
+    "hard_silu": (
+        lambda x, alpha, beta: x * _hard_sigmoid(x, alpha, beta),
+        _HARD,
+        "Hard SiLU: x * hard_sigmoid(x).",
+    ),
+    "hard_tanh": (lambda x: np.clip(x, -1.0, 1.0), {}, "Hard tanh: clip(x, -1, 1)."),
+    "leaky_relu": (
+        lambda x, alpha: np.where(x > 0, x, alpha * x),
+        {"alpha": Option(0.01, check_float(), "the negative-side slope")},
+        "Leaky ReLU: x if x > 0 else alpha * x (alpha 0.01).",
+    ),
+    "linear": (lambda x: x, {}, "Identity."),
+    "log_sigmoid": (lambda x: -_softplus(-x), {}, "log(sigmoid(x)) = -softplus(-x)."),
+    "log_softmax": (_log_softmax, _AXIS, "log(softmax(x)) along `axis`."),
+    "log_sumexp": (
+        _log_sumexp,
+        _AXIS,
+        "log(sum(exp(x))) along `axis`, keeping the reduced axis (size 1).",
+    ),
+    "mish": (lambda x: x * np.tanh(_softplus(x)), {}, "Mish: x * tanh(softplus(x))."),
+    "relu": (lambda x: np.maximum(x, 0.0), {}, "Rectified linear unit: max(x, 0)."),
+    "relu6": (lambda x: np.clip(x, 0.0, 6.0), {}, "ReLU capped at 6: clip(x, 0, 6)."),
+    "selu": (
+        lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(x)),
+        {},
+        "Scaled ELU with the self-normalising constants (1.0507, 1.67326).",
+    ),
+    "sigmoid": (_sigmoid, {}, "Logistic sigmoid: 1 / (1 + exp(-x))."),
+    "silu": (lambda x: x * _sigmoid(x), {}, "Sigmoid linear unit (swish): x * sigmoid(x)."),
+    "softmax": (_softmax, _AXIS, "Softmax along `axis` (default the last)."),
+    "softplus": (_softplus, {}, "Softplus: log(1 + exp(x))."),
+    "softsign": (lambda x: x / (1.0 + np.abs(x)), {}, "Softsign: x / (1 + |x|)."),
+    "tanh": (lambda x: np.tanh(x), {}, "Hyperbolic tangent."),
+}
+
+
+class Activation(Op):
+    """Shared rules of the element-wise activations (one subclass per activation)."""
+
+    family = "activation"
+    formula: Callable[..., np.ndarray]
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if "axis" in opts:
+            axis = opts["axis"]
+            if not -t.rank <= axis < t.rank:
+                raise ShapeError(f"axis {axis} is out of range for an input of rank {t.rank}")
+            if self.name == "log_sumexp":
+                shape = list(t.shape)
+                shape[axis] = 1
+                return TensorType(tuple(shape), t.dtype)
+        return t
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        out = type(self).formula(x.astype(np.float64), **opts)
+        return np.asarray(out).astype(x.dtype if x.dtype.kind == "f" else np.float32)
+
+
+def _define(act: str) -> type[Activation]:
+    formula, options, doc = ACTIVATIONS[act]
+    cls = type(
+        act.title().replace("_", ""),
+        (Activation,),
+        {
+            "name": act,
+            "doc": doc,
+            "options": options,
+            "formula": staticmethod(formula),
+            "cases": [
+                Case("rank2", lambda x, a=act: activation(x, a), [TensorType((None, 6))]),
+                Case("rank3", lambda x, a=act: activation(x, a), [TensorType((None, 2, 5))]),
+            ],
+        },
+    )
+    register(cls)
+
+    def layer(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+        return make_node(act, [x], opts, name=name)
+
+    layer.__name__ = act
+    layer.__doc__ = f"{doc}\n\nOptions: name" + "".join(f", {k}" for k in options) + "."
+    layer_api(layer, name=act)
+    return cls
+
+
+for _act in ACTIVATIONS:
+    _define(_act)
+
+
+@layer_api
+def activation(x: Axon, activation: str, *, name: str | None = None, **opts: Any) -> Axon:
+    """Apply the activation named `activation` (e.g. "relu", "softmax") as its own layer."""
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise OptionError(
+            f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}"
+        )
+    return make_node(activation, [x], opts, name=name)
+
+
+def apply_activation(x: Axon, act: str | None) -> Axon:
+    """For layers with an `activation` option: add the activation node after `x`."""
+    return x if act is None else activation(x, act)
