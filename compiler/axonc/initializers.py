@@ -126,8 +126,11 @@ INITIALIZERS: dict[str, tuple[dict[str, Any], _Sampler]] = {
         ),
     ),
     "orthogonal": ({"distribution": "normal"}, _orthogonal),
-    # A PRNG key state (dropout layers): Nx.Random.key(seed) = [0, seed].
-    "prng_key": ({"seed": 0}, lambda rng, shape, seed: np.array([0, int(seed)]).reshape(shape)),
+    # A PRNG key state (dropout layers), as Nx.Random.key(seed): [high 32 bits, low 32 bits].
+    "prng_key": (
+        {"seed": 0},
+        lambda rng, shape, seed: np.array([(int(seed) >> 32) & 0xFFFFFFFF, int(seed) & 0xFFFFFFFF]),
+    ),
 }
 
 _MODES = ("fan_in", "fan_out", "fan_avg")

@@ -1,0 +1,226 @@
+"""Dropout layers: dropout, spatial_dropout, alpha_dropout, feature_alpha_dropout.
+
+As in Axon 0.8.1: options `rate` (default 0.5, 0 <= rate < 1) and `seed`. In
+inference mode a dropout layer is the identity and owns no parameters at all
+(Axon does not even initialise it). In train mode it owns a state tensor `key`
+(u32[2], initial value Nx.Random.key(seed) = [seed >> 32, seed & 0xFFFFFFFF],
+i.e. [0, seed] for seeds below 2^32); each call draws its mask from that key and
+reports the advanced key with `ctx.set_state("key", ...)`, so repeated train
+calls give fresh masks and a run is reproducible from the seed.
+
+The random stream is numpy's Philox keyed by the key (Axon uses Nx's threefry,
+so masks agree with Axon in distribution, not bit for bit). A mask element
+keeps its input when `uniform[0, 1) < keep = 1 - rate`.
+
+`seed` defaults to None, which draws a fresh 32-bit seed when the layer is
+created (Axon draws `:erlang.system_time()`), so two dropout layers never share
+masks by accident; the drawn seed is stored in the layer's options, so a built
+(or saved) model is reproducible. Pass `seed=` for repeatable experiments.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import TensorType
+from ..errors import ShapeError, StateError
+from ..initializers import initialize
+from ..interpreter import layer_param
+from ..ir import Axon, make_node
+from ..registry import Case, Op, Option, ParamSpec, layer_api, register
+from .activation import SELU_ALPHA, SELU_SCALE
+
+_U32 = 0xFFFFFFFF
+# SELU's negative saturation value -alpha * scale, used by the alpha dropouts.
+ALPHA_P = -SELU_ALPHA * SELU_SCALE
+
+
+def _check_rate(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"expected a number, got {v!r}")
+    v = float(v)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"the dropout rate must be >= 0 and < 1, got {v}")
+    return v
+
+
+def _check_seed(v: Any) -> int:
+    if v is None:
+        return secrets.randbits(32)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"expected an integer seed or None, got {v!r}")
+    if not 0 <= int(v) < 2**64:
+        raise ValueError(f"expected a seed in [0, 2**64), got {v}")
+    return int(v)
+
+
+def initial_key(seed: int) -> np.ndarray:
+    """Axon's initial dropout key Nx.Random.key(seed): u32 [seed >> 32, seed & 0xFFFFFFFF]."""
+    return initialize({"name": "prng_key", "seed": seed}, (2,), "u32")
+
+
+def draw(key: Any, noise_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform [0, 1) samples of `noise_shape` and the next key, both from the key's stream.
+
+    The stream is Philox keyed by the 64-bit number key[0] << 32 | key[1]; its first
+    two 32-bit words become the next key, the rest the samples.
+    """
+    k = np.asarray(key).astype(np.uint64).reshape(-1)
+    gen = np.random.Generator(np.random.Philox(key=(int(k[0]) << 32) | int(k[1])))
+    next_key = gen.integers(0, 2**32, size=2, dtype=np.uint32)
+    return gen.random(noise_shape), next_key
+
+
+class _Dropout(Op):
+    """Shared rules: options, the train-only `key` state, identity in inference mode."""
+
+    family = "dropout"
+    options = {
+        "rate": Option(0.5, _check_rate, "probability of dropping an element, 0 <= rate < 1"),
+        "seed": Option(
+            None,
+            _check_seed,
+            "PRNG seed of the initial key; None draws a fresh seed when the layer is created",
+        ),
+    }
+    min_rank: ClassVar[int] = 1
+    # True: one mask decision per (batch, spatial position), shared by all channels.
+    spatial: ClassVar[bool] = False
+
+    def params(self, types, opts, mode, node):
+        if mode == "inference":
+            return []
+        initializer = {"name": "prng_key", "seed": opts["seed"]}
+        return [ParamSpec(("key",), (2,), initializer, dtype="u32", kind="state")]
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if t.rank < self.min_rank:
+            raise ShapeError(
+                f"{self.name} needs an input of rank >= {self.min_rank} "
+                f"(batch, spatial..., channels), got {t!r} (rank {t.rank})"
+            )
+        return t
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        if ctx.mode != "train":
+            return x
+        key = np.asarray(layer_param(params, "key", ctx))
+        if key.shape != (2,):
+            raise StateError(
+                f"layer {ctx.name!r}: 'key' must be a u32[2] PRNG key, got shape {key.shape}"
+            )
+        noise_shape = (*x.shape[:-1], 1) if self.spatial else x.shape
+        uniform, next_key = draw(key, noise_shape)
+        keep = np.broadcast_to(uniform < 1.0 - opts["rate"], x.shape)
+        ctx.set_state("key", next_key)
+        out = self.apply(x.astype(np.float64), keep, opts["rate"])
+        return out.astype(x.dtype if x.dtype.kind == "f" else np.float32)
+
+    def apply(self, x: np.ndarray, keep: np.ndarray, rate: float) -> np.ndarray:
+        """Standard dropout: kept values scaled by 1 / (1 - rate), dropped ones zero."""
+        return np.where(keep, x / (1.0 - rate), 0.0)
+
+
+@register
+class Dropout(_Dropout):
+    """Dropout: each element is zeroed with probability `rate`, survivors scaled by 1/(1-rate)."""
+
+    name = "dropout"
+    doc = "Train mode: elementwise mask, kept x / (1 - rate), dropped 0; inference: identity."
+    cases = [
+        Case("rank2", lambda x: dropout(x, seed=1), [TensorType((None, 6))]),
+        Case(
+            "rank4_rate0.2", lambda x: dropout(x, rate=0.2, seed=2), [TensorType((None, 4, 4, 3))]
+        ),
+    ]
+
+
+@register
+class SpatialDropout(_Dropout):
+    """Spatial dropout with Axon's mask: the channel (last) axis of the noise is 1.
+
+    So one keep/drop decision is made per (batch, spatial position) and shared by
+    all channels: whole pixels are dropped, NOT whole feature maps as in Keras /
+    PyTorch SpatialDropout (Axon 0.8.1 quirk, reproduced). Needs rank >= 3.
+    """
+
+    name = "spatial_dropout"
+    doc = "Train mode: dropout with one decision per (batch, position) shared across channels."
+    min_rank = 3
+    spatial = True
+    cases = [
+        Case("rank3", lambda x: spatial_dropout(x, seed=3), [TensorType((None, 5, 4))]),
+        Case("rank4", lambda x: spatial_dropout(x, seed=4), [TensorType((None, 4, 4, 3))]),
+    ]
+
+
+@register
+class AlphaDropout(_Dropout):
+    """Alpha dropout with Axon's constants (elementwise mask).
+
+    With a' = -1.67326 * 1.05070 (SELU's saturation value), keep = 1 - rate,
+    a = (keep * a'^2)^(-1/2) and b = -a * a' * rate: out = a * (kept ? x : a') + b.
+    This is Axon's `a`, not the SELU paper's (keep * (1 + rate * a'^2))^(-1/2);
+    even rate 0 scales x by 1/|a'|, as Axon does.
+    """
+
+    name = "alpha_dropout"
+    doc = "Train mode: a * (kept ? x : alpha') + b with Axon's constants; inference: identity."
+    cases = [
+        Case("rank2", lambda x: alpha_dropout(x, seed=5), [TensorType((None, 6))]),
+        Case("rank4", lambda x: alpha_dropout(x, rate=0.3, seed=6), [TensorType((None, 4, 4, 3))]),
+    ]
+
+    def apply(self, x, keep, rate):
+        keep_prob = 1.0 - rate
+        a = 1.0 / np.sqrt(keep_prob * ALPHA_P**2)
+        b = -a * ALPHA_P * rate
+        return a * np.where(keep, x, ALPHA_P) + b
+
+
+@register
+class FeatureAlphaDropout(_Dropout):
+    """Feature alpha dropout: spatial_dropout's mask (shared across channels);
+    kept values become x / (1 - rate), dropped ones -selu(x). Needs rank >= 3."""
+
+    name = "feature_alpha_dropout"
+    doc = "Train mode: kept ? x / (1 - rate) : -selu(x), one decision per (batch, position)."
+    min_rank = 3
+    spatial = True
+    cases = [
+        Case("rank3", lambda x: feature_alpha_dropout(x, seed=7), [TensorType((None, 5, 4))]),
+        Case("rank4", lambda x: feature_alpha_dropout(x, seed=8), [TensorType((None, 4, 4, 3))]),
+    ]
+
+    def apply(self, x, keep, rate):
+        selu = SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+        return np.where(keep, x / (1.0 - rate), -selu)
+
+
+@layer_api
+def dropout(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Dropout (active in train mode only). Options: rate (0.5), seed."""
+    return make_node("dropout", [x], opts, name=name)
+
+
+@layer_api
+def spatial_dropout(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Spatial dropout, Axon-style: drops whole positions (all channels). Options: rate, seed."""
+    return make_node("spatial_dropout", [x], opts, name=name)
+
+
+@layer_api
+def alpha_dropout(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Alpha dropout for SELU networks (train mode only). Options: rate, seed."""
+    return make_node("alpha_dropout", [x], opts, name=name)
+
+
+@layer_api
+def feature_alpha_dropout(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Feature alpha dropout (spatial mask, -selu for dropped values). Options: rate, seed."""
+    return make_node("feature_alpha_dropout", [x], opts, name=name)

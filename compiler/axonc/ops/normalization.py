@@ -1,0 +1,430 @@
+"""Normalization layers: batch_norm, instance_norm, layer_norm, group_norm, rms_norm.
+
+Semantics follow Axon 0.8.1 (Axon.Layers, observed in tests/fixtures/axon-golden):
+`channel_index` (default -1) names the feature axis, every parameter is 1-D `{C}`,
+variances are biased, `y = gamma * (x - mean) / sqrt(var + epsilon) + beta`.
+batch_norm and instance_norm own running `mean` / `var` state: inference
+normalises with it, train mode normalises with batch statistics and reports
+`new = momentum * old + (1 - momentum) * batch` (momentum weighs the OLD value,
+as in ONNX BatchNormalization, the opposite of PyTorch). Default gamma
+initializers are Axon's: glorot_uniform for batch/instance/layer norm, ones for
+group_norm and rms_norm. Everything is computed in float64 and cast back to the
+input dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import TensorType, is_float
+from ..errors import ShapeError, StateError
+from ..initializers import check_initializer
+from ..interpreter import layer_param
+from ..ir import Axon, make_node
+from ..registry import (
+    Case,
+    Op,
+    Option,
+    ParamSpec,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    layer_api,
+    register,
+)
+
+
+def _norm_axis(t: TensorType, channel_index: int) -> int:
+    """The non-negative channel axis, or a ShapeError if `channel_index` is out of range."""
+    if not -t.rank <= channel_index < t.rank:
+        raise ShapeError(
+            f"channel_index {channel_index} is out of range for an input of rank {t.rank} "
+            f"(shape {t!r})"
+        )
+    return channel_index % t.rank
+
+
+def _num_channels(t: TensorType, channel_index: int) -> int:
+    """The static size of the channel axis (the parameters' shape needs it)."""
+    c = t.shape[_norm_axis(t, channel_index)]
+    if c is None:
+        raise ShapeError(
+            f"the channel axis (channel_index {channel_index}) of {t!r} is dynamic; "
+            "its size must be known to create the layer's parameters"
+        )
+    return c
+
+
+def _vector(params: dict[str, Any], key: str, c: int, ctx: Any) -> np.ndarray:
+    """A 1-D parameter or state vector of `c` values, as float64."""
+    value = np.asarray(layer_param(params, key, ctx), dtype=np.float64)
+    if value.size != c:
+        raise StateError(
+            f"layer {ctx.name!r}: {key!r} has shape {value.shape} but the input has {c} channels; "
+            f"expected shape ({c},)"
+        )
+    return value.reshape(c)
+
+
+def _broadcast(vec: np.ndarray, rank: int, axis: int) -> np.ndarray:
+    """Reshape a {C} vector so it broadcasts along `axis` of a rank-`rank` tensor."""
+    shape = [1] * rank
+    shape[axis] = vec.shape[0]
+    return vec.reshape(shape)
+
+
+def _out_dtype(x: np.ndarray) -> np.dtype:
+    return x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+
+
+_GAMMA_GLOROT = Option(
+    "glorot_uniform", check_initializer, "gamma initializer (Axon's default: glorot_uniform)"
+)
+_GAMMA_ONES = Option("ones", check_initializer, "gamma initializer (Axon's default: ones)")
+_BETA = Option("zeros", check_initializer, "beta initializer")
+_CHANNEL_INDEX = Option(-1, check_int(), "the feature (channel) axis; -1 is channels last")
+_EPSILON = Option(1e-5, check_float(lo=0.0), "numerical stability term added to the variance")
+_MOMENTUM = Option(
+    0.1,
+    check_float(lo=0.0, hi=1.0),
+    "weight of the OLD running value in new = momentum*old + (1-momentum)*batch",
+)
+_USE_RUNNING_STATS = Option(
+    False,
+    check_bool,
+    "axonc extension: in train mode normalise with the running mean/var and leave them "
+    "unchanged (a frozen batch norm inside a trained model)",
+)
+
+
+class _Norm(Op):
+    """Shared shape rule: a float input whose channel axis exists; output = input type."""
+
+    family = "normalization"
+    min_rank = 1
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if not is_float(t.dtype):
+            raise ShapeError(f"{self.name} needs a floating-point input, got {t!r}")
+        if t.rank < self.min_rank:
+            raise ShapeError(
+                f"{self.name} needs an input of rank >= {self.min_rank}, got {t!r} (rank {t.rank})"
+            )
+        _norm_axis(t, opts["channel_index"])
+        return t
+
+    def affine_params(self, types: list[Any], opts: dict[str, Any]) -> list[ParamSpec]:
+        c = _num_channels(types[0], opts["channel_index"])
+        return [
+            ParamSpec(("gamma",), (c,), opts["gamma_initializer"]),
+            ParamSpec(("beta",), (c,), opts["beta_initializer"]),
+        ]
+
+
+class _StatefulNorm(_Norm):
+    """batch_norm / instance_norm: gamma, beta and running mean/var state.
+
+    Train mode (unless `use_running_stats`) normalises with the statistics of
+    the current input over `reduction_axes` and reports the running-state update
+    via `ctx.set_state`; inference mode (and `use_running_stats=True`) normalises
+    with the running statistics and updates nothing.
+    """
+
+    options = {
+        "gamma_initializer": _GAMMA_GLOROT,
+        "beta_initializer": _BETA,
+        "channel_index": _CHANNEL_INDEX,
+        "epsilon": _EPSILON,
+        "momentum": _MOMENTUM,
+        "use_running_stats": _USE_RUNNING_STATS,
+    }
+
+    # True: statistics per sample (instance norm); False: over the batch too.
+    per_instance: ClassVar[bool] = False
+
+    def reduction_axes(self, rank: int, axis: int) -> tuple[int, ...]:
+        """Every axis but the channel axis (and the batch axis when per instance)."""
+        start = 1 if self.per_instance else 0
+        return tuple(i for i in range(start, rank) if i != axis)
+
+    def params(self, types, opts, mode, node):
+        c = _num_channels(types[0], opts["channel_index"])
+        return [
+            *self.affine_params(types, opts),
+            ParamSpec(("mean",), (c,), "zeros", kind="state"),
+            ParamSpec(("var",), (c,), "ones", kind="state"),
+        ]
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        xd = x.astype(np.float64)
+        axis = opts["channel_index"] % x.ndim
+        c = x.shape[axis]
+        gamma = _broadcast(_vector(params, "gamma", c, ctx), x.ndim, axis)
+        beta = _broadcast(_vector(params, "beta", c, ctx), x.ndim, axis)
+        ra_mean = _broadcast(_vector(params, "mean", c, ctx), x.ndim, axis)
+        ra_var = _broadcast(_vector(params, "var", c, ctx), x.ndim, axis)
+        if ctx.mode == "train" and not opts["use_running_stats"]:
+            axes = self.reduction_axes(x.ndim, axis)
+            mean = xd.mean(axis=axes, keepdims=True)
+            var = xd.var(axis=axes, keepdims=True)
+            m = opts["momentum"]
+            state_dtype = np.asarray(params["mean"]).dtype
+            for key, old, new in (("mean", ra_mean, mean), ("var", ra_var, var)):
+                updated = np.squeeze(m * old + (1.0 - m) * new, axis=axes)
+                ctx.set_state(key, updated.astype(state_dtype))
+        else:
+            mean, var = ra_mean, ra_var
+        out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
+        return out.astype(_out_dtype(x))
+
+
+@register
+class BatchNorm(_StatefulNorm):
+    """Batch normalization over every axis but the channel axis.
+
+    State `mean`/`var` {C}. In train mode the batch variance is the biased one
+    and the returned state keeps shape {C} (Axon squeezes every size-1 axis, so
+    with C == 1 it would return a scalar; axonc keeps the declared shape).
+    `use_running_stats=True` (an axonc option, default False) makes train mode
+    normalise with the running statistics and not update them, the explicit way
+    to keep a batch norm fixed while the rest of the model trains.
+    """
+
+    name = "batch_norm"
+    doc = "gamma * (x - mean) / sqrt(var + eps) + beta; train: batch stats, running-stat update."
+    cases = [
+        Case("rank2", lambda x: batch_norm(x), [TensorType((None, 6))]),
+        Case("rank4_channels_last", lambda x: batch_norm(x), [TensorType((None, 4, 4, 3))]),
+        Case(
+            "rank4_channels_first",
+            lambda x: batch_norm(x, channel_index=1),
+            [TensorType((None, 3, 4, 4))],
+        ),
+        Case(
+            "momentum_eps",
+            lambda x: batch_norm(x, momentum=0.3, epsilon=1e-3),
+            [TensorType((None, 2, 5))],
+        ),
+        Case(
+            "use_running_stats",
+            lambda x: batch_norm(x, use_running_stats=True),
+            [TensorType((None, 4, 3))],
+        ),
+    ]
+
+
+@register
+class InstanceNorm(_StatefulNorm):
+    """Instance normalization: per-(sample, channel) statistics over the spatial axes.
+
+    Needs rank >= 3. Inference normalises with the running `mean`/`var` {C}.
+    Axon quirk, reproduced: the train-mode state update is computed per sample,
+    so the returned `mean`/`var` have shape {N, C}, not {C} (Axon additionally
+    squeezes size-1 axes, so N == 1 gives {C}; axonc always returns {N, C}).
+    Feeding such state back makes the next call raise a StateError, as it fails
+    in Axon.
+    """
+
+    name = "instance_norm"
+    doc = "gamma * (x - mean) / sqrt(var + eps) + beta; train: per-instance spatial stats."
+    min_rank = 3
+    per_instance = True
+    cases = [
+        Case("rank4_channels_last", lambda x: instance_norm(x), [TensorType((None, 4, 4, 3))]),
+        Case(
+            "rank4_channels_first",
+            lambda x: instance_norm(x, channel_index=1),
+            [TensorType((None, 3, 4, 4))],
+        ),
+        Case("rank3", lambda x: instance_norm(x), [TensorType((None, 5, 2))]),
+    ]
+
+
+@register
+class LayerNorm(_Norm):
+    """Layer normalization: statistics over the channel axis only; same in both modes."""
+
+    name = "layer_norm"
+    doc = "gamma * (x - mean) / sqrt(var + eps) + beta with stats over the channel axis."
+    options = {
+        "gamma_initializer": _GAMMA_GLOROT,
+        "beta_initializer": _BETA,
+        "channel_index": _CHANNEL_INDEX,
+        "epsilon": _EPSILON,
+    }
+    cases = [
+        Case("rank2", lambda x: layer_norm(x), [TensorType((None, 6))]),
+        Case("rank3", lambda x: layer_norm(x), [TensorType((None, 3, 4))]),
+        Case(
+            "rank4_channel_index_1",
+            lambda x: layer_norm(x, channel_index=1),
+            [TensorType((None, 3, 2, 2))],
+        ),
+    ]
+
+    def params(self, types, opts, mode, node):
+        return self.affine_params(types, opts)
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        xd = x.astype(np.float64)
+        axis = opts["channel_index"] % x.ndim
+        c = x.shape[axis]
+        gamma = _broadcast(_vector(params, "gamma", c, ctx), x.ndim, axis)
+        beta = _broadcast(_vector(params, "beta", c, ctx), x.ndim, axis)
+        mean = xd.mean(axis=axis, keepdims=True)
+        var = xd.var(axis=axis, keepdims=True)
+        out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
+        return out.astype(_out_dtype(x))
+
+
+@register
+class GroupNorm(_Norm):
+    """Group normalization: channels split into `num_groups` contiguous groups.
+
+    Statistics (biased variance) are taken per sample and group over the spatial
+    axes and the group's channels; no state, same in both modes. The channel
+    count must be divisible by `num_groups`.
+    """
+
+    name = "group_norm"
+    doc = (
+        "Normalise each of num_groups contiguous channel groups per sample, then gamma * x + beta."
+    )
+    options = {
+        "num_groups": Option(check=check_int(1), doc="number of contiguous channel groups"),
+        "gamma_initializer": _GAMMA_ONES,
+        "beta_initializer": _BETA,
+        "channel_index": _CHANNEL_INDEX,
+        "epsilon": _EPSILON,
+    }
+    min_rank = 2
+    cases = [
+        Case("rank2", lambda x: group_norm(x, 2), [TensorType((None, 6))]),
+        Case("rank4_channels_last", lambda x: group_norm(x, 3), [TensorType((None, 4, 4, 6))]),
+        Case(
+            "rank4_channels_first",
+            lambda x: group_norm(x, 3, channel_index=1),
+            [TensorType((None, 6, 4, 4))],
+        ),
+        Case("one_group_rank3", lambda x: group_norm(x, 1), [TensorType((None, 5, 4))]),
+    ]
+
+    def infer(self, types, opts, node):
+        t = super().infer(types, opts, node)
+        c = t.shape[_norm_axis(t, opts["channel_index"])]
+        if c is not None:
+            _check_groups(c, opts["num_groups"])
+        return t
+
+    def params(self, types, opts, mode, node):
+        return self.affine_params(types, opts)
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        axis = opts["channel_index"] % x.ndim
+        c, g = x.shape[axis], opts["num_groups"]
+        _check_groups(c, g)
+        gamma = _broadcast(_vector(params, "gamma", c, ctx), x.ndim, axis)
+        beta = _broadcast(_vector(params, "beta", c, ctx), x.ndim, axis)
+        grouped = x.astype(np.float64).reshape((*x.shape[:axis], g, c // g, *x.shape[axis + 1 :]))
+        axes = tuple(i for i in range(1, grouped.ndim) if i != axis)
+        mean = grouped.mean(axis=axes, keepdims=True)
+        var = grouped.var(axis=axes, keepdims=True)
+        normed = ((grouped - mean) / np.sqrt(var + opts["epsilon"])).reshape(x.shape)
+        return (normed * gamma + beta).astype(_out_dtype(x))
+
+
+def _check_groups(channels: int, groups: int) -> None:
+    if channels % groups:
+        raise ShapeError(
+            f"group_norm: {channels} channels cannot be split into {groups} equal groups; "
+            "num_groups must divide the channel count"
+        )
+
+
+@register
+class RmsNorm(_Norm):
+    """RMS normalization (Axon 0.8+): x / sqrt(mean(x^2) + eps) * (shift + gamma).
+
+    The mean of squares is taken over the channel axis; no centering, no beta, no
+    state, same in both modes. `upcast` is Axon's precision option: with
+    "normalization" (default) the normalised input is rounded to the input dtype
+    before scaling, with "all" it is not (both compute in float64 here, so they
+    differ only for inputs narrower than f32).
+    """
+
+    name = "rms_norm"
+    doc = "x / sqrt(mean(x^2, channel axis) + eps) * (shift + gamma)."
+    options = {
+        "gamma_initializer": _GAMMA_ONES,
+        "channel_index": _CHANNEL_INDEX,
+        "epsilon": Option(1e-6, check_float(lo=0.0), "numerical stability term"),
+        "shift": Option(0.0, check_float(), "constant added to gamma before scaling"),
+        "upcast": Option(
+            "normalization",
+            check_choice("normalization", "all"),
+            "which part is computed in high precision",
+        ),
+    }
+    cases = [
+        Case("rank2", lambda x: rms_norm(x), [TensorType((None, 6))]),
+        Case("rank3", lambda x: rms_norm(x), [TensorType((None, 3, 6))]),
+        Case(
+            "shift_channel_index_1",
+            lambda x: rms_norm(x, shift=1.0, channel_index=1),
+            [TensorType((None, 4, 3))],
+        ),
+    ]
+
+    def params(self, types, opts, mode, node):
+        c = _num_channels(types[0], opts["channel_index"])
+        return [ParamSpec(("gamma",), (c,), opts["gamma_initializer"])]
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        xd = x.astype(np.float64)
+        axis = opts["channel_index"] % x.ndim
+        gamma = _broadcast(_vector(params, "gamma", x.shape[axis], ctx), x.ndim, axis)
+        normed = xd / np.sqrt(np.mean(xd * xd, axis=axis, keepdims=True) + opts["epsilon"])
+        if opts["upcast"] == "normalization":
+            normed = normed.astype(_out_dtype(x)).astype(np.float64)
+        return (normed * (opts["shift"] + gamma)).astype(_out_dtype(x))
+
+
+@layer_api
+def batch_norm(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Batch normalization. Options: gamma_initializer, beta_initializer, channel_index,
+    epsilon, momentum, use_running_stats (axonc: train with frozen running stats)."""
+    return make_node("batch_norm", [x], opts, name=name)
+
+
+@layer_api
+def instance_norm(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Instance normalization (rank >= 3). Options as batch_norm; train-mode state is {N, C}."""
+    return make_node("instance_norm", [x], opts, name=name)
+
+
+@layer_api
+def layer_norm(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Layer normalization over the channel axis. Options: gamma_initializer,
+    beta_initializer, channel_index, epsilon."""
+    return make_node("layer_norm", [x], opts, name=name)
+
+
+@layer_api
+def group_norm(x: Axon, num_groups: int, *, name: str | None = None, **opts: Any) -> Axon:
+    """Group normalization with `num_groups` contiguous channel groups. Options:
+    gamma_initializer, beta_initializer, channel_index, epsilon."""
+    return make_node("group_norm", [x], {"num_groups": num_groups, **opts}, name=name)
+
+
+@layer_api
+def rms_norm(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """RMS normalization. Options: gamma_initializer, channel_index, epsilon, shift, upcast."""
+    return make_node("rms_norm", [x], opts, name=name)

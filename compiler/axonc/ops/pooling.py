@@ -1,0 +1,610 @@
+"""Pooling layers: windowed (max/avg/lp), adaptive, global and blur pooling.
+
+Conventions are Axon 0.8.1's (tests/fixtures/axon-golden/README.md, "Pooling"):
+`strides` default to `kernel_size`; `padding="same"` is Nx's stride-independent
+rule and max pooling pads with -inf; `avg_pool` divides by the full window size,
+padded zeros included; `lp_pool` is `window_sum(x**p) ** (1/p)` with no abs(), so
+an odd `norm` over a negative window sum gives NaN (Axon's BinaryBackend raises).
+Adaptive pools are not PyTorch bins: `stride = in // out`,
+`window = in - (out - 1) * stride`, valid padding. Global pools reduce every
+spatial axis. Pools have no parameters and act the same in both modes.
+
+`blur_pool` is Axon 0.8's fixed `[1, 2, 1]` (x) `[1, 2, 1] / 16` depthwise blur with
+zero padding 1 and stride 1. Axon 0.8.1 only runs it with `channels="first"`: with
+`channels="last"` it transposes its filter and then reads the padding from the
+wrong axes and crashes. axonc does what the layer obviously means and applies
+the same blur in both layouts. It also accepts 1-D and 3-D inputs (the separable
+`[1, 2, 1] / 4` filter along every spatial axis), where Axon requires rank 4.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import TensorType, to_numpy_dtype
+from ..errors import OptionError, ShapeError
+from ..ir import Axon, make_node
+from ..registry import (
+    Case,
+    Op,
+    Option,
+    check_bool,
+    check_int_or_tuple,
+    check_optional,
+    layer_api,
+    register,
+)
+from ._spatial import (
+    check_channels,
+    check_padding,
+    per_dim,
+    resolve_padding,
+    spatial_axes,
+    window_out,
+)
+
+
+def _check_norm(v: Any) -> int | float:
+    """The p of an Lp pool: a positive number (ints stay ints, so x**p is exact)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"expected a positive number, got {v!r}")
+    if not v > 0 or not np.isfinite(v):
+        raise ValueError(f"expected a positive finite number, got {v!r}")
+    return int(v) if isinstance(v, (int, np.integer)) else float(v)
+
+
+_CHANNELS = Option("last", check_channels, "channel axis: 'last' (default) or 'first'")
+_NORM = Option(2, _check_norm, "the p of the Lp norm")
+
+
+def _check_rank(t: TensorType, op: str) -> None:
+    if t.rank < 3:
+        raise ShapeError(
+            f"{op} expects an input of rank >= 3 (batch, spatial dims..., channels), "
+            f"got shape {t.shape}"
+        )
+
+
+def _float_dtype(dtype: np.dtype) -> np.dtype:
+    """Averages and norms of integer inputs come out as f32, as in Nx."""
+    return dtype if dtype.kind == "f" else np.dtype(np.float32)
+
+
+def _out_dtype_name(dtype: str, keep: bool) -> str:
+    return dtype if keep or to_numpy_dtype(dtype).kind == "f" else "f32"
+
+
+def _window_reduce(
+    x: np.ndarray,
+    axes: list[int],
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    kind: str,
+) -> np.ndarray:
+    """Reduce (`max` or `sum`) every strided, dilated window of `x` along `axes`.
+
+    Padding is -inf for max and 0 for sum; a negative pad crops, as Nx.pad does.
+    The windows are visited one kernel offset at a time over strided slices.
+    """
+    fill = -np.inf if kind == "max" else 0.0
+    width = [(0, 0)] * x.ndim
+    crop = [slice(None)] * x.ndim
+    for ax, (lo, hi) in zip(axes, pads, strict=True):
+        width[ax] = (max(lo, 0), max(hi, 0))
+        crop[ax] = slice(max(-lo, 0), x.shape[ax] + max(lo, 0) + max(hi, 0) - max(-hi, 0))
+    x = np.pad(x, width, constant_values=fill)[tuple(crop)]
+    outs = [
+        (x.shape[ax] - ((k - 1) * d + 1)) // s + 1
+        for ax, k, s, d in zip(axes, kernel, strides, dilations, strict=True)
+    ]
+    if any(n <= 0 for n in outs):
+        raise ShapeError(
+            f"the pooling window is larger than the padded input (spatial dims "
+            f"{[x.shape[a] for a in axes]}, kernel {kernel}, dilations {dilations})"
+        )
+    result: np.ndarray | None = None
+    for offsets in itertools.product(*(range(k) for k in kernel)):
+        index = [slice(None)] * x.ndim
+        for ax, o, s, d, n in zip(axes, offsets, strides, dilations, outs, strict=True):
+            index[ax] = slice(o * d, o * d + (n - 1) * s + 1, s)
+        window = x[tuple(index)]
+        if result is None:
+            result = window.copy()
+        elif kind == "max":
+            np.maximum(result, window, out=result)
+        else:
+            result += window
+    assert result is not None
+    return result
+
+
+def _pool(
+    kind: str,
+    x: np.ndarray,
+    axes: list[int],
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    norm: int | float | None,
+) -> np.ndarray:
+    """A max / avg / lp window pool in float64, cast back to the input's (float) dtype."""
+    xf = x.astype(np.float64)
+    if kind == "max":
+        return _window_reduce(xf, axes, kernel, strides, dilations, pads, "max").astype(x.dtype)
+    if kind == "avg":
+        out = _window_reduce(xf, axes, kernel, strides, dilations, pads, "sum") / np.prod(kernel)
+    else:
+        sums = _window_reduce(np.power(xf, norm), axes, kernel, strides, dilations, pads, "sum")
+        out = _lp_finish(sums, norm)
+    return out.astype(_float_dtype(x.dtype))
+
+
+def _lp_finish(sums: np.ndarray, norm: int | float) -> np.ndarray:
+    """sum ** (1/p), NaN (not an exception) where an odd p meets a negative sum."""
+    with np.errstate(invalid="ignore"):
+        return np.power(sums, 1.0 / norm)
+
+
+# ---------------------------------------------------------------------------
+# Windowed pools: max_pool, avg_pool, lp_pool
+
+
+class _WindowPool(Op):
+    """Shared rules of max_pool, avg_pool and lp_pool."""
+
+    family = "pooling"
+    kind: ClassVar[str]
+    options: ClassVar[dict[str, Option]] = {
+        "kernel_size": Option(
+            1, check_int_or_tuple(1), "window size, an int or one per spatial dim"
+        ),
+        "strides": Option(
+            None,
+            check_optional(check_int_or_tuple(1)),
+            "window strides, an int or one per spatial dim; default the kernel size",
+        ),
+        "padding": Option("valid", check_padding, "'valid', 'same' or a list of (lo, hi) pairs"),
+        "dilations": Option(1, check_int_or_tuple(1), "window dilation, an int or one per dim"),
+        "channels": _CHANNELS,
+    }
+
+    def geometry(
+        self, rank: int, opts: dict[str, Any]
+    ) -> tuple[list[int], tuple, tuple, tuple, tuple]:
+        """(spatial axes, kernel, strides, dilations, (lo, hi) pads) for an input rank."""
+        n = rank - 2
+        try:
+            kernel = per_dim(opts["kernel_size"], n, "kernel_size")
+            strides = kernel if opts["strides"] is None else per_dim(opts["strides"], n, "strides")
+            dilations = per_dim(opts["dilations"], n, "dilations")
+            pads = resolve_padding(opts["padding"], kernel, dilations)
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+        return spatial_axes(rank, opts["channels"]), kernel, strides, dilations, pads
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        _check_rank(t, self.name)
+        axes, kernel, strides, dilations, pads = self.geometry(t.rank, opts)
+        shape = list(t.shape)
+        for i, ax in enumerate(axes):
+            out = window_out(t.shape[ax], kernel[i], strides[i], *pads[i], dilations[i])
+            if out == 0:
+                raise ShapeError(
+                    f"the window (kernel {kernel[i]}, dilation {dilations[i]}) is larger than "
+                    f"spatial dim {i} of size {t.shape[ax]} padded by {pads[i]}"
+                )
+            shape[ax] = out
+        return TensorType(tuple(shape), _out_dtype_name(t.dtype, self.kind == "max"))
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        axes, kernel, strides, dilations, pads = self.geometry(x.ndim, opts)
+        return _pool(self.kind, x, axes, kernel, strides, dilations, pads, opts.get("norm"))
+
+
+def _window_cases(layer) -> list[Case]:
+    return [
+        Case("1d_default", lambda x: layer(x), [TensorType((None, 8, 3))]),
+        Case("1d_k2_s1", lambda x: layer(x, kernel_size=2, strides=1), [TensorType((None, 8, 3))]),
+        Case("2d_k2", lambda x: layer(x, kernel_size=2), [TensorType((None, 6, 6, 2))]),
+        Case(
+            "2d_k3_s1_same",
+            lambda x: layer(x, kernel_size=3, strides=1, padding="same"),
+            [TensorType((None, 6, 6, 2))],
+        ),
+        Case(
+            "2d_k3_s2_same_even",
+            lambda x: layer(x, kernel_size=(3, 2), strides=2, padding="same"),
+            [TensorType((None, 7, 6, 2))],
+        ),
+        Case(
+            "2d_explicit_channels_first",
+            lambda x: layer(
+                x, kernel_size=2, strides=(1, 2), padding=[(1, 0), (0, 1)], channels="first"
+            ),
+            [TensorType((None, 2, 5, 6))],
+        ),
+        Case(
+            "2d_dilations2",
+            lambda x: layer(x, kernel_size=2, strides=1, dilations=2),
+            [TensorType((None, 6, 6, 2))],
+        ),
+        Case(
+            "3d_k2_channels_first",
+            lambda x: layer(x, kernel_size=2, channels="first"),
+            [TensorType((None, 2, 4, 4, 4))],
+        ),
+        Case(
+            "3d_same_dilated",
+            lambda x: layer(
+                x, kernel_size=(2, 3, 2), strides=(1, 2, 1), padding="same", dilations=(1, 1, 2)
+            ),
+            [TensorType((None, 4, 5, 4, 3))],
+        ),
+    ]
+
+
+@register
+class MaxPool(_WindowPool):
+    kind = "max"
+    name = "max_pool"
+    doc = "Maximum over each (strided, dilated) window; 'same' padding pads with -inf."
+
+
+@register
+class AvgPool(_WindowPool):
+    kind = "avg"
+    name = "avg_pool"
+    doc = "Mean over each window, dividing by the full window size (padded zeros count)."
+
+
+@register
+class LpPool(_WindowPool):
+    kind = "lp"
+    name = "lp_pool"
+    doc = "Power-average pool: window_sum(x ** p) ** (1 / p), without abs() (Axon's definition)."
+    options: ClassVar[dict[str, Option]] = {**_WindowPool.options, "norm": _NORM}
+
+
+@layer_api
+def max_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Max pooling. Options: kernel_size (1), strides (= kernel_size), padding ("valid"),
+    dilations (1), channels ("last")."""
+    return make_node("max_pool", [x], opts, name=name)
+
+
+@layer_api
+def avg_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Average pooling (count includes padding). Options: kernel_size (1), strides
+    (= kernel_size), padding ("valid"), dilations (1), channels ("last")."""
+    return make_node("avg_pool", [x], opts, name=name)
+
+
+@layer_api
+def lp_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Lp (power-average) pooling. Options: kernel_size (1), strides (= kernel_size),
+    padding ("valid"), dilations (1), channels ("last"), norm (2)."""
+    return make_node("lp_pool", [x], opts, name=name)
+
+
+MaxPool.cases = _window_cases(max_pool)
+AvgPool.cases = _window_cases(avg_pool)
+LpPool.cases = [
+    *_window_cases(lp_pool),
+    Case("2d_norm4", lambda x: lp_pool(x, kernel_size=2, norm=4), [TensorType((None, 6, 6, 2))]),
+    Case(
+        "2d_norm1.5_relu_input",
+        lambda x: lp_pool(x.relu(), kernel_size=3, norm=1.5),
+        [TensorType((None, 6, 6, 2))],
+    ),
+]
+
+
+# ---------------------------------------------------------------------------
+# Adaptive pools
+
+
+class _AdaptivePool(Op):
+    """Shared rules of the adaptive pools: a valid window sized to hit `output_size`."""
+
+    family = "pooling"
+    kind: ClassVar[str]
+    options: ClassVar[dict[str, Option]] = {
+        "output_size": Option(
+            None,
+            check_optional(check_int_or_tuple(1)),
+            "output spatial size, an int or one per spatial dim; default the input's",
+        ),
+        "channels": _CHANNELS,
+    }
+
+    def geometry(self, shape: tuple, opts: dict[str, Any]) -> tuple[list[int], tuple, tuple, tuple]:
+        """(spatial axes, output sizes, window sizes, strides) for a concrete input shape."""
+        axes = spatial_axes(len(shape), opts["channels"])
+        sizes = [shape[a] for a in axes]
+        if any(s is None for s in sizes):
+            raise ShapeError(
+                f"{self.name} needs known spatial dims to size its window, got input shape "
+                f"{tuple(shape)}; give the input a static spatial shape"
+            )
+        if opts["output_size"] is None:
+            out = tuple(sizes)
+        else:
+            try:
+                out = per_dim(opts["output_size"], len(axes), "output_size")
+            except ValueError as exc:
+                raise OptionError(str(exc)) from None
+        for i, (n, o) in enumerate(zip(sizes, out, strict=True)):
+            if o > n:
+                raise ShapeError(
+                    f"{self.name}: output_size {o} is larger than spatial dim {i} of size {n}; "
+                    "adaptive pooling can only shrink"
+                )
+        strides = tuple(n // o for n, o in zip(sizes, out, strict=True))
+        windows = tuple(n - (o - 1) * s for n, o, s in zip(sizes, out, strides, strict=True))
+        return axes, out, windows, strides
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        _check_rank(t, self.name)
+        axes, out, _, _ = self.geometry(t.shape, opts)
+        shape = list(t.shape)
+        for ax, o in zip(axes, out, strict=True):
+            shape[ax] = o
+        return TensorType(tuple(shape), _out_dtype_name(t.dtype, self.kind == "max"))
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        axes, _, windows, strides = self.geometry(x.shape, opts)
+        ones = (1,) * len(axes)
+        valid = ((0, 0),) * len(axes)
+        return _pool(self.kind, x, axes, windows, strides, ones, valid, opts.get("norm"))
+
+
+def _adaptive_cases(layer) -> list[Case]:
+    return [
+        Case("1d_3", lambda x: layer(x, output_size=3), [TensorType((None, 8, 3))]),
+        Case("2d_4x4", lambda x: layer(x, output_size=(4, 4)), [TensorType((None, 6, 6, 2))]),
+        Case("2d_5x3", lambda x: layer(x, output_size=(5, 3)), [TensorType((None, 7, 6, 2))]),
+        Case("2d_default_size", lambda x: layer(x), [TensorType((None, 5, 4, 2))]),
+        Case(
+            "2d_channels_first",
+            lambda x: layer(x, output_size=(2, 3), channels="first"),
+            [TensorType((None, 2, 6, 7))],
+        ),
+        Case("3d_2", lambda x: layer(x, output_size=2), [TensorType((None, 4, 5, 6, 2))]),
+    ]
+
+
+@register
+class AdaptiveAvgPool(_AdaptivePool):
+    kind = "avg"
+    name = "adaptive_avg_pool"
+    doc = "Average pool with stride in // out and window in - (out - 1) * stride (valid)."
+
+
+@register
+class AdaptiveMaxPool(_AdaptivePool):
+    kind = "max"
+    name = "adaptive_max_pool"
+    doc = "Max pool with stride in // out and window in - (out - 1) * stride (valid)."
+
+
+@register
+class AdaptiveLpPool(_AdaptivePool):
+    kind = "lp"
+    name = "adaptive_lp_pool"
+    doc = "Lp pool (no abs) with stride in // out and window in - (out - 1) * stride (valid)."
+    options: ClassVar[dict[str, Option]] = {**_AdaptivePool.options, "norm": _NORM}
+
+
+@layer_api
+def adaptive_avg_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Adaptive average pooling. Options: output_size (the input's spatial size),
+    channels ("last")."""
+    return make_node("adaptive_avg_pool", [x], opts, name=name)
+
+
+@layer_api
+def adaptive_max_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Adaptive max pooling. Options: output_size (the input's spatial size),
+    channels ("last")."""
+    return make_node("adaptive_max_pool", [x], opts, name=name)
+
+
+@layer_api
+def adaptive_lp_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Adaptive Lp pooling. Options: output_size (the input's spatial size), channels ("last"),
+    norm (2)."""
+    return make_node("adaptive_lp_pool", [x], opts, name=name)
+
+
+AdaptiveAvgPool.cases = _adaptive_cases(adaptive_avg_pool)
+AdaptiveMaxPool.cases = _adaptive_cases(adaptive_max_pool)
+AdaptiveLpPool.cases = [
+    *_adaptive_cases(adaptive_lp_pool),
+    Case(
+        "2d_norm3_positive",
+        lambda x: adaptive_lp_pool(x.sigmoid(), output_size=2, norm=3),
+        [TensorType((None, 6, 6, 2))],
+    ),
+]
+
+
+# ---------------------------------------------------------------------------
+# Global pools
+
+
+class _GlobalPool(Op):
+    """Shared rules of the global pools: reduce every spatial axis."""
+
+    family = "pooling"
+    kind: ClassVar[str]
+    options: ClassVar[dict[str, Option]] = {
+        "keep_axes": Option(False, check_bool, "keep the reduced spatial axes as size-1 dims"),
+        "channels": _CHANNELS,
+    }
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        _check_rank(t, self.name)
+        axes = spatial_axes(t.rank, opts["channels"])
+        if opts["keep_axes"]:
+            shape = tuple(1 if i in axes else d for i, d in enumerate(t.shape))
+        else:
+            shape = tuple(d for i, d in enumerate(t.shape) if i not in axes)
+        return TensorType(shape, _out_dtype_name(t.dtype, self.kind == "max"))
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        axes = tuple(spatial_axes(x.ndim, opts["channels"]))
+        keep = opts["keep_axes"]
+        xf = x.astype(np.float64)
+        if self.kind == "max":
+            return np.max(xf, axis=axes, keepdims=keep).astype(x.dtype)
+        if self.kind == "avg":
+            out = np.mean(xf, axis=axes, keepdims=keep)
+        else:
+            out = _lp_finish(
+                np.sum(np.power(xf, opts["norm"]), axis=axes, keepdims=keep), opts["norm"]
+            )
+        return np.asarray(out).astype(_float_dtype(x.dtype))
+
+
+def _global_cases(layer) -> list[Case]:
+    return [
+        Case("1d", lambda x: layer(x), [TensorType((None, 8, 3))]),
+        Case("2d", lambda x: layer(x), [TensorType((None, 6, 6, 2))]),
+        Case("2d_keep_axes", lambda x: layer(x, keep_axes=True), [TensorType((None, 6, 6, 2))]),
+        Case(
+            "2d_channels_first", lambda x: layer(x, channels="first"), [TensorType((None, 2, 6, 6))]
+        ),
+        Case(
+            "3d_channels_first_keep_axes",
+            lambda x: layer(x, channels="first", keep_axes=True),
+            [TensorType((None, 2, 3, 4, 5))],
+        ),
+    ]
+
+
+@register
+class GlobalAvgPool(_GlobalPool):
+    kind = "avg"
+    name = "global_avg_pool"
+    doc = "Mean over all spatial axes."
+
+
+@register
+class GlobalMaxPool(_GlobalPool):
+    kind = "max"
+    name = "global_max_pool"
+    doc = "Maximum over all spatial axes."
+
+
+@register
+class GlobalLpPool(_GlobalPool):
+    kind = "lp"
+    name = "global_lp_pool"
+    doc = "sum(x ** p) ** (1 / p) over all spatial axes, without abs()."
+    options: ClassVar[dict[str, Option]] = {**_GlobalPool.options, "norm": _NORM}
+
+
+@layer_api
+def global_avg_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Global average pooling. Options: keep_axes (False), channels ("last")."""
+    return make_node("global_avg_pool", [x], opts, name=name)
+
+
+@layer_api
+def global_max_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Global max pooling. Options: keep_axes (False), channels ("last")."""
+    return make_node("global_max_pool", [x], opts, name=name)
+
+
+@layer_api
+def global_lp_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Global Lp pooling. Options: keep_axes (False), channels ("last"), norm (2)."""
+    return make_node("global_lp_pool", [x], opts, name=name)
+
+
+GlobalAvgPool.cases = _global_cases(global_avg_pool)
+GlobalMaxPool.cases = _global_cases(global_max_pool)
+GlobalLpPool.cases = [
+    *_global_cases(global_lp_pool),
+    Case(
+        "2d_norm3_positive",
+        lambda x: global_lp_pool(x.sigmoid(), norm=3),
+        [TensorType((None, 6, 6, 2))],
+    ),
+]
+
+
+# ---------------------------------------------------------------------------
+# Blur pool
+
+BLUR_TAPS = np.array([1.0, 2.0, 1.0]) / 4.0  # outer product over 2 axes = [1,2,1]x[1,2,1]/16
+
+
+@register
+class BlurPool(Op):
+    name = "blur_pool"
+    family = "pooling"
+    doc = (
+        "Fixed depthwise [1,2,1]x[1,2,1]/16 blur, zero padding 1, stride 1 "
+        "(both channel layouts; Axon 0.8.1 crashes for channels last)."
+    )
+    options: ClassVar[dict[str, Option]] = {"channels": _CHANNELS}
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if not 3 <= t.rank <= 5:
+            raise ShapeError(
+                "blur_pool expects an input with 1 to 3 spatial dims (rank 3 to 5; Axon: rank 4), "
+                f"got shape {t.shape}"
+            )
+        return TensorType(t.shape, _out_dtype_name(t.dtype, False))
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        out = x.astype(np.float64)
+        for ax in spatial_axes(x.ndim, opts["channels"]):
+            width = [(0, 0)] * x.ndim
+            width[ax] = (1, 1)
+            padded = np.pad(out, width)
+            n = out.shape[ax]
+            out = sum(
+                w * np.take(padded, range(i, i + n), axis=ax) for i, w in enumerate(BLUR_TAPS)
+            )
+        return out.astype(_float_dtype(x.dtype))
+
+    cases: ClassVar[list[Case]] = [
+        Case("2d", lambda x: blur_pool(x), [TensorType((None, 6, 6, 2))]),
+        Case(
+            "2d_channels_first",
+            lambda x: blur_pool(x, channels="first"),
+            [TensorType((None, 2, 6, 6))],
+        ),
+        Case("2d_three_channels", lambda x: blur_pool(x), [TensorType((None, 5, 7, 3))]),
+        Case("1d", lambda x: blur_pool(x), [TensorType((None, 8, 3))]),
+        Case(
+            "3d_channels_first",
+            lambda x: blur_pool(x, channels="first"),
+            [TensorType((None, 2, 4, 5, 3))],
+        ),
+    ]
+
+
+@layer_api
+def blur_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Blur pooling: a fixed [1,2,1]x[1,2,1]/16 depthwise low-pass filter, same size out.
+
+    Options: channels ("last"). Works for both layouts (Axon 0.8.1 crashes for "last").
+    """
+    return make_node("blur_pool", [x], opts, name=name)
