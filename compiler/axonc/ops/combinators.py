@@ -1,0 +1,383 @@
+"""Combinators: element-wise add/subtract/multiply, concatenate, split and stack_columns.
+
+Semantics follow Axon 0.8.1: the element-wise layers take two graphs or a list
+and fold left (`a - b - c`) with numpy broadcasting; the result dtype is Nx's
+type merge of the inputs (`result_dtype`); `concatenate` and `split` work along
+axis -1 unless told otherwise; `split` returns a tuple of graphs; `stack_columns`
+stacks the leaves of a container (Axon's DataFrame-style input) as columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import TensorType, broadcast_shapes, dtype_name, to_numpy_dtype
+from ..errors import GraphError, ShapeError
+from ..ir import Axon, make_node, tree_leaves
+from ..registry import Case, Op, Option, check_int, layer_api, register
+from ..shape_inference import NONE
+from .special import container, elem
+
+# ---------------------------------------------------------------------------
+# Nx's type merge
+
+_KIND_RANK = {"u": 0, "s": 1, "f": 3}
+
+
+def _kind_bits(dtype: str) -> tuple[str, int]:
+    name = dtype_name(dtype)
+    if name == "pred":  # Nx has no boolean type: comparisons produce u8
+        return "u", 8
+    return name[0], int(name[1:])
+
+
+def merge_dtypes(a: str, b: str) -> str:
+    """Nx.Type.merge: the dtype of a binary op's result (e.g. s32 + f32 -> f32, u8 + s8 -> s16)."""
+    (ka, na), (kb, nb) = _kind_bits(a), _kind_bits(b)
+    if ka == kb:
+        return f"{ka}{max(na, nb)}"
+    (k1, n1), (k2, n2) = sorted([(ka, na), (kb, nb)], key=lambda kn: _KIND_RANK[kn[0]])
+    if (k1, k2) == ("u", "s"):
+        return f"s{max(min(n1 * 2, 64), n2)}"
+    return f"{k2}{n2}"
+
+
+def result_dtype(dtypes: Sequence[str]) -> str:
+    """The merged dtype of several inputs, folding `merge_dtypes` left to right."""
+    out = dtype_name(dtypes[0])
+    for d in dtypes[1:]:
+        out = merge_dtypes(out, d)
+    return out
+
+
+def _graph_list(x: Any, y: Any, what: str) -> list[Axon]:
+    """Axon's two call forms: (graph, graph) or ([graph, ...])."""
+    if isinstance(x, (list, tuple)):
+        if y is not None:
+            raise GraphError(f"{what}: pass either two graphs or one list of graphs, not both")
+        if not x:
+            raise GraphError(f"{what}: expected a non-empty list of graphs")
+        return list(x)
+    if y is None:
+        raise GraphError(f"{what}: expected two graphs or a list of graphs, got one graph")
+    return [x, y]
+
+
+# ---------------------------------------------------------------------------
+# add, subtract, multiply
+
+
+class _ElementWise(Op):
+    """Shared rules of the element-wise combinators (fold left with broadcasting)."""
+
+    family = "combinators"
+    arity = None
+    fold: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def infer(self, types, opts, node):
+        for i, t in enumerate(types):
+            if not isinstance(t, TensorType):
+                raise ShapeError(f"expected tensor inputs; input {i} is a container {t!r}")
+        try:
+            shape = broadcast_shapes(*(t.shape for t in types))
+        except ShapeError as exc:
+            raise ShapeError(f"expected inputs that broadcast together: {exc}") from None
+        return TensorType(shape, result_dtype([t.dtype for t in types]))
+
+    def forward(self, ctx, inputs, params, opts):
+        arrays = [np.asarray(v) for v in inputs]
+        dtype = to_numpy_dtype(result_dtype([dtype_name(a.dtype) for a in arrays]))
+        out = arrays[0].astype(dtype)
+        for a in arrays[1:]:
+            out = type(self).fold(out, a.astype(dtype)).astype(dtype)
+        return out
+
+
+def _define(op: str, fold: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: str) -> None:
+    two = [TensorType((None, 3)), TensorType((None, 3))]
+    three = [TensorType((None, 2, 3)), TensorType((None, 1, 3)), TensorType((3,))]
+
+    def layer(x: Axon | Sequence[Axon], y: Axon | None = None, *, name: str | None = None) -> Axon:
+        return make_node(op, _graph_list(x, y, f"{op} layer"), {}, name=name)
+
+    cls = type(
+        op.title(),
+        (_ElementWise,),
+        {
+            "name": op,
+            "doc": doc,
+            "fold": staticmethod(fold),
+            "cases": [
+                Case("two", lambda a, b: layer(a, b), two),
+                Case("list3_broadcast", lambda a, b, c: layer([a, b, c]), three),
+            ],
+        },
+    )
+    register(cls)
+    layer.__name__ = op
+    layer.__doc__ = (
+        f"{doc}\n\nCall as {op}(a, b) or {op}([a, b, ...]); the inputs must broadcast together."
+    )
+    layer_api(layer, name=op)
+
+
+_define("add", np.add, "Element-wise sum of the inputs, with broadcasting.")
+_define("subtract", np.subtract, "Element-wise difference folded left (a - b - c), broadcasting.")
+_define("multiply", np.multiply, "Element-wise product of the inputs, with broadcasting.")
+
+
+# ---------------------------------------------------------------------------
+# concatenate
+
+
+def _normalize_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise ShapeError(f"axis {axis} is out of range for inputs of rank {rank}")
+    return axis % rank
+
+
+@register
+class Concatenate(Op):
+    name = "concatenate"
+    family = "combinators"
+    doc = "Joins the inputs along `axis` (default the last); the other dims must match."
+    arity = None
+    options: ClassVar[dict[str, Option]] = {
+        "axis": Option(-1, check_int(), "the axis to join along (batch axis is 0)")
+    }
+
+    def infer(self, types, opts, node):
+        rank = types[0].rank
+        for i, t in enumerate(types):
+            if t.rank != rank:
+                raise ShapeError(
+                    f"expected inputs of the same rank; input 0 has rank {rank}, "
+                    f"input {i} has rank {t.rank}"
+                )
+        axis = _normalize_axis(opts["axis"], rank)
+        shape: list[int | None] = []
+        for a in range(rank):
+            dims = [t.shape[a] for t in types]
+            if a == axis:
+                shape.append(None if None in dims else sum(dims))
+                continue
+            known = {d for d in dims if d is not None}
+            if len(known) > 1:
+                raise ShapeError(
+                    f"expected every dim but the concatenation axis {axis} to match; axis {a} "
+                    f"has sizes {', '.join('?' if d is None else str(d) for d in dims)}"
+                )
+            shape.append(known.pop() if known else None)
+        return TensorType(tuple(shape), result_dtype([t.dtype for t in types]))
+
+    def forward(self, ctx, inputs, params, opts):
+        arrays = [np.asarray(v) for v in inputs]
+        dtype = to_numpy_dtype(result_dtype([dtype_name(a.dtype) for a in arrays]))
+        return np.concatenate([a.astype(dtype) for a in arrays], axis=opts["axis"])
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "axis1",
+            lambda a, b: concatenate([a, b], axis=1),
+            [TensorType((None, 2, 3)), TensorType((None, 1, 3))],
+        ),
+        Case(
+            "last_two_graphs",
+            lambda a, b: concatenate(a, b),
+            [TensorType((None, 4)), TensorType((None, 2))],
+        ),
+        Case(
+            "three_inputs",
+            lambda a, b, c: concatenate([a, b, c]),
+            [TensorType((None, 2, 1)), TensorType((None, 2, 2)), TensorType((None, 2, 3))],
+        ),
+    ]
+
+
+@layer_api
+def concatenate(
+    x: Axon | Sequence[Axon], y: Axon | None = None, *, name: str | None = None, **opts: Any
+) -> Axon:
+    """Concatenate graphs: concatenate(a, b) or concatenate([a, b, ...]).
+
+    Options: axis (default -1, the batch axis is 0).
+    """
+    return make_node("concatenate", _graph_list(x, y, "concatenate layer"), opts, name=name)
+
+
+# ---------------------------------------------------------------------------
+# split
+
+
+def _check_splits(v: Any) -> int | tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        if not v:
+            raise ValueError("expected a positive integer or a non-empty list of sizes")
+        return tuple(check_int(0)(s) for s in v)
+    return check_int(1)(v)
+
+
+def _split_sizes(size: int | None, splits: int | tuple[int, ...]) -> list[int | None]:
+    """The size of each piece along the split axis (None while the axis is dynamic)."""
+    if isinstance(splits, tuple):
+        if size is not None and sum(splits) > size:
+            raise ShapeError(
+                f"split sizes {list(splits)} add up to {sum(splits)}, more than the axis size "
+                f"{size}; expected a total of at most {size}"
+            )
+        return list(splits)
+    if size is None:
+        return [None] * splits
+    if size % splits:
+        raise ShapeError(
+            f"cannot split an axis of size {size} into {splits} equal parts; expected a size "
+            f"divisible by {splits}"
+        )
+    return [size // splits] * splits
+
+
+@register
+class Split(Op):
+    name = "split"
+    family = "combinators"
+    doc = "Splits the input along `axis` into n equal parts or pieces of the given sizes."
+    options: ClassVar[dict[str, Option]] = {
+        "splits": Option(check=_check_splits, doc="a number of equal parts or a list of sizes"),
+        "axis": Option(-1, check_int(), "the axis to split (batch axis is 0)"),
+    }
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if t.rank < 2:
+            raise ShapeError(f"expected an input of rank >= 2 (batch and features), got {t!r}")
+        axis = _normalize_axis(opts["axis"], t.rank)
+        return tuple(
+            t.with_shape((*t.shape[:axis], n, *t.shape[axis + 1 :]))
+            for n in _split_sizes(t.shape[axis], opts["splits"])
+        )
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        axis = _normalize_axis(opts["axis"], x.ndim)
+        pieces = []
+        start = 0
+        for n in _split_sizes(x.shape[axis], opts["splits"]):
+            pieces.append(np.take(x, np.arange(start, start + n), axis=axis))
+            start += n
+        return tuple(pieces)
+
+    cases: ClassVar[list[Case]] = [
+        Case("equal_2", lambda x: container(split(x, 2)), [TensorType((None, 6))]),
+        Case("sizes", lambda x: container(split(x, [1, 3, 2])), [TensorType((None, 6))]),
+        Case("axis1", lambda x: container(split(x, 3, axis=1)), [TensorType((None, 3, 2))]),
+    ]
+
+
+@layer_api
+def split(
+    x: Axon, splits: int | Sequence[int], *, name: str | None = None, **opts: Any
+) -> tuple[Axon, ...]:
+    """Split `x` into a tuple of graphs: n equal parts (int) or pieces of the given sizes.
+
+    Options: axis (default -1). The sizes of a list may add up to less than the axis,
+    as in Axon (the rest is dropped).
+    """
+    node = make_node("split", [x], {"splits": splits, **opts}, name=name)
+    s = node.node.options["splits"]
+    count = len(s) if isinstance(s, tuple) else s
+    return tuple(elem(node, i) for i in range(count))
+
+
+# ---------------------------------------------------------------------------
+# stack_columns
+
+
+def _check_ignore(v: Any) -> tuple:
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"expected a list of keys to ignore, got {v!r}")
+    return tuple(v)
+
+
+def _columns(tree: Any, ignore: tuple, what: str) -> list[Any]:
+    """The leaves to stack, in container order, without the ignored top-level entries."""
+    if isinstance(tree, dict):
+        items = [v for k, v in tree.items() if k not in ignore]
+    elif isinstance(tree, (tuple, list)):
+        items = [v for i, v in enumerate(tree) if i not in ignore]
+    else:
+        raise ShapeError(
+            f"expected a container (a dict, tuple or list of tensors) to stack, got {what}"
+        )
+    leaves = tree_leaves(items)
+    if not leaves:
+        raise ShapeError("expected at least one column to stack; every entry is ignored")
+    return leaves
+
+
+@register
+class StackColumns(Op):
+    name = "stack_columns"
+    family = "combinators"
+    doc = "Stacks a container's tensors as columns along a new last axis: n x {b} -> {b, n}."
+    options: ClassVar[dict[str, Option]] = {
+        "ignore": Option((), _check_ignore, "keys (or positions) of entries not to stack")
+    }
+
+    def infer(self, types, opts, node):
+        leaves = _columns(types[0], opts["ignore"], repr(types[0]))
+        if any(t is NONE for t in leaves):
+            return NONE
+        shape = leaves[0].shape
+        for t in leaves[1:]:
+            if t.rank != len(shape) or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(shape, t.shape, strict=True)
+            ):
+                raise ShapeError(
+                    f"expected every column to have the same shape; got {leaves[0]!r} and {t!r}"
+                )
+        merged = tuple(
+            next((d for d in dims if d is not None), None)
+            for dims in zip(*(t.shape for t in leaves), strict=True)
+        )
+        return TensorType((*merged, len(leaves)), result_dtype([t.dtype for t in leaves]))
+
+    def forward(self, ctx, inputs, params, opts):
+        leaves = _columns(inputs[0], opts["ignore"], type(inputs[0]).__name__)
+        if any(v is NONE for v in leaves):
+            return NONE
+        arrays = [np.asarray(v) for v in leaves]
+        dtype = to_numpy_dtype(result_dtype([dtype_name(a.dtype) for a in arrays]))
+        try:
+            return np.stack([a.astype(dtype) for a in arrays], axis=-1)
+        except ValueError:
+            shapes = ", ".join(str(a.shape) for a in arrays)
+            raise ShapeError(f"expected columns of one shape, got {shapes}") from None
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "dict3",
+            lambda a, b, c: stack_columns(container({"a": a, "b": b, "c": c})),
+            [TensorType((None,)), TensorType((None,)), TensorType((None,))],
+        ),
+        Case(
+            "ignore",
+            lambda a, b, c: stack_columns({"x": a, "y": b, "id": c}, ignore=["id"]),
+            [TensorType((None,)), TensorType((None,)), TensorType((None,))],
+        ),
+    ]
+
+
+@layer_api
+def stack_columns(x: Axon | dict | tuple | list, *, name: str | None = None, **opts: Any) -> Axon:
+    """Stack the tensors of a container (e.g. one per data-frame column) as columns.
+
+    `x` is a container graph or a dict/tuple/list of graphs; each column {b} becomes
+    one entry of the last axis of the {b, n} output. Options: ignore (keys to skip).
+    """
+    if isinstance(x, (dict, tuple, list)):
+        x = container(x)
+    return make_node("stack_columns", [x], opts, name=name)
