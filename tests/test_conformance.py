@@ -224,7 +224,7 @@ CASES: dict[str, Callable[[], ax.Axon]] = {
     ),
     "cond_false": _cond,
     "cond_true": _cond,
-    "constant_only_output": lambda: ax.container((_x(3), ax.constant(np.array([1, 2, 3])))),
+    "constant_only_output": lambda: ax.container((_x(3), ax.constant([1, 2, 3]))),
     "flatten": lambda: _x(3, 4).flatten(),
     "multiply": _two(ax.multiply),
     "nx_layer": lambda: ax.nx(_x(3), lambda t: t * t + 1),

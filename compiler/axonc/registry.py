@@ -64,6 +64,9 @@ class Case:
     inputs: Sequence[Any]
     modes: tuple[str, ...] = ("inference", "train")
     int_inputs: Mapping[int, int] = field(default_factory=dict)  # input index -> exclusive max
+    # Float inputs are drawn uniformly from this range when given (ops with a domain,
+    # such as log or sqrt), else from a standard normal.
+    float_range: tuple[float, float] | None = None
 
 
 class Op:

@@ -186,4 +186,20 @@ def _case_block(x: Axon) -> Axon:
     return container((shared(x), shared(x.tanh())))
 
 
+def _case_or_else(x: Axon) -> Axon:
+    """An optional input the sweep never feeds, so or_else must take the default."""
+    from .special import input as input_layer
+
+    return or_else(input_layer("maybe", shape=(None, 3), optional=True), x.relu())
+
+
 Block.cases = [Case("shared_twice", _case_block, [TensorType((None, 3))])]
+Namespace.cases = [
+    Case(
+        "dense_under_name",
+        lambda x: namespace(x.dense(2), "encoder").relu(),
+        [TensorType((None, 3))],
+    )
+]
+Optional.cases = [Case("passthrough", lambda x: optional(x).tanh(), [TensorType((None, 3))])]
+OrElse.cases = [Case("missing_input_takes_default", _case_or_else, [TensorType((None, 3))])]

@@ -48,7 +48,12 @@ def _values(case, batch: int, seed: int) -> dict[str, np.ndarray]:
     for i, t in enumerate(case.inputs):
         shape = _concrete(t, batch).shape
         if is_float(t.dtype):
-            out[f"in{i}"] = rng.normal(size=shape).astype(to_numpy_dtype(t.dtype))
+            values = (
+                rng.uniform(*case.float_range, size=shape)
+                if case.float_range
+                else rng.normal(size=shape)
+            )
+            out[f"in{i}"] = values.astype(to_numpy_dtype(t.dtype))
         else:
             high = case.int_inputs.get(i, 2)
             out[f"in{i}"] = rng.integers(0, high, size=shape).astype(to_numpy_dtype(t.dtype))

@@ -1,0 +1,647 @@
+"""Convolution layers: Axon's `conv`, `conv_transpose`, `depthwise_conv`,
+`separable_conv2d` and `separable_conv3d`, for 1-D, 2-D and 3-D inputs.
+
+Conventions (tests/fixtures/axon-golden/README.md, section "Convolution"):
+- kernels are HWIO `{k..., in/groups, out}` for channels "last" (the default) and
+  OIHW `{out, in/groups, k...}` for channels "first"; `bias {out}`; no kernel flip
+  (cross-correlation); feature groups are contiguous channel blocks.
+- padding "valid", "same" (Nx's rule: depends only on the dilated kernel size, not on
+  stride or input size) or explicit (lo, hi) pairs, which may be negative (cropping).
+- conv_transpose is a stride-1 conv with the *unflipped* kernel over the input dilated
+  by `strides`, with Axon's padding formulas (see `conv_transpose_padding`).
+- depthwise_conv(mult): groups = input channels; output channel c*mult + m reads input
+  channel c.
+- separable_conv2d/3d are *spatially* separable: one depthwise conv per spatial axis
+  (kernel_1..kernel_n, bias_1..bias_n), each pass applying every option (strides,
+  padding, dilations) again, exactly as Axon.Layers chains depthwise_conv calls.
+
+Every op runs through one general N-D convolution, `conv_nd`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import TensorType
+from ..errors import OptionError, ShapeError
+from ..initializers import check_initializer
+from ..interpreter import layer_param
+from ..ir import Axon, make_node
+from ..registry import (
+    Case,
+    Op,
+    Option,
+    ParamSpec,
+    check_bool,
+    check_int,
+    check_int_or_tuple,
+    layer_api,
+    register,
+)
+from ._spatial import channel_axis, check_channels, check_padding, per_dim, resolve_padding
+from .activation import apply_activation
+from .linear import float_dtype, float_dtype_np
+
+Pads = tuple[tuple[int, int], ...]
+
+
+def conv_nd(
+    x: np.ndarray,
+    w: np.ndarray,
+    *,
+    strides: tuple[int, ...],
+    padding: Pads,
+    input_dilation: tuple[int, ...],
+    kernel_dilation: tuple[int, ...],
+    groups: int = 1,
+) -> np.ndarray:
+    """General N-D cross-correlation, channels first, in float64 (Nx.conv's semantics).
+
+    `x` is (N, C, *spatial), `w` is (O, C/groups, *kernel); the input is dilated
+    (interior zeros), then padded by the explicit (lo, hi) pairs (negative values crop),
+    then the dilated kernel slides with `strides`. Returns (N, O, *out).
+    """
+    n = x.ndim - 2
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    if any(d != 1 for d in input_dilation):
+        dilated = tuple(
+            (s - 1) * d + 1 if s > 0 else 0
+            for s, d in zip(x.shape[2:], input_dilation, strict=True)
+        )
+        z = np.zeros((*x.shape[:2], *dilated))
+        z[(slice(None), slice(None), *(slice(None, None, d) for d in input_dilation))] = x
+        x = z
+    x = np.pad(x, [(0, 0), (0, 0), *((max(lo, 0), max(hi, 0)) for lo, hi in padding)])
+    crop = tuple(
+        slice(max(-lo, 0), x.shape[2 + i] - max(-hi, 0)) for i, (lo, hi) in enumerate(padding)
+    )
+    x = x[(slice(None), slice(None), *crop)]
+    kernel = w.shape[2:]
+    out = []
+    for i in range(n):
+        k_eff = (kernel[i] - 1) * kernel_dilation[i] + 1
+        size = (x.shape[2 + i] - k_eff) // strides[i] + 1 if x.shape[2 + i] >= k_eff else 0
+        if size < 1:
+            raise ShapeError(
+                f"spatial dim {i}: the padded input ({x.shape[2 + i]}) is smaller than the "
+                f"dilated kernel ({k_eff}), so the convolution output would be empty"
+            )
+        out.append(size)
+    batch, chans = x.shape[:2]
+    o_total = w.shape[0]
+    cg, og = chans // groups, o_total // groups
+    xg = x.reshape(batch, groups, cg, *x.shape[2:])
+    wg = w.reshape(groups, og, cg, *kernel)
+    y = np.zeros((batch, groups, og, *out))
+    for kidx in np.ndindex(*kernel):
+        window = tuple(
+            slice(k * d, k * d + (o - 1) * s + 1, s)
+            for k, d, o, s in zip(kidx, kernel_dilation, out, strides, strict=True)
+        )
+        patch = xg[(slice(None), slice(None), slice(None), *window)]
+        y += np.einsum("ngc...,goc->ngo...", patch, wg[(..., *kidx)])
+    return y.reshape(batch, o_total, *out)
+
+
+def conv_transpose_padding(
+    kernel: tuple[int, ...],
+    kernel_dilation: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: Any,
+) -> Pads:
+    """Axon's padding of the stride-dilated conv that implements conv_transpose.
+
+    With k_eff = (k-1)*dilation+1 and s = stride, per spatial dim:
+    "valid": lo = k_eff-1, hi = k_eff+s-2+max(k_eff-s, 0) - lo (output in*s + max(k_eff-s, 0));
+    "same": len = k_eff+s-2, lo = k_eff-1 if s > k_eff-1 else ceil(len/2), hi = len-lo
+    (output in*s); explicit pairs are used verbatim.
+    """
+    if padding not in ("valid", "same"):
+        return tuple(padding)
+    pads = []
+    for k, d, s in zip(kernel, kernel_dilation, strides, strict=True):
+        k_eff = (k - 1) * d + 1
+        if padding == "valid":
+            total = k_eff + s - 2 + max(k_eff - s, 0)
+            lo = k_eff - 1
+        else:
+            total = k_eff + s - 2
+            lo = k_eff - 1 if s > k_eff - 1 else -(-total // 2)
+        pads.append((lo, total - lo))
+    return tuple(pads)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """One convolution pass resolved against an input: everything `conv_nd` needs."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: Pads
+    input_dilation: tuple[int, ...]
+    kernel_dilation: tuple[int, ...]
+
+    def out_dim(self, i: int, size: int | None) -> int | None:
+        """Output length of spatial dim i for an input length (None stays dynamic)."""
+        if size is None:
+            return None
+        dilated = (size - 1) * self.input_dilation[i] + 1 if size > 0 else 0
+        lo, hi = self.padding[i]
+        k_eff = (self.kernel[i] - 1) * self.kernel_dilation[i] + 1
+        padded = dilated + lo + hi
+        if padded < k_eff:
+            raise ShapeError(
+                f"spatial dim {i} of size {size} is too small: after input dilation "
+                f"{self.input_dilation[i]} and padding {self.padding[i]} it has {padded} "
+                f"elements, fewer than the dilated kernel size {k_eff}"
+            )
+        return (padded - k_eff) // self.strides[i] + 1
+
+
+def _per_dim(opts: dict[str, Any], key: str, n: int) -> tuple[int, ...]:
+    try:
+        return per_dim(opts[key], n, key)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def _geometry(opts: dict[str, Any], kernel: tuple[int, ...], transpose: bool = False) -> Geometry:
+    n = len(kernel)
+    strides = _per_dim(opts, "strides", n)
+    kdil = _per_dim(opts, "kernel_dilation", n)
+    if transpose:
+        try:
+            pads = conv_transpose_padding(kernel, kdil, strides, opts["padding"])
+            if len(pads) != n:
+                raise ValueError(
+                    f"padding has {len(pads)} pairs but the input has {n} spatial dims"
+                )
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+        return Geometry(kernel, (1,) * n, pads, strides, kdil)
+    try:
+        pads = resolve_padding(opts["padding"], kernel, kdil)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    return Geometry(kernel, strides, pads, _per_dim(opts, "input_dilation", n), kdil)
+
+
+def _check_rank(t: TensorType, rank: int | None, what: str) -> None:
+    if rank is not None and t.rank != rank:
+        raise ShapeError(
+            f"{what} expects a rank-{rank} input (batch, {rank - 2} spatial dims, channels), "
+            f"got {t.shape}"
+        )
+    if t.rank < 3:
+        raise ShapeError(
+            f"{what} expects an input of rank 3, 4 or 5 (batch, spatial dims..., channels), "
+            f"got {t.shape}"
+        )
+
+
+def _in_channels(t: TensorType, channels: str) -> int:
+    c = t.shape[channel_axis(t.rank, channels)]
+    if c is None:
+        raise ShapeError(
+            f"the channel dim (channels={channels!r}) must be known to size the kernel, "
+            f"got {t.shape}"
+        )
+    return c
+
+
+def _kernel_shape(channels: str, spatial: tuple[int, ...], in_per_group: int, out: int) -> tuple:
+    """HWIO for channels last, OIHW for channels first."""
+    if channels == "last":
+        return (*spatial, in_per_group, out)
+    return (out, in_per_group, *spatial)
+
+
+def _out_type(
+    t: TensorType, channels: str, spatial: list[int | None], out_channels: int
+) -> TensorType:
+    if channels == "last":
+        shape = (t.shape[0], *spatial, out_channels)
+    else:
+        shape = (t.shape[0], out_channels, *spatial)
+    return TensorType(shape, float_dtype(t.dtype))
+
+
+def _to_first(x: np.ndarray, channels: str) -> np.ndarray:
+    return np.moveaxis(x, -1, 1) if channels == "last" else x
+
+
+def _from_first(y: np.ndarray, channels: str) -> np.ndarray:
+    return np.moveaxis(y, 1, -1) if channels == "last" else y
+
+
+def _kernel_oihw(k: np.ndarray, channels: str) -> np.ndarray:
+    if channels == "first":
+        return k
+    n = k.ndim - 2
+    return np.transpose(k, (n + 1, n, *range(n)))
+
+
+def _apply(
+    ctx: Any,
+    x: np.ndarray,
+    params: dict[str, Any],
+    geo: Geometry,
+    channels: str,
+    groups: int,
+    kernel_key: str,
+    bias_key: str | None,
+) -> np.ndarray:
+    """One conv pass on a channels-first float64 array, with the layer's own params."""
+    k = _kernel_oihw(np.asarray(layer_param(params, kernel_key, ctx)), channels)
+    y = conv_nd(
+        x,
+        k,
+        strides=geo.strides,
+        padding=geo.padding,
+        input_dilation=geo.input_dilation,
+        kernel_dilation=geo.kernel_dilation,
+        groups=groups,
+    )
+    if bias_key is not None:
+        b = np.asarray(layer_param(params, bias_key, ctx), dtype=np.float64)
+        y = y + b.reshape((1, -1) + (1,) * (y.ndim - 2))
+    return y
+
+
+def _spatial_of(t: TensorType, channels: str) -> tuple[int | None, ...]:
+    return t.shape[2:] if channels == "first" else t.shape[1:-1]
+
+
+def _common_options(*, input_dilation: bool = True) -> dict[str, Option]:
+    opts = {
+        "kernel_size": Option(
+            1, check_int_or_tuple(1), "kernel size, an int or one per spatial dim"
+        ),
+        "strides": Option(1, check_int_or_tuple(1), "stride, an int or one per spatial dim"),
+        "padding": Option("valid", check_padding, "'valid', 'same' or [(lo, hi), ...]"),
+    }
+    if input_dilation:
+        opts["input_dilation"] = Option(1, check_int_or_tuple(1), "input dilation (interior zeros)")
+    opts.update(
+        {
+            "kernel_dilation": Option(1, check_int_or_tuple(1), "kernel dilation"),
+            "channels": Option("last", check_channels, "channel axis: 'last' or 'first'"),
+            "kernel_initializer": Option(
+                "glorot_uniform", check_initializer, "initializer of kernels"
+            ),
+            "bias_initializer": Option("zeros", check_initializer, "initializer of biases"),
+            "use_bias": Option(True, check_bool, "whether to add biases"),
+        }
+    )
+    return opts
+
+
+class _SingleConv(Op):
+    """Shared rules of conv, conv_transpose and depthwise_conv: one pass, one kernel."""
+
+    family = "conv"
+    transpose = False
+
+    def _out_channels(self, opts: dict[str, Any], in_channels: int) -> int:
+        return opts["units"]
+
+    def _groups(self, opts: dict[str, Any], in_channels: int) -> int:
+        return 1
+
+    def _resolve(self, t: TensorType, opts: dict[str, Any]) -> tuple[Geometry, int, int, int]:
+        _check_rank(t, None, self.name)
+        n = t.rank - 2
+        kernel = _per_dim(opts, "kernel_size", n)
+        geo = _geometry(opts, kernel, self.transpose)
+        cin = _in_channels(t, opts["channels"])
+        groups = self._groups(opts, cin)
+        if cin % groups:
+            raise ShapeError(
+                f"the input's {cin} channels are not divisible by feature_group_size {groups}"
+            )
+        return geo, cin, groups, self._out_channels(opts, cin)
+
+    def params(self, types, opts, mode, node):
+        geo, cin, groups, cout = self._resolve(types[0], opts)
+        shape = _kernel_shape(opts["channels"], geo.kernel, cin // groups, cout)
+        specs = [ParamSpec(("kernel",), shape, opts["kernel_initializer"])]
+        if opts["use_bias"]:
+            specs.append(ParamSpec(("bias",), (cout,), opts["bias_initializer"]))
+        return specs
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        geo, _, _, cout = self._resolve(t, opts)
+        spatial = [geo.out_dim(i, d) for i, d in enumerate(_spatial_of(t, opts["channels"]))]
+        return _out_type(t, opts["channels"], spatial, cout)
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        geo, _, groups, _ = self._resolve(TensorType(x.shape, str(x.dtype)), opts)
+        ch = opts["channels"]
+        y = _apply(
+            ctx,
+            _to_first(x, ch),
+            params,
+            geo,
+            ch,
+            groups,
+            "kernel",
+            "bias" if opts["use_bias"] else None,
+        )
+        return _from_first(y, ch).astype(float_dtype_np(x.dtype))
+
+
+@register
+class Conv(_SingleConv):
+    name = "conv"
+    doc = "N-D convolution (cross-correlation) with strides, padding, dilations and feature groups."
+    options: ClassVar[dict[str, Option]] = {
+        "units": Option(check=check_int(1), doc="number of output channels"),
+        **_common_options(),
+        "feature_group_size": Option(1, check_int(1), "number of feature groups"),
+    }
+
+    def check_options(self, opts, layer):
+        if opts["units"] % opts["feature_group_size"]:
+            raise OptionError(
+                f"{layer}: units {opts['units']} must be divisible by feature_group_size "
+                f"{opts['feature_group_size']}"
+            )
+        return opts
+
+    def _groups(self, opts, in_channels):
+        return opts["feature_group_size"]
+
+    cases: ClassVar[list[Case]] = [
+        Case("conv1d_valid", lambda x: conv(x, 4, kernel_size=3), [TensorType((None, 8, 3))]),
+        Case(
+            "conv1d_first_strides_dilations",
+            lambda x: conv(
+                x,
+                2,
+                kernel_size=2,
+                strides=2,
+                input_dilation=2,
+                kernel_dilation=2,
+                channels="first",
+            ),
+            [TensorType((None, 3, 7))],
+        ),
+        Case(
+            "conv2d_same",
+            lambda x: conv(x, 3, kernel_size=3, padding="same"),
+            [TensorType((None, 6, 6, 2))],
+        ),
+        Case(
+            "conv2d_groups_strides_relu",
+            lambda x: conv(
+                x, 4, kernel_size=(3, 2), strides=(2, 1), feature_group_size=2, activation="relu"
+            ),
+            [TensorType((None, 7, 6, 4))],
+        ),
+        Case(
+            "conv2d_first_explicit_no_bias",
+            lambda x: conv(
+                x, 3, kernel_size=3, padding=[(1, 0), (2, -1)], channels="first", use_bias=False
+            ),
+            [TensorType((None, 2, 5, 6))],
+        ),
+        Case(
+            "conv3d_same_strides",
+            lambda x: conv(x, 2, kernel_size=(2, 3, 1), strides=2, padding="same"),
+            [TensorType((None, 4, 5, 3, 2))],
+        ),
+        Case(
+            "conv3d_first",
+            lambda x: conv(x, 2, kernel_size=2, channels="first"),
+            [TensorType((None, 3, 3, 4, 3))],
+        ),
+    ]
+
+
+@register
+class ConvTranspose(_SingleConv):
+    name = "conv_transpose"
+    doc = "Transposed conv: a stride-1 conv of the unflipped kernel over the stride-dilated input."
+    options: ClassVar[dict[str, Option]] = {
+        "units": Option(check=check_int(1), doc="number of output channels"),
+        **_common_options(input_dilation=False),
+    }
+    transpose = True
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "conv_transpose1d_same_s2",
+            lambda x: conv_transpose(x, 4, kernel_size=3, strides=2, padding="same"),
+            [TensorType((None, 5, 3))],
+        ),
+        Case(
+            "conv_transpose2d_valid_s2_first",
+            lambda x: conv_transpose(x, 3, kernel_size=3, strides=2, channels="first"),
+            [TensorType((None, 2, 4, 4))],
+        ),
+        Case(
+            "conv_transpose2d_explicit_dilated_no_bias",
+            lambda x: conv_transpose(
+                x,
+                3,
+                kernel_size=2,
+                strides=(2, 1),
+                kernel_dilation=2,
+                padding=[(1, 1), (0, 2)],
+                use_bias=False,
+            ),
+            [TensorType((None, 4, 3, 2))],
+        ),
+        Case(
+            "conv_transpose3d_k2_s2",
+            lambda x: conv_transpose(x, 2, kernel_size=2, strides=2),
+            [TensorType((None, 2, 3, 2, 2))],
+        ),
+    ]
+
+
+@register
+class DepthwiseConv(_SingleConv):
+    name = "depthwise_conv"
+    doc = (
+        "Depthwise convolution: groups = input channels; output channel c*mult + m reads channel c."
+    )
+    options: ClassVar[dict[str, Option]] = {
+        "channel_multiplier": Option(check=check_int(1), doc="output channels per input channel"),
+        **_common_options(),
+    }
+
+    def _out_channels(self, opts, in_channels):
+        return in_channels * opts["channel_multiplier"]
+
+    def _groups(self, opts, in_channels):
+        return in_channels
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "depthwise1d", lambda x: depthwise_conv(x, 2, kernel_size=3), [TensorType((None, 7, 3))]
+        ),
+        Case(
+            "depthwise2d_first",
+            lambda x: depthwise_conv(x, 2, kernel_size=3, channels="first"),
+            [TensorType((None, 3, 6, 6))],
+        ),
+        Case(
+            "depthwise2d_same_strides_dilated_no_bias",
+            lambda x: depthwise_conv(
+                x, 1, kernel_size=3, strides=2, padding="same", kernel_dilation=2, use_bias=False
+            ),
+            [TensorType((None, 7, 6, 2))],
+        ),
+        Case(
+            "depthwise3d",
+            lambda x: depthwise_conv(x, 3, kernel_size=(2, 1, 2)),
+            [TensorType((None, 3, 2, 4, 2))],
+        ),
+    ]
+
+
+class _SeparableConv(Op):
+    """Spatially separable conv: one depthwise pass per spatial axis with a 1-D kernel."""
+
+    family = "conv"
+    spatial_dims: int = 2
+    options: ClassVar[dict[str, Option]] = {
+        "channel_multiplier": Option(check=check_int(1), doc="output channels per input channel"),
+        **_common_options(),
+    }
+
+    def _passes(self, t: TensorType, opts: dict[str, Any]) -> tuple[list[Geometry], int]:
+        _check_rank(t, self.spatial_dims + 2, self.name)
+        n = self.spatial_dims
+        kernel = _per_dim(opts, "kernel_size", n)
+        geos = [
+            _geometry(opts, tuple(kernel[i] if j == i else 1 for j in range(n))) for i in range(n)
+        ]
+        return geos, _in_channels(t, opts["channels"])
+
+    def params(self, types, opts, mode, node):
+        geos, cin = self._passes(types[0], opts)
+        cout = cin * opts["channel_multiplier"]
+        specs = []
+        for i, geo in enumerate(geos, start=1):
+            shape = _kernel_shape(opts["channels"], geo.kernel, 1, cout)
+            specs.append(ParamSpec((f"kernel_{i}",), shape, opts["kernel_initializer"]))
+            if opts["use_bias"]:
+                specs.append(ParamSpec((f"bias_{i}",), (cout,), opts["bias_initializer"]))
+        return specs
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        geos, cin = self._passes(t, opts)
+        spatial = list(_spatial_of(t, opts["channels"]))
+        for geo in geos:
+            spatial = [geo.out_dim(i, d) for i, d in enumerate(spatial)]
+        return _out_type(t, opts["channels"], spatial, cin * opts["channel_multiplier"])
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        geos, cin = self._passes(TensorType(x.shape, str(x.dtype)), opts)
+        ch = opts["channels"]
+        y = _to_first(x, ch)
+        for i, geo in enumerate(geos, start=1):
+            groups = cin if i == 1 else cin * opts["channel_multiplier"]
+            bias_key = f"bias_{i}" if opts["use_bias"] else None
+            y = _apply(ctx, y, params, geo, ch, groups, f"kernel_{i}", bias_key)
+        return _from_first(y, ch).astype(float_dtype_np(x.dtype))
+
+
+@register
+class SeparableConv2d(_SeparableConv):
+    name = "separable_conv2d"
+    doc = "Spatially separable 2-D conv: depthwise (k, 1) pass then depthwise (1, k) pass."
+    spatial_dims = 2
+
+    cases: ClassVar[list[Case]] = [
+        Case("k3", lambda x: separable_conv2d(x, 2, kernel_size=3), [TensorType((None, 6, 6, 2))]),
+        Case(
+            "first_same_strides_no_bias",
+            lambda x: separable_conv2d(
+                x,
+                1,
+                kernel_size=(3, 2),
+                strides=2,
+                padding="same",
+                channels="first",
+                use_bias=False,
+            ),
+            [TensorType((None, 3, 7, 6))],
+        ),
+    ]
+
+
+@register
+class SeparableConv3d(_SeparableConv):
+    name = "separable_conv3d"
+    doc = "Spatially separable 3-D conv: depthwise (k,1,1), (1,k,1) and (1,1,k) passes."
+    spatial_dims = 3
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "k2", lambda x: separable_conv3d(x, 2, kernel_size=2), [TensorType((None, 4, 4, 3, 2))]
+        ),
+        Case(
+            "first_same_dilated",
+            lambda x: separable_conv3d(
+                x, 1, kernel_size=(3, 1, 2), padding="same", kernel_dilation=2, channels="first"
+            ),
+            [TensorType((None, 2, 4, 3, 4))],
+        ),
+    ]
+
+
+def _layer(
+    op: str, x: Axon, first: str, value: int, name: str | None, opts: dict[str, Any]
+) -> Axon:
+    act = opts.pop("activation", None)
+    return apply_activation(make_node(op, [x], {first: value, **opts}, name=name), act)
+
+
+@layer_api
+def conv(x: Axon, units: int, *, name: str | None = None, **opts: Any) -> Axon:
+    """N-D convolution with `units` output channels (options: kernel_size, strides, padding,
+    input_dilation, kernel_dilation, feature_group_size, channels, use_bias, kernel_initializer,
+    bias_initializer, activation)."""
+    return _layer("conv", x, "units", units, name, opts)
+
+
+@layer_api
+def conv_transpose(x: Axon, units: int, *, name: str | None = None, **opts: Any) -> Axon:
+    """Transposed convolution with `units` output channels (options as conv, without
+    input_dilation and feature_group_size)."""
+    return _layer("conv_transpose", x, "units", units, name, opts)
+
+
+@layer_api
+def depthwise_conv(
+    x: Axon, channel_multiplier: int, *, name: str | None = None, **opts: Any
+) -> Axon:
+    """Depthwise convolution producing in_channels * channel_multiplier channels."""
+    return _layer("depthwise_conv", x, "channel_multiplier", channel_multiplier, name, opts)
+
+
+@layer_api
+def separable_conv2d(
+    x: Axon, channel_multiplier: int, *, name: str | None = None, **opts: Any
+) -> Axon:
+    """Spatially separable 2-D convolution (kernel_1/bias_1, kernel_2/bias_2)."""
+    return _layer("separable_conv2d", x, "channel_multiplier", channel_multiplier, name, opts)
+
+
+@layer_api
+def separable_conv3d(
+    x: Axon, channel_multiplier: int, *, name: str | None = None, **opts: Any
+) -> Axon:
+    """Spatially separable 3-D convolution (kernel_1..kernel_3, bias_1..bias_3)."""
+    return _layer("separable_conv3d", x, "channel_multiplier", channel_multiplier, name, opts)

@@ -1,0 +1,295 @@
+"""Linear layers: Axon's `bias`, `dense`, `bilinear` and `embedding`.
+
+Parameter names and layouts are Axon's: dense `kernel {in, out}` + `bias {out}`,
+bilinear `kernel {out, in1, in2}` + `bias {out}`, embedding `kernel {vocab, dim}`,
+bias layer `bias {C}` on the last axis. Products are computed in float64 and
+returned as f32 (f64 when the input is f64), which is what Nx's type promotion
+of an input with the f32 parameters gives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import TensorType, is_int, same_dim
+from ..errors import InputError, ShapeError
+from ..initializers import check_initializer
+from ..interpreter import layer_param
+from ..ir import Axon, make_node
+from ..registry import Case, Op, Option, ParamSpec, check_bool, check_int, layer_api, register
+from .activation import apply_activation
+
+
+def float_dtype(dtype: str) -> str:
+    """The result dtype of combining an input of `dtype` with f32 parameters (Nx promotion)."""
+    return "f64" if dtype == "f64" else "f32"
+
+
+def float_dtype_np(dtype: np.dtype) -> type:
+    """The numpy result dtype for an input array's dtype (f64 stays f64, else f32)."""
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+
+
+def _last_dim(t: TensorType, what: str) -> int:
+    if t.rank < 1:
+        raise ShapeError(f"{what} must have rank >= 1, got a scalar")
+    d = t.shape[-1]
+    if d is None:
+        raise ShapeError(
+            f"the last dim of {what} must be known to size the parameters, got {t.shape}"
+        )
+    return d
+
+
+def _bias_specs(opts: dict[str, Any], size: int) -> list[ParamSpec]:
+    if not opts["use_bias"]:
+        return []
+    return [ParamSpec(("bias",), (size,), opts["bias_initializer"])]
+
+
+_KERNEL_INIT = {
+    "kernel_initializer": Option("glorot_uniform", check_initializer, "initializer of the kernel")
+}
+_BIAS_OPTS = {
+    "bias_initializer": Option("zeros", check_initializer, "initializer of the bias"),
+    "use_bias": Option(True, check_bool, "whether to add a bias"),
+}
+
+
+@register
+class Bias(Op):
+    name = "bias"
+    family = "linear"
+    doc = "Adds a trainable bias {C} along the last axis: y = x + bias."
+    options: ClassVar[dict[str, Option]] = {
+        "bias_initializer": Option("zeros", check_initializer, "initializer of the bias")
+    }
+
+    def params(self, types, opts, mode, node):
+        return [ParamSpec(("bias",), (_last_dim(types[0], "the input"),), opts["bias_initializer"])]
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        _last_dim(t, "the input")
+        return TensorType(t.shape, float_dtype(t.dtype))
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        b = np.asarray(layer_param(params, "bias", ctx))
+        out = x.astype(np.float64) + b.astype(np.float64)
+        return out.astype(float_dtype_np(x.dtype))
+
+    cases: ClassVar[list[Case]] = [
+        Case("rank2", lambda x: bias(x), [TensorType((None, 5))]),
+        Case("rank4", lambda x: bias(x), [TensorType((None, 3, 3, 2))]),
+    ]
+
+
+@register
+class Dense(Op):
+    name = "dense"
+    family = "linear"
+    doc = "Fully connected layer: y = x . kernel + bias, contracting the last axis (rank >= 2)."
+    options: ClassVar[dict[str, Option]] = {
+        "units": Option(check=check_int(1), doc="number of output units"),
+        **_KERNEL_INIT,
+        **_BIAS_OPTS,
+    }
+
+    def params(self, types, opts, mode, node):
+        fan_in = _last_dim(types[0], "the input")
+        return [
+            ParamSpec(("kernel",), (fan_in, opts["units"]), opts["kernel_initializer"]),
+            *_bias_specs(opts, opts["units"]),
+        ]
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if t.rank < 2:
+            raise ShapeError(
+                f"dense expects an input of rank >= 2 (batch, ..., features), got {t.shape}"
+            )
+        _last_dim(t, "the input")
+        return TensorType((*t.shape[:-1], opts["units"]), float_dtype(t.dtype))
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        k = np.asarray(layer_param(params, "kernel", ctx), dtype=np.float64)
+        out = np.tensordot(x.astype(np.float64), k, axes=([x.ndim - 1], [0]))
+        if opts["use_bias"]:
+            out = out + np.asarray(layer_param(params, "bias", ctx), dtype=np.float64)
+        return out.astype(float_dtype_np(x.dtype))
+
+    cases: ClassVar[list[Case]] = [
+        Case("rank2", lambda x: dense(x, 4), [TensorType((None, 6))]),
+        Case("rank3", lambda x: dense(x, 3), [TensorType((None, 2, 5))]),
+        Case(
+            "no_bias_relu",
+            lambda x: dense(x, 3, use_bias=False, activation="relu"),
+            [TensorType((None, 4))],
+        ),
+    ]
+
+
+@register
+class Bilinear(Op):
+    name = "bilinear"
+    family = "linear"
+    doc = "Bilinear layer: y[..., o] = sum_ij a[..., i] K[o, i, j] c[..., j] + bias[o]."
+    options: ClassVar[dict[str, Option]] = {
+        "units": Option(check=check_int(1), doc="number of output units"),
+        **_KERNEL_INIT,
+        **_BIAS_OPTS,
+    }
+    arity = 2
+
+    def params(self, types, opts, mode, node):
+        a, c = types
+        shape = (opts["units"], _last_dim(a, "input1"), _last_dim(c, "input2"))
+        return [
+            ParamSpec(("kernel",), shape, opts["kernel_initializer"]),
+            *_bias_specs(opts, opts["units"]),
+        ]
+
+    def infer(self, types, opts, node):
+        a, c = types
+        if a.rank < 2 or c.rank < 2:
+            raise ShapeError(
+                f"bilinear expects two inputs of rank >= 2, got {a.shape} and {c.shape}"
+            )
+        if a.rank != c.rank:
+            raise ShapeError(
+                f"bilinear inputs must have the same rank, got {a.shape} and {c.shape}"
+            )
+        lead = []
+        for i, (da, dc) in enumerate(zip(a.shape[:-1], c.shape[:-1], strict=True)):
+            if not same_dim(da, dc):
+                raise ShapeError(
+                    f"bilinear inputs must match in every dim but the last; dim {i} is {da} "
+                    f"in input1 {a.shape} and {dc} in input2 {c.shape}"
+                )
+            lead.append(da if da is not None else dc)
+        _last_dim(a, "input1")
+        _last_dim(c, "input2")
+        dtype = "f64" if "f64" in (a.dtype, c.dtype) else "f32"
+        return TensorType((*lead, opts["units"]), dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        a, c = (np.asarray(v) for v in inputs)
+        k = np.asarray(layer_param(params, "kernel", ctx), dtype=np.float64)
+        out = np.einsum("...i,oij,...j->...o", a.astype(np.float64), k, c.astype(np.float64))
+        if opts["use_bias"]:
+            out = out + np.asarray(layer_param(params, "bias", ctx), dtype=np.float64)
+        f64 = np.float64 in (a.dtype, c.dtype)
+        return out.astype(np.float64 if f64 else np.float32)
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "rank2", lambda a, c: bilinear(a, c, 2), [TensorType((None, 3)), TensorType((None, 4))]
+        ),
+        Case(
+            "rank3_no_bias",
+            lambda a, c: bilinear(a, c, 3, use_bias=False),
+            [TensorType((None, 2, 3)), TensorType((None, 2, 5))],
+        ),
+    ]
+
+
+@register
+class Embedding(Op):
+    name = "embedding"
+    family = "linear"
+    doc = "Lookup table: y = kernel[ids] (kernel {vocab, dim}), output ids.shape + (dim,), f32."
+    options: ClassVar[dict[str, Option]] = {
+        "vocab_size": Option(check=check_int(1), doc="number of rows of the table"),
+        "embedding_size": Option(check=check_int(1), doc="size of each embedding vector"),
+        "kernel_initializer": Option("uniform", check_initializer, "initializer of the table"),
+    }
+
+    def params(self, types, opts, mode, node):
+        shape = (opts["vocab_size"], opts["embedding_size"])
+        return [ParamSpec(("kernel",), shape, opts["kernel_initializer"])]
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if not is_int(t.dtype):
+            raise ShapeError(
+                f"embedding expects integer token ids (s32, s64, u8, ...), got dtype {t.dtype}; "
+                "declare the input with an integer dtype"
+            )
+        return TensorType((*t.shape, opts["embedding_size"]), "f32")
+
+    def forward(self, ctx, inputs, params, opts):
+        """Gather rows of the table; an id outside [0, vocab_size) is an InputError.
+
+        Nx's BinaryBackend (the backend the golden files come from) raises on an
+        out-of-bounds `take`, while XLA/EXLA and Torchx silently clamp the index to
+        the nearest row. Clamping hides data bugs (an unknown token quietly becomes
+        the last word of the vocabulary), so the reference raises, naming the
+        layer and the offending id. Negative ids are out of range too: Nx has no
+        negative indexing.
+        """
+        ids = np.asarray(inputs[0])
+        if ids.dtype.kind not in "iu":
+            raise InputError(f"layer {ctx.name!r}: token ids must be integers, got {ids.dtype}")
+        table = np.asarray(layer_param(params, "kernel", ctx))
+        vocab = table.shape[0]
+        bad = (ids < 0) | (ids >= vocab)
+        if bad.any():
+            raise InputError(
+                f"layer {ctx.name!r}: token id {ids[bad].flat[0]} is out of range for an embedding "
+                f"table of {vocab} rows (valid ids are 0..{vocab - 1}); "
+                f"{int(bad.sum())} of {ids.size} ids are out of range"
+            )
+        return table[ids].astype(np.float32)
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "rank2",
+            lambda x: embedding(x, 10, 4),
+            [TensorType((None, 5), "s64")],
+            int_inputs={0: 10},
+        ),
+        Case(
+            "rank1", lambda x: embedding(x, 7, 3), [TensorType((None,), "s32")], int_inputs={0: 7}
+        ),
+    ]
+
+
+@layer_api
+def bias(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
+    """Add a trainable bias along the last axis (options: bias_initializer)."""
+    return make_node("bias", [x], opts, name=name)
+
+
+@layer_api
+def dense(x: Axon, units: int, *, name: str | None = None, **opts: Any) -> Axon:
+    """Fully connected layer with `units` outputs (options: use_bias, kernel_initializer,
+    bias_initializer, activation)."""
+    act = opts.pop("activation", None)
+    return apply_activation(make_node("dense", [x], {"units": units, **opts}, name=name), act)
+
+
+@layer_api
+def bilinear(
+    input1: Axon, input2: Axon, units: int, *, name: str | None = None, **opts: Any
+) -> Axon:
+    """Bilinear layer of two inputs with `units` outputs (options as dense)."""
+    act = opts.pop("activation", None)
+    node = make_node("bilinear", [input1, input2], {"units": units, **opts}, name=name)
+    return apply_activation(node, act)
+
+
+@layer_api
+def embedding(
+    x: Axon, vocab_size: int, embedding_size: int, *, name: str | None = None, **opts: Any
+) -> Axon:
+    """Embedding lookup of integer ids into a {vocab_size, embedding_size} table."""
+    options: ClassVar[dict[str, Option]] = {
+        "vocab_size": vocab_size,
+        "embedding_size": embedding_size,
+        **opts,
+    }
+    return make_node("embedding", [x], options, name=name)

@@ -1,0 +1,690 @@
+"""Recurrent layers: lstm, gru, conv_lstm, and the sequence `mask` they consume.
+
+Each RNN is ONE op node whose output is a container `(seq, (c, h))` (gru:
+`(seq, (h,))`); the constructors split it with `elem` nodes and return a Python
+tuple of graphs, as Axon 0.8 does. Parameter layouts and gate equations follow
+Axon exactly (tests/fixtures/axon-golden/README.md, "LSTM", "GRU", "Masking",
+"ConvLSTM"): per-gate kernel maps `input_kernel/{wii,...}`, no forget-gate
+offset for lstm, GRU with linear-before-reset, ConvLSTM gates i, g, f, o with a
+hard-coded forget +1. Without an explicit hidden state the initial state is drawn
+at forward time from `recurrent_initializer` with the `seed` option (c and h from
+the same seed, hence equal, as in Axon, whose two state layers share one key).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..dtypes import TensorType, same_dim
+from ..errors import OptionError, ShapeError
+from ..initializers import check_initializer, initialize
+from ..interpreter import layer_param
+from ..ir import Axon, make_node
+from ..registry import (
+    REQUIRED,
+    Case,
+    Op,
+    Option,
+    ParamSpec,
+    check_bool,
+    check_choice,
+    check_int,
+    check_int_or_tuple,
+    layer_api,
+    register,
+)
+from ._spatial import check_padding, per_dim, resolve_padding, window_out
+from .activation import ACTIVATIONS
+from .special import container, unpack
+
+
+def _check_activation(v: Any) -> str:
+    if not isinstance(v, str) or v not in ACTIVATIONS:
+        raise ValueError(f"expected an activation name ({', '.join(ACTIVATIONS)}), got {v!r}")
+    return v
+
+
+def _apply(act: str, x: np.ndarray) -> np.ndarray:
+    """Apply a named activation with its default options (Axon calls them with none)."""
+    formula, options, _ = ACTIVATIONS[act]
+    return formula(x, **{k: o.default for k, o in options.items()})
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return _apply("sigmoid", x)
+
+
+def _out_dtype(t: TensorType) -> str:
+    """Nx promotion of the input with the f32 kernels: f64 stays f64, anything else is f32."""
+    return "f64" if t.dtype == "f64" else "f32"
+
+
+def _fmt(shape: tuple) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _merge(a: int | None, b: int | None) -> int | None:
+    return a if a is not None else b
+
+
+def _keep_mask(m: np.ndarray) -> np.ndarray:
+    """Axon's `Nx.select(Nx.as_type(mask, :u8), previous, new)`: nonzero as u8 keeps the state."""
+    m = np.asarray(m)
+    if m.dtype.kind == "f":
+        return np.trunc(m) != 0
+    return m.astype(np.uint8) != 0
+
+
+# Options shared by every recurrent op. `state_input` / `mask_input` record which
+# optional graph inputs follow `x` (set by the constructors).
+_COMMON = {
+    "units": Option(REQUIRED, check_int(1), "the number of hidden units"),
+    "unroll": Option(
+        "dynamic",
+        check_choice("dynamic", "static"),
+        "loop-preserving or inlined unrolling; the numbers are identical",
+    ),
+    "use_bias": Option(True, check_bool, "add the gate biases"),
+    "kernel_initializer": Option("glorot_uniform", check_initializer, "input/hidden kernel init"),
+    "bias_initializer": Option("zeros", check_initializer, "bias init"),
+    "recurrent_initializer": Option(
+        "glorot_uniform",
+        check_initializer,
+        "draws the initial (c, h) when no hidden_state graphs are given",
+    ),
+    "seed": Option(0, check_int(), "seed of the random initial state (Axon: the system time)"),
+    "state_input": Option(False, check_bool, "the initial state graphs follow x as inputs"),
+}
+_GATES = {
+    "activation": Option("tanh", _check_activation, "the cell/candidate activation"),
+    "gate": Option("sigmoid", _check_activation, "the gate activation"),
+    "mask_input": Option(False, check_bool, "the last input is a sequence mask (batch, time)"),
+}
+
+
+class _Recurrent(Op):
+    """Shared input handling of lstm, gru and conv_lstm."""
+
+    family = "recurrent"
+    arity = None
+    n_states: int = 2
+    min_rank: int = 3
+
+    def _split(self, items: list[Any], opts: dict[str, Any]) -> tuple[Any, list[Any], Any]:
+        """(x, initial states or [], mask or None) from the node's input list."""
+        n = 1 + (self.n_states if opts["state_input"] else 0) + int(opts.get("mask_input", False))
+        if len(items) != n:
+            raise ShapeError(f"expected {n} input(s) for these options, got {len(items)}")
+        states = list(items[1 : 1 + self.n_states]) if opts["state_input"] else []
+        m = items[-1] if opts.get("mask_input", False) else None
+        return items[0], states, m
+
+    def _check_x(self, x: TensorType) -> None:
+        if not isinstance(x, TensorType):
+            raise ShapeError(f"the input must be a single tensor, got {x!r}")
+        if self.min_rank == 3 and x.rank != 3:
+            raise ShapeError(
+                f"{self.name} expects a rank-3 input (batch, time, features), got {x!r}"
+            )
+        if x.rank < self.min_rank:
+            raise ShapeError(
+                f"{self.name} expects an input (batch, time, channels, spatial...) of rank >= "
+                f"{self.min_rank}, got {x!r}"
+            )
+
+    def _check_states(self, states: list[Any], expected: tuple) -> tuple:
+        """Check each given state against `expected` (dims may be None); return the merged shape."""
+        shape = expected
+        names = ("c", "h") if self.n_states == 2 else ("h",)
+        for which, s in zip(names[: len(states)], states, strict=True):
+            ok = (
+                isinstance(s, TensorType)
+                and s.rank == len(shape)
+                and all(same_dim(a, b) for a, b in zip(s.shape, shape, strict=True))
+            )
+            if not ok:
+                raise ShapeError(f"initial {which} state must have shape {_fmt(shape)}, got {s!r}")
+            shape = tuple(_merge(a, b) for a, b in zip(shape, s.shape, strict=True))
+        return shape
+
+    def _check_mask(self, m: Any, batch: int | None, time: int | None) -> None:
+        if m is None:
+            return
+        if not isinstance(m, TensorType):
+            raise ShapeError(f"the mask must be a single tensor, got {m!r}")
+        if m.rank == 0:
+            return
+        if m.rank != 2 or not same_dim(m.shape[0], batch) or not same_dim(m.shape[1], time):
+            raise ShapeError(
+                f"the mask must have shape (batch, time) = {_fmt((batch, time))} or be a scalar, "
+                f"got {m!r}"
+            )
+
+    def _initial(self, states: list[np.ndarray], shape: tuple[int, ...], opts: dict[str, Any]):
+        """Given states as float64, or the random (c, h) from recurrent_initializer and seed."""
+        if states:
+            return [np.asarray(s, dtype=np.float64) for s in states]
+        drawn = initialize(opts["recurrent_initializer"], shape, "f32", opts["seed"])
+        return [drawn.astype(np.float64) for _ in range(self.n_states)]
+
+    @staticmethod
+    def _mask_steps(m: Any, batch: int, time: int) -> np.ndarray:
+        """A (batch, time) bool array: True where the cell keeps its previous state."""
+        if m is None:
+            return np.zeros((batch, time), dtype=bool)
+        keep = _keep_mask(m)
+        return np.broadcast_to(keep if keep.ndim == 2 else keep.reshape(1, 1), (batch, time))
+
+
+def _gate_params(
+    prefix: str, gates: str, shape: tuple[int, ...], init: Any, group: str
+) -> list[ParamSpec]:
+    return [ParamSpec((group, f"{prefix}{g}"), shape, init) for g in gates]
+
+
+def _gate_weights(ctx: Any, params: dict[str, Any], names: list[str], key: str):
+    """The named per-gate tensors of one parameter group, as float64."""
+    group = layer_param(params, key, ctx)
+    return [np.asarray(layer_param(group, n, ctx), dtype=np.float64) for n in names]
+
+
+@register
+class LSTM(_Recurrent):
+    name = "lstm"
+    doc = (
+        "Long short-term memory over (batch, time, features): i, f, g, o gates, "
+        "c' = f c + i g, h' = o act(c'); returns (seq, (c, h))."
+    )
+    options: ClassVar[dict[str, Option]] = {**_COMMON, **_GATES}
+
+    def params(self, types, opts, mode, node):
+        x = types[0]
+        self._check_x(x)
+        features = x.shape[2]
+        if features is None:
+            raise ShapeError(f"lstm needs a known feature dim to size its kernels, got {x!r}")
+        u = opts["units"]
+        specs = _gate_params(
+            "wi", "ifgo", (features, u), opts["kernel_initializer"], "input_kernel"
+        )
+        specs += _gate_params("wh", "ifgo", (u, u), opts["kernel_initializer"], "hidden_kernel")
+        if opts["use_bias"]:
+            specs += _gate_params("b", "ifgo", (u,), opts["bias_initializer"], "bias")
+        return specs
+
+    def infer(self, types, opts, node):
+        x, states, m = self._split(types, opts)
+        self._check_x(x)
+        b, t, _ = x.shape
+        state = self._check_states(states, (b, opts["units"]))
+        self._check_mask(m, state[0], t)
+        dt = _out_dtype(x)
+        st = TensorType(state, dt)
+        return (TensorType((state[0], t, opts["units"]), dt), (st, st))
+
+    def forward(self, ctx, inputs, params, opts):
+        x, states, m = self._split(inputs, opts)
+        x = np.asarray(x, dtype=np.float64)
+        b, t, _ = x.shape
+        u = opts["units"]
+        wii, wif, wig, wio = _gate_weights(
+            ctx, params, ["wii", "wif", "wig", "wio"], "input_kernel"
+        )
+        whi, whf, whg, who = _gate_weights(
+            ctx, params, ["whi", "whf", "whg", "who"], "hidden_kernel"
+        )
+        if opts["use_bias"]:
+            bi, bf, bg, bo = _gate_weights(ctx, params, ["bi", "bf", "bg", "bo"], "bias")
+        else:
+            bi = bf = bg = bo = np.zeros(u)
+        c, h = self._initial(states, (b, u), opts)
+        keep = self._mask_steps(m, b, t)
+        gate, act = opts["gate"], opts["activation"]
+        seq = np.zeros((b, t, u))
+        for step in range(t):
+            xt = x[:, step]
+            i = _apply(gate, xt @ wii + bi + h @ whi)
+            f = _apply(gate, xt @ wif + bf + h @ whf)
+            g = _apply(act, xt @ wig + bg + h @ whg)
+            o = _apply(gate, xt @ wio + bo + h @ who)
+            new_c = f * c + i * g
+            new_h = o * _apply(act, new_c)
+            k = keep[:, step][:, None]
+            c = np.where(k, c, new_c)
+            h = np.where(k, h, new_h)
+            seq[:, step] = h
+        dt = np.dtype(np.float64 if _is_f64(inputs[0]) else np.float32)
+        return (seq.astype(dt), (c.astype(dt), h.astype(dt)))
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "zeros_state",
+            lambda x: container(lstm(x, 4, recurrent_initializer="zeros")),
+            [TensorType((None, 5, 3))],
+        ),
+        Case(
+            "random_state_static",
+            lambda x: container(lstm(x, 3, unroll="static", seed=7)),
+            [TensorType((None, 4, 2))],
+        ),
+        Case(
+            "no_bias",
+            lambda x: container(lstm(x, 4, use_bias=False, recurrent_initializer="zeros")),
+            [TensorType((None, 5, 3))],
+        ),
+        Case(
+            "initial_state",
+            lambda x, c, h: container(lstm(x, (c, h), 4)),
+            [TensorType((None, 5, 3)), TensorType((None, 4)), TensorType((None, 4))],
+        ),
+        Case(
+            "masked",
+            lambda x, tok: container(lstm(x, 4, recurrent_initializer="zeros", mask=mask(tok, 0))),
+            [TensorType((None, 5, 3)), TensorType((None, 5), "s32")],
+            int_inputs={1: 3},
+        ),
+        Case(
+            "relu_hard_sigmoid",
+            lambda x: container(
+                lstm(x, 2, activation="relu", gate="hard_sigmoid", recurrent_initializer="zeros")
+            ),
+            [TensorType((None, 3, 2))],
+        ),
+    ]
+
+
+@register
+class GRU(_Recurrent):
+    name = "gru"
+    doc = (
+        "Gated recurrent unit over (batch, time, features), linear-before-reset: "
+        "n = act(x Win + bin + r (h Whn + bhn)), h' = (1 - z) n + z h; returns (seq, (h,))."
+    )
+    options: ClassVar[dict[str, Option]] = {**_COMMON, **_GATES}
+    n_states = 1
+
+    def params(self, types, opts, mode, node):
+        x = types[0]
+        self._check_x(x)
+        features = x.shape[2]
+        if features is None:
+            raise ShapeError(f"gru needs a known feature dim to size its kernels, got {x!r}")
+        u = opts["units"]
+        specs = _gate_params("wi", "rzn", (features, u), opts["kernel_initializer"], "input_kernel")
+        specs += _gate_params("wh", "rzn", (u, u), opts["kernel_initializer"], "hidden_kernel")
+        if opts["use_bias"]:
+            specs += [
+                ParamSpec(("bias", n), (u,), opts["bias_initializer"])
+                for n in ("br", "bz", "bin", "bhn")
+            ]
+        return specs
+
+    def infer(self, types, opts, node):
+        x, states, m = self._split(types, opts)
+        self._check_x(x)
+        b, t, _ = x.shape
+        state = self._check_states(states, (b, opts["units"]))
+        self._check_mask(m, state[0], t)
+        dt = _out_dtype(x)
+        return (TensorType((state[0], t, opts["units"]), dt), (TensorType(state, dt),))
+
+    def forward(self, ctx, inputs, params, opts):
+        x, states, m = self._split(inputs, opts)
+        x = np.asarray(x, dtype=np.float64)
+        b, t, _ = x.shape
+        u = opts["units"]
+        wir, wiz, win = _gate_weights(ctx, params, ["wir", "wiz", "win"], "input_kernel")
+        whr, whz, whn = _gate_weights(ctx, params, ["whr", "whz", "whn"], "hidden_kernel")
+        if opts["use_bias"]:
+            br, bz, bin_, bhn = _gate_weights(ctx, params, ["br", "bz", "bin", "bhn"], "bias")
+        else:
+            br = bz = bin_ = bhn = np.zeros(u)
+        (h,) = self._initial(states, (b, u), opts)
+        keep = self._mask_steps(m, b, t)
+        gate, act = opts["gate"], opts["activation"]
+        seq = np.zeros((b, t, u))
+        for step in range(t):
+            xt = x[:, step]
+            r = _apply(gate, xt @ wir + br + h @ whr)
+            z = _apply(gate, xt @ wiz + bz + h @ whz)
+            n = _apply(act, xt @ win + bin_ + r * (h @ whn + bhn))
+            new_h = (1.0 - z) * n + z * h
+            h = np.where(keep[:, step][:, None], h, new_h)
+            seq[:, step] = h
+        dt = np.dtype(np.float64 if _is_f64(inputs[0]) else np.float32)
+        return (seq.astype(dt), (h.astype(dt),))
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "zeros_state",
+            lambda x: container(gru(x, 4, recurrent_initializer="zeros")),
+            [TensorType((None, 5, 3))],
+        ),
+        Case(
+            "random_state_static",
+            lambda x: container(gru(x, 3, unroll="static")),
+            [TensorType((None, 4, 2))],
+        ),
+        Case(
+            "no_bias",
+            lambda x: container(gru(x, 4, use_bias=False, recurrent_initializer="zeros")),
+            [TensorType((None, 5, 3))],
+        ),
+        Case(
+            "initial_state",
+            lambda x, h: container(gru(x, (h,), 4)),
+            [TensorType((None, 5, 3)), TensorType((None, 4))],
+        ),
+        Case(
+            "masked",
+            lambda x, tok: container(gru(x, 4, recurrent_initializer="zeros", mask=mask(tok, 0))),
+            [TensorType((None, 6, 3)), TensorType((None, 6), "s32")],
+            int_inputs={1: 3},
+        ),
+    ]
+
+
+def _conv_first(
+    x: np.ndarray, w: np.ndarray, strides: tuple[int, ...], pads: tuple[tuple[int, int], ...]
+) -> np.ndarray:
+    """Channels-first cross-correlation: x (B, C, *S), w (O, C, *k) -> (B, O, *S')."""
+    n = w.ndim - 2
+    pos = [(0, 0), (0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    xp = np.pad(x, pos)
+    crop = (
+        slice(None),
+        slice(None),
+        *(slice(max(-lo, 0), xp.shape[2 + i] - max(-hi, 0)) for i, (lo, hi) in enumerate(pads)),
+    )
+    xp = xp[crop]
+    spatial = tuple(range(2, 2 + n))
+    win = np.lib.stride_tricks.sliding_window_view(xp, w.shape[2:], axis=spatial)
+    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in strides))]
+    out = np.tensordot(win, w, axes=([1, *range(2 + n, 2 + 2 * n)], [1, *range(2, 2 + n)]))
+    return np.moveaxis(out, -1, 1)
+
+
+@register
+class ConvLSTM(_Recurrent):
+    name = "conv_lstm"
+    doc = (
+        "Convolutional LSTM over (batch, time, channels, spatial...): gates i, g, f, o from "
+        "conv(x) + conv(h), c' = sigmoid(f + 1) c + sigmoid(i) tanh(g); returns (seq, (c, h))."
+    )
+    options: ClassVar[dict[str, Option]] = {
+        **_COMMON,
+        "padding": Option("same", check_padding, "'same' (Nx rule), 'valid' or (lo, hi) pairs"),
+        "kernel_size": Option(
+            1, check_int_or_tuple(), "kernel size, an int or one per spatial dim"
+        ),
+        "strides": Option(1, check_int_or_tuple(), "conv strides; the output must keep the size"),
+    }
+    min_rank = 4
+
+    def _geometry(self, x: TensorType, opts: dict[str, Any]):
+        n = x.rank - 3
+        try:
+            kernel = per_dim(opts["kernel_size"], n, "kernel_size")
+            strides = per_dim(opts["strides"], n, "strides")
+            pads = resolve_padding(opts["padding"], kernel, (1,) * n)
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        return kernel, strides, pads
+
+    def _check_spatial(self, spatial: tuple, kernel, strides, pads) -> None:
+        out = tuple(
+            window_out(s, k, st, lo, hi)
+            for s, k, st, (lo, hi) in zip(spatial, kernel, strides, pads, strict=True)
+        )
+        if any(
+            o is not None and s is not None and o != s for o, s in zip(out, spatial, strict=True)
+        ):
+            raise ShapeError(
+                f"conv_lstm needs convolutions that keep the spatial size {_fmt(spatial)} (the "
+                f"state is added to their output), but kernel_size {kernel}, strides {strides} "
+                f"and padding {pads} give {_fmt(out)}"
+            )
+
+    def params(self, types, opts, mode, node):
+        x = types[0]
+        self._check_x(x)
+        kernel, _, _ = self._geometry(x, opts)
+        channels = x.shape[2]
+        if channels is None:
+            raise ShapeError(f"conv_lstm needs a known channel dim to size its kernels, got {x!r}")
+        u4 = 4 * opts["units"]
+        specs = [
+            ParamSpec(("input_kernel",), (u4, channels, *kernel), opts["kernel_initializer"]),
+            ParamSpec(("hidden_kernel",), (u4, opts["units"], *kernel), opts["kernel_initializer"]),
+        ]
+        if opts["use_bias"]:
+            specs.append(ParamSpec(("bias",), (u4,), opts["bias_initializer"]))
+        return specs
+
+    def infer(self, types, opts, node):
+        x, states, _ = self._split(types, opts)
+        self._check_x(x)
+        kernel, strides, pads = self._geometry(x, opts)
+        b, t, _, *spatial = x.shape
+        u = opts["units"]
+        state = self._check_states(states, (b, 1, u, *spatial))
+        self._check_spatial(tuple(state[3:]), kernel, strides, pads)
+        dt = _out_dtype(x)
+        st = TensorType(state, dt)
+        return (TensorType((state[0], t, u, *state[3:]), dt), (st, st))
+
+    def forward(self, ctx, inputs, params, opts):
+        x, states, _ = self._split(inputs, opts)
+        x = np.asarray(x, dtype=np.float64)
+        b, t, _, *spatial = x.shape
+        u = opts["units"]
+        kernel, strides, pads = self._geometry(TensorType(x.shape), opts)
+        self._check_spatial(tuple(spatial), kernel, strides, pads)
+        wi = np.asarray(layer_param(params, "input_kernel", ctx), dtype=np.float64)
+        wh = np.asarray(layer_param(params, "hidden_kernel", ctx), dtype=np.float64)
+        bias = (
+            np.asarray(layer_param(params, "bias", ctx), dtype=np.float64)
+            if opts["use_bias"]
+            else np.zeros(4 * u)
+        )
+        bias = bias.reshape((1, 4 * u) + (1,) * len(spatial))
+        c, h = self._initial(states, (b, 1, u, *spatial), opts)
+        c, h = c[:, 0], h[:, 0]
+        seq = np.zeros((b, t, u, *spatial))
+        for step in range(t):
+            gates = _conv_first(x[:, step], wi, strides, pads) + bias
+            gates = gates + _conv_first(h, wh, strides, pads)
+            i, g, f, o = (gates[:, j * u : (j + 1) * u] for j in range(4))
+            c = _sigmoid(f + 1.0) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            seq[:, step] = h
+        dt = np.dtype(np.float64 if _is_f64(inputs[0]) else np.float32)
+        return (seq.astype(dt), (c[:, None].astype(dt), h[:, None].astype(dt)))
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "k3_zeros_state",
+            lambda x: container(conv_lstm(x, 2, kernel_size=3, recurrent_initializer="zeros")),
+            [TensorType((None, 3, 2, 4, 4))],
+        ),
+        Case(
+            "k1_random_state",
+            lambda x: container(conv_lstm(x, 3)),
+            [TensorType((None, 2, 2, 3, 5))],
+        ),
+        Case(
+            "initial_state_no_bias_static",
+            lambda x, c, h: container(
+                conv_lstm(x, (c, h), 2, kernel_size=(3, 1), use_bias=False, unroll="static")
+            ),
+            [
+                TensorType((None, 3, 2, 4, 4)),
+                TensorType((None, 1, 2, 4, 4)),
+                TensorType((None, 1, 2, 4, 4)),
+            ],
+        ),
+        Case(
+            "conv1d_even_kernel",
+            lambda x: container(conv_lstm(x, 2, kernel_size=2, recurrent_initializer="zeros")),
+            [TensorType((None, 3, 2, 5))],
+        ),
+    ]
+
+
+def _is_f64(x: Any) -> bool:
+    return np.asarray(x).dtype == np.float64
+
+
+@register
+class Mask(Op):
+    name = "mask"
+    family = "recurrent"
+    doc = (
+        "Sequence mask for the RNNs: (input as s64 == eos_token), a u8 tensor of the input's shape."
+    )
+    options: ClassVar[dict[str, Option]] = {
+        "eos_token": Option(REQUIRED, check_int(), "the token value to mark")
+    }
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if not isinstance(t, TensorType):
+            raise ShapeError(f"mask expects a single tensor, got {t!r}")
+        return TensorType(t.shape, "u8")
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        if x.dtype.kind == "f":
+            x = np.trunc(x)
+        return (x.astype(np.int64) == opts["eos_token"]).astype(np.uint8)
+
+    cases: ClassVar[list[Case]] = [
+        Case("tokens", lambda t: mask(t, 0), [TensorType((None, 6), "s32")], int_inputs={0: 4}),
+        Case("floats", lambda x: mask(x, 1), [TensorType((None, 3, 2))]),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Layer constructors
+
+
+def _state_and_units(
+    op: str, state_or_units: Any, units: Any, n_states: int
+) -> tuple[tuple[Axon, ...] | None, Any]:
+    """Axon's two call forms: (x, units) or (x, hidden_state_tuple, units)."""
+    if isinstance(state_or_units, tuple):
+        if len(state_or_units) != n_states or not all(isinstance(s, Axon) for s in state_or_units):
+            form = "(c, h)" if n_states == 2 else "(h,)"
+            raise OptionError(
+                f"{op} layer: hidden_state must be a tuple {form} of Axon graphs, "
+                f"got {state_or_units!r}"
+            )
+        if units is None:
+            raise OptionError(f"{op} layer: option 'units' is required")
+        return state_or_units, units
+    if units is not None:
+        raise OptionError(
+            f"{op} layer: with units given positionally, the second argument must be the "
+            f"hidden_state tuple, got {state_or_units!r}"
+        )
+    return None, state_or_units
+
+
+def _build(
+    op: str,
+    x: Axon,
+    state_or_units: Any,
+    units: Any,
+    n_states: int,
+    mask_graph: Axon | None,
+    name: str | None,
+    opts: dict[str, Any],
+) -> Any:
+    states, units = _state_and_units(op, state_or_units, units, n_states)
+    internal = sorted({"state_input", "mask_input"} & set(opts))
+    if internal:
+        raise OptionError(
+            f"{op} layer: {', '.join(internal)} are set from the hidden_state and mask "
+            "arguments, not given as options"
+        )
+    given_random = sorted({"recurrent_initializer", "seed"} & set(opts))
+    if states is not None and given_random:
+        raise OptionError(
+            f"{op} layer: {', '.join(given_random)} only apply without a hidden_state "
+            "(they draw the initial state)"
+        )
+    inputs = [x, *(states or ())]
+    flags = {"state_input": states is not None}
+    if mask_graph is not None:
+        inputs.append(mask_graph)
+        flags["mask_input"] = True
+    node = make_node(op, inputs, {**opts, "units": units, **flags}, name=name)
+    return unpack(node, (0, (0,) * n_states))
+
+
+@layer_api
+def lstm(
+    x: Axon,
+    state_or_units: Any,
+    units: int | None = None,
+    *,
+    mask: Axon | None = None,
+    name: str | None = None,
+    **opts: Any,
+) -> tuple[Axon, tuple[Axon, Axon]]:
+    """LSTM layer: `lstm(x, units, **opts)` or `lstm(x, (c0, h0), units, **opts)`.
+
+    Returns the Python tuple `(seq, (c, h))` of graphs (cell first, as in Axon).
+    `mask` is a (batch, time) graph (e.g. `ax.mask(tokens, 0)`): where it is 1 the
+    cell keeps its previous state. Options: activation, gate, unroll, use_bias,
+    kernel_initializer, bias_initializer, recurrent_initializer, seed.
+    """
+    return _build("lstm", x, state_or_units, units, 2, mask, name, opts)
+
+
+@layer_api
+def gru(
+    x: Axon,
+    state_or_units: Any,
+    units: int | None = None,
+    *,
+    mask: Axon | None = None,
+    name: str | None = None,
+    **opts: Any,
+) -> tuple[Axon, tuple[Axon]]:
+    """GRU layer: `gru(x, units, **opts)` or `gru(x, (h0,), units, **opts)`; returns `(seq, (h,))`.
+
+    Same options and mask as `lstm`.
+    """
+    return _build("gru", x, state_or_units, units, 1, mask, name, opts)
+
+
+@layer_api
+def conv_lstm(
+    x: Axon,
+    state_or_units: Any,
+    units: int | None = None,
+    *,
+    name: str | None = None,
+    **opts: Any,
+) -> tuple[Axon, tuple[Axon, Axon]]:
+    """ConvLSTM layer over (batch, time, channels, spatial...): returns `(seq, (c, h))`.
+
+    `conv_lstm(x, units, **opts)` or `conv_lstm(x, (c0, h0), units, **opts)`, states of
+    shape (batch, 1, units, spatial...). Options: padding, kernel_size, strides, unroll,
+    use_bias, kernel_initializer, bias_initializer, recurrent_initializer, seed. Axon's
+    conv_lstm accepts a `mask` but ignores it; here it is an error instead.
+    """
+    if "mask" in opts:
+        raise OptionError(
+            "conv_lstm layer: masking is not supported (Axon 0.8's conv_lstm cell ignores its mask)"
+        )
+    return _build("conv_lstm", x, state_or_units, units, 2, None, name, opts)
+
+
+@layer_api
+def mask(x: Axon, eos_token: int, *, name: str | None = None) -> Axon:
+    """Sequence mask `x == eos_token` (u8, input cast to s64), for the RNNs' `mask` option."""
+    return make_node("mask", [x], {"eos_token": eos_token}, name=name)
