@@ -22,6 +22,11 @@ from .special import container
 _block_ids = itertools.count()
 
 
+def new_block_id() -> int:
+    """A process-unique block id (loading a file renumbers its blocks with these)."""
+    return next(_block_ids)
+
+
 class Scope(Op):
     """Shared rules of ops that run an inner graph with parameters scoped by their name."""
 
@@ -81,7 +86,7 @@ def block(fn: Callable[..., Any], *, name: str | None = None) -> Callable[..., A
     """Wrap a function of graphs so every call shares one parameter set (Axon.block)."""
     if not callable(fn):
         raise GraphError(f"block expects a function of graphs, got {type(fn).__name__}")
-    block_id = next(_block_ids)
+    block_id = new_block_id()
 
     def call(*graphs: Axon) -> Axon:
         graphs = [as_axon(g, f"block input {i}") for i, g in enumerate(graphs)]
