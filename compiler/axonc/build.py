@@ -8,6 +8,7 @@ reference interpreter; in train mode it returns {"prediction", "state"}.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -115,7 +116,17 @@ def init(
                     f"{'/'.join(path)}: the given value has shape {tuple(value.shape)}, "
                     f"expected {tuple(spec.shape)}"
                 )
+            # As Axon (Nx.as_type): a given value takes the parameter's dtype.
+            value = value.astype(to_numpy_dtype(spec.dtype), copy=False)
         _set(data, path, value)
+    unexpected = [p for p in given.paths() if p not in specs]
+    if unexpected:
+        # Axon 0.8.1 logs a warning and drops such keys; a typo must not pass unseen.
+        warnings.warn(
+            "initial state has values the model does not use, ignored: "
+            + ", ".join("/".join(p) for p in unexpected),
+            stacklevel=3,
+        )
     return ModelState(data, parameters=params, state=state, frozen=frozen, ties=ties)
 
 

@@ -48,7 +48,7 @@ def dtype_name(dtype: Any) -> str:
     if isinstance(dtype, str) and dtype in _ALIASES:
         return _ALIASES[dtype]
     try:
-        name = np.dtype(dtype).name
+        name = None if dtype is None else np.dtype(dtype).name  # np.dtype(None) is float64
     except TypeError:
         name = None
     if name in _ALIASES:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import GraphError, OptionError
-from .initializers import check_initializer
 from .ir import Axon, Node, assign_names, topo_order, tree_leaves, tree_map
 from .registry import ParamSpec, get_op
 from .shape_inference import declared_type, infer_types, output_types
@@ -108,8 +107,8 @@ def set_parameters(model: Axon, initializers: Mapping[str, Any]) -> Axon:
                 f"{node.kind} layer has no parameter initializer {key!r}; it has "
                 f"{', '.join(k for k in node.options if k.endswith('_initializer')) or 'none'}"
             )
-        new[key] = check_initializer(init)
-    return set_options(model, **new)
+        new[key] = init
+    return set_options(model, **new)  # validates each initializer as an OptionError
 
 
 def _replace_node(model: Axon, node: Node) -> Axon:

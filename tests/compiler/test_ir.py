@@ -1,0 +1,310 @@
+"""The graph IR: immutable handles, both call styles, deterministic layer names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import axonc as ax
+from axonc.errors import GraphError, OptionError
+from axonc.ir import (
+    Axon,
+    Node,
+    assign_names,
+    make_node,
+    merge_nodes,
+    topo_order,
+    tree_leaves,
+    tree_map,
+)
+
+
+def _x(shape=(None, 4)):
+    return ax.input("x", shape)
+
+
+def canonical(model: Axon) -> list[tuple]:
+    """A graph as (name, op, input names, options) in graph order: ids play no part."""
+    names = assign_names(model)
+    return [
+        (
+            names[nid],
+            model.nodes[nid].op,
+            tuple(names[i] for i in model.nodes[nid].inputs),
+            repr(sorted(model.nodes[nid].options.items())),
+        )
+        for nid in topo_order(model.nodes, model.output)
+    ]
+
+
+def _units_by_name(model: Axon) -> dict[str, int]:
+    names = assign_names(model)
+    return {names[i]: n.options["units"] for i, n in model.nodes.items() if n.op == "dense"}
+
+
+class TestImmutability:
+    def test_a_layer_call_returns_a_new_handle_and_keeps_the_old_one(self):
+        x = _x()
+        before_output, before_nodes = x.output, dict(x.nodes)
+        y = x.dense(8)
+        assert y is not x
+        assert x.output == before_output
+        assert dict(x.nodes) == before_nodes
+        assert len(x.nodes) == 1 and len(y.nodes) == 2
+
+    def test_new_handles_share_the_old_nodes(self):
+        x = _x()
+        y = x.dense(8)
+        z1, z2 = y.relu(), y.tanh()
+        assert y.nodes[y.output] is z1.nodes[y.output] is z2.nodes[y.output]
+        assert x.nodes[x.output] is y.nodes[x.output]
+        assert z1.output != z2.output
+
+    def test_nodes_and_handles_cannot_be_mutated(self):
+        y = _x().dense(8)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            y.node.name = "other"  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            y.node.options["units"] = 3  # type: ignore[index]
+        with pytest.raises(TypeError):
+            y.nodes[123] = y.node  # type: ignore[index]
+        with pytest.raises(AttributeError):
+            y.extra = 1  # type: ignore[attr-defined]
+
+    def test_node_options_are_a_copy_of_what_was_given(self):
+        opts = {"units": 3}
+        y = make_node("dense", [_x()], opts)
+        opts["units"] = 99
+        assert y.node.options["units"] == 3
+
+    def test_node_replace_makes_a_new_node(self):
+        node = _x().dense(2).node
+        other = node.replace(name="proj")
+        assert other.name == "proj" and node.name is None
+        assert other.id == node.id
+
+    def test_node_ids_grow_in_creation_order(self):
+        x = _x()
+        a = x.dense(2)
+        b = a.relu()
+        assert x.output < a.output < b.output
+
+
+class TestCallStyles:
+    def test_function_and_method_styles_give_identical_graphs(self):
+        x = _x()
+        f = ax.dense(ax.relu(ax.dense(x, 8, activation="tanh")), 2, use_bias=False)
+        m = x.dense(8, activation="tanh").relu().dense(2, use_bias=False)
+        assert canonical(f) == canonical(m)
+        assert len(f.nodes) == len(m.nodes) == 5
+
+    def test_styles_give_the_same_numbers(self):
+        x = _x()
+        f = ax.dense(x, 3, activation="relu")
+        m = x.dense(3, activation="relu")
+        init_f, pred_f = ax.build(f)
+        _, pred_m = ax.build(m)
+        state = init_f(ax.template((2, 4)))
+        data = np.arange(8, dtype=np.float32).reshape(2, 4) - 3
+        np.testing.assert_array_equal(pred_f(state, data), pred_m(state, data))
+
+    def test_method_carries_the_constructor_docstring(self):
+        x = _x()
+        assert x.dense.__doc__ == ax.dense.__doc__
+        assert "dense" in dir(x) and "relu" in dir(x)
+
+    def test_non_method_constructors_are_not_methods(self):
+        with pytest.raises(AttributeError, match="no layer or attribute 'input'"):
+            _x().input  # noqa: B018
+        with pytest.raises(AttributeError, match="no layer or attribute 'densse'"):
+            _x().densse  # noqa: B018
+
+    def test_a_graph_is_not_iterable(self):
+        with pytest.raises(TypeError, match="not iterable"):
+            list(_x())
+
+
+class TestNaming:
+    def test_generated_names_count_per_op(self):
+        x = _x()
+        y = x.dense(8).relu().dense(4).relu().dense(2)
+        names = sorted(assign_names(y).values())
+        assert names == ["dense_0", "dense_1", "dense_2", "relu_0", "relu_1", "x"]
+        assert _units_by_name(y) == {"dense_0": 8, "dense_1": 4, "dense_2": 2}
+
+    def test_names_follow_dfs_post_order_from_the_output_not_creation_order(self):
+        x = _x()
+        a = x.dense(2)  # created first
+        b = x.dense(3)  # created second
+        c = b.dense(2)  # created third
+        out = ax.add(c, a)
+        # Post-order from `add`: its first input's chain (b, then c), then a.
+        names = assign_names(out)
+        assert [names[b.output], names[c.output], names[a.output]] == [
+            "dense_0",
+            "dense_1",
+            "dense_2",
+        ]
+        assert names[out.output] == "add_0"
+
+    def test_names_are_deterministic_across_rebuilds(self):
+        def make():
+            x = _x()
+            return ax.concatenate([x.dense(3).relu(), x.dense(5).tanh()], axis=-1).dense(1)
+
+        assert canonical(make()) == canonical(make())
+
+    def test_container_outputs_are_named_left_to_right(self):
+        x = _x()
+        out = ax.container({"a": x.dense(7), "b": x.dense(9)})
+        assert _units_by_name(out) == {"dense_0": 7, "dense_1": 9}
+
+    def test_explicit_names_are_honoured_and_do_not_consume_counters(self):
+        x = _x()
+        y = x.dense(8, name="encoder").dense(4).relu(name="act").dense(2)
+        names = assign_names(y)
+        assert _units_by_name(y) == {"encoder": 8, "dense_0": 4, "dense_1": 2}
+        assert "act" in names.values() and "relu_0" not in names.values()
+        init, _ = ax.build(y)
+        state = init(ax.template((1, 4)))
+        assert set(state.data) == {"encoder", "dense_0", "dense_1"}
+
+    def test_input_nodes_are_named_by_their_input_name(self):
+        a, b = ax.input("image", (None, 2)), ax.input("mask", (None, 2))
+        names = assign_names(ax.add(a, b))
+        assert {names[a.output], names[b.output]} == {"image", "mask"}
+
+    def test_duplicate_explicit_name_is_a_graph_error_naming_both_layers(self):
+        y = _x().dense(3, name="block").relu(name="block")
+        with pytest.raises(GraphError) as err:
+            assign_names(y)
+        msg = str(err.value)
+        assert "'block'" in msg and "dense" in msg and "relu" in msg
+        init, _ = ax.build(y)
+        with pytest.raises(GraphError, match="two layers are named 'block'"):
+            init(ax.template((1, 4)))
+
+    def test_explicit_name_clashing_with_a_generated_one_is_an_error(self):
+        y = _x().dense(3).dense(3, name="dense_0")
+        with pytest.raises(GraphError, match="two layers are named 'dense_0'"):
+            assign_names(y)
+
+    def test_bad_explicit_names(self):
+        for bad in ("", 3):
+            with pytest.raises(GraphError, match="name must be a non-empty string"):
+                ax.dense(_x(), 3, name=bad)
+
+    def test_activation_option_adds_a_separate_node(self):
+        y = _x().dense(8, activation="relu")
+        assert ax.get_op_counts(y) == {"input": 1, "dense": 1, "relu": 1}
+        assert assign_names(y)[y.output] == "relu_0"
+        init, _ = ax.build(y)
+        state = init(ax.template((1, 4)))
+        assert set(state.data) == {"dense_0"}
+
+    def test_unknown_activation_is_an_option_error(self):
+        with pytest.raises(OptionError, match="unknown activation 'rellu'"):
+            _x().dense(8, activation="rellu")
+
+
+class TestDescribe:
+    def test_print_shows_inputs_outputs_and_node_count(self):
+        y = _x().dense(8, activation="relu").dense(2)
+        text = repr(y)
+        assert text.startswith("#Axon<")
+        assert 'inputs: %{"x" => {nil, 4}}' in text
+        assert 'outputs: "dense_1"' in text
+        assert "nodes: 4" in text
+        assert str(y) == text
+
+    def test_print_of_a_multi_input_container_model(self):
+        a, b = ax.input("a", (None, 3)), ax.input("b")
+        out = ax.container((a.dense(2), b))
+        text = repr(out)
+        assert '"a" => {nil, 3}' in text and '"b" => ?' in text
+        assert 'outputs: "container_0"' in text and "nodes: 4" in text
+
+    def test_print_survives_a_duplicate_name(self):
+        y = _x().dense(3, name="d").dense(3, name="d")
+        assert "nodes: 3" in repr(y)
+
+
+class TestGraphChecks:
+    def test_inputs_must_be_graphs(self):
+        with pytest.raises(GraphError) as err:
+            ax.dense(np.zeros((2, 4)), 3)
+        assert "must be an Axon graph" in str(err.value) and "ndarray" in str(err.value)
+
+    def test_arity_is_checked(self):
+        x = _x()
+        with pytest.raises(GraphError, match="expected 1 input"):
+            make_node("relu", [x, x])
+
+    def test_a_container_graph_is_not_a_layer_input(self):
+        x = _x()
+        y = x.relu()
+        both = Axon((x.output, y.output), merge_nodes(x, y))
+        with pytest.raises(GraphError, match="input 0 is a container graph"):
+            both.dense(3)
+        with pytest.raises(GraphError, match="container"):
+            both.node  # noqa: B018
+
+    def test_topo_order_visits_inputs_first(self):
+        x = _x()
+        y = ax.add(x.dense(4), x.relu()).dense(2)
+        order = topo_order(y.nodes, y.output)
+        assert sorted(order) == sorted(y.nodes)
+        pos = {nid: i for i, nid in enumerate(order)}
+        for nid in order:
+            for i in y.nodes[nid].inputs:
+                assert pos[i] < pos[nid]
+        assert order[-1] == y.output
+
+    def test_unreachable_nodes_are_left_out(self):
+        x = _x()
+        y = x.dense(2)
+        nodes = merge_nodes(y, x.relu())
+        assert topo_order(nodes, y.output) == [x.output, y.output]
+
+    def test_a_cycle_is_a_graph_error(self):
+        x = _x()
+        a = x.relu()
+        b = a.tanh()
+        nodes = dict(b.nodes)
+        nodes[a.output] = a.node.replace(inputs=(b.output,))
+        with pytest.raises(GraphError, match="cycle"):
+            topo_order(nodes, b.output)
+
+    def test_a_self_loop_is_a_graph_error(self):
+        a = _x().relu()
+        nodes = dict(a.nodes)
+        nodes[a.output] = a.node.replace(inputs=(a.output,))
+        with pytest.raises(GraphError, match="cycle"):
+            topo_order(nodes, a.output)
+
+    def test_a_dangling_input_is_a_graph_error(self):
+        a = _x().relu()
+        nodes = {a.output: a.node}
+        with pytest.raises(GraphError, match="not in the graph"):
+            topo_order(nodes, a.output)
+
+    def test_node_repr(self):
+        node = _x().dense(2, name="proj").node
+        assert repr(node) == f"Node({node.id}, dense name='proj', inputs={list(node.inputs)})"
+        assert isinstance(node, Node) and node.kind == "dense"
+
+
+class TestTrees:
+    def test_tree_leaves_in_order(self):
+        tree = {"a": (1, [2, 3]), "b": 4}
+        assert tree_leaves(tree) == [1, 2, 3, 4]
+        assert tree_leaves(5) == [5]
+        assert tree_leaves(()) == []
+
+    def test_tree_map_keeps_structure(self):
+        tree = {"a": (1, [2, 3]), "b": 4}
+        assert tree_map(lambda v: v * 10, tree) == {"a": (10, [20, 30]), "b": 40}
+        assert isinstance(tree_map(str, (1,)), tuple)
+        assert isinstance(tree_map(str, [1]), list)
