@@ -5,8 +5,12 @@ Build a graph with layer constructors (`ax.input(...).dense(8).relu()`), then
 the model file. Every name follows Elixir's Axon.
 """
 
-from . import display, initializers
-from . import ops  # noqa: F401  (registers every op and layer constructor)
+from . import (
+    display,
+    initializers,
+    numpy,
+    ops,  # noqa: F401  (registers every op and layer constructor)
+)
 from .build import build, predict
 from .dtypes import TensorType, template
 from .errors import AxoncError
@@ -51,6 +55,7 @@ __all__ = [
     "initializers",
     "load",
     "map_nodes",
+    "numpy",
     "predict",
     "reduce_nodes",
     "save",

@@ -168,8 +168,10 @@ def _feeds(model: Axon, inputs: Any) -> dict[str, np.ndarray]:
             continue
         arr = np.asarray(value)
         want = dtype_name(nodes[name].options["dtype"])
-        if (arr.dtype.kind == "f" and want[0] == "f") or (
-            arr.dtype.kind in "iub" and want[0] in "su"
+        if (
+            (arr.dtype.kind == "f" and want[0] == "f")
+            or (arr.dtype.kind in "iub" and want[0] in "su")
+            or (arr.dtype.kind == "b" and want == "pred")
         ):
             arr = arr.astype(to_numpy_dtype(want), copy=False)
         elif arr.dtype.kind in "iu" and want[0] == "f":

@@ -6,6 +6,7 @@ so the documents can never drift from the registry.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def _example_params(op: Op) -> list[str]:
         for path, spec in specs.items():
             init = spec.initializer
             name = init if isinstance(init, str) else init.get("name")
-            line = f"- `{'/'.join(path)}` {spec.dtype}{list(spec.shape)}, {spec.kind}, initializer `{name}`"
+            leaf = "/".join(path)
+            line = f"- `{leaf}` {spec.dtype}{list(spec.shape)}, {spec.kind}, initializer `{name}`"
             if line in lines:
                 continue
             lines.append(line + (" (train mode only)" if mode == "train" else ""))
@@ -65,7 +67,8 @@ def ops_markdown() -> str:
         "implementation in `compiler/axonc/ops/` is the executable definition. Conventions that",
         'hold throughout: channels last unless `channels="first"`; `:same` padding is Nx\'s rule',
         "(`lo = floor((k_eff-1)/2)`, `hi = ceil((k_eff-1)/2)`, independent of stride); parameter",
-        "names and layouts are Axon's (dense kernel `{in, out}`, conv kernel `{k..., in/groups, out}`).",
+        "names and layouts are Axon's (dense kernel `{in, out}`,",
+        "conv kernel `{k..., in/groups, out}`).",
         "",
     ]
     families: dict[str, list[Op]] = {}
@@ -73,8 +76,13 @@ def ops_markdown() -> str:
         families.setdefault(op.family or "other", []).append(op)
     for family in sorted(families):
         out += [f"## {family}", ""]
+        intro = inspect.getdoc(sys.modules[type(families[family][0]).__module__])
+        if intro:
+            out += [intro, ""]
         for op in sorted(families[family], key=lambda o: o.name):
-            out += [f"### `{op.name}`", "", (op.doc or type(op).__doc__ or "").strip(), ""]
+            out += [f"### `{op.name}`", ""]
+            doc = inspect.getdoc(type(op)) if type(op).__doc__ else None
+            out += [text for text in (op.doc.strip(), doc) if text] + [""]
             if op.options:
                 out += ["| option | default | meaning |", "| --- | --- | --- |"]
                 for key, opt in op.options.items():
@@ -87,18 +95,16 @@ def ops_markdown() -> str:
 
 
 def op_table_markdown() -> str:
-    """The README's supported-op table: op x family x reference x backends x gradient."""
-    rows = [
-        "| op | family | reference (numpy) | ONNX | TFLite | gradient |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    """The README's supported-op table: each op with its family and backend support.
+
+    Every listed op has a numpy reference implementation; the ONNX, TFLite and
+    gradient columns fill in as those compilers register their rules.
+    """
+    rows = ["| op | family | ONNX | TFLite | gradient |", "| --- | --- | --- | --- | --- |"]
     for op in sorted(OPS.values(), key=lambda o: (o.family, o.name)):
         if op.name in ("input", "argument"):
             continue
-        has_ref = type(op).forward is not Op.forward
-        rows.append(
-            f"| `{op.name}` | {op.family} | {'yes' if has_ref else 'no'} | not yet | not yet | not yet |"
-        )
+        rows.append(f"| `{op.name}` | {op.family} | — | — | — |")
     return "\n".join(rows)
 
 

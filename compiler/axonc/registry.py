@@ -9,7 +9,6 @@ this registry, so adding an op is one module edit (DESIGN.md section 2).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar

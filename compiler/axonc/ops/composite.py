@@ -12,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from ..dtypes import TensorType
 from ..errors import GraphError, ShapeError
 from ..ir import Axon, as_axon, make_node, topo_order
 from ..registry import Case, Op, Option, check_int, layer_api, register
 from ..shape_inference import NONE, declared_type, infer_types, output_types
+from ..tracing import flatten_types, trace
 from .special import container
 
 _block_ids = itertools.count()
@@ -162,13 +165,8 @@ class OrElse(Op):
         x, default = types
         if x is NONE:
             return default
-        if default is not NONE and getattr(x, "shape", None) != getattr(default, "shape", None):
-            if len(x.shape) != len(default.shape) or any(
-                a is not None and b is not None and a != b for a, b in zip(x.shape, default.shape)
-            ):
-                raise ShapeError(
-                    f"or_else: both inputs must have one shape, got {x!r} and {default!r}"
-                )
+        if default is not NONE and not _compatible(x.shape, default.shape):
+            raise ShapeError(f"or_else: both inputs must have one shape, got {x!r} and {default!r}")
         return x
 
     def forward(self, ctx, inputs, params, opts):
@@ -191,6 +189,113 @@ def _case_block(x: Axon) -> Axon:
     return container((shared(x), shared(x.tanh())))
 
 
+@register
+class Cond(Op):
+    name = "cond"
+    family = "composite"
+    doc = "The true or the false input, chosen by a traced predicate of the first input."
+    arity = 3
+
+    def infer(self, types, opts, node):
+        parent, on_true, on_false = types
+        pred = output_types(
+            node.subgraphs["pred"],
+            infer_types(node.subgraphs["pred"], arg_types=flatten_types([parent])),
+        )
+        if not isinstance(pred, TensorType) or pred.shape != ():
+            raise ShapeError(f"the condition function must return a scalar, got {pred!r}")
+        if on_true != on_false and not _same_structure(on_true, on_false):
+            raise ShapeError(f"both branches must have one shape, got {on_true!r} and {on_false!r}")
+        return on_true
+
+    def forward(self, ctx, inputs, params, opts):
+        parent, on_true, on_false = inputs
+        pred = ctx.run(ctx.node.subgraphs["pred"], flatten_types([parent]))
+        return on_true if bool(np.asarray(pred)) else on_false
+
+
+def _same_structure(a: Any, b: Any) -> bool:
+    if isinstance(a, TensorType) and isinstance(b, TensorType):
+        return a.dtype == b.dtype and _compatible(a.shape, b.shape)
+    return False
+
+
+@layer_api
+def cond(
+    parent: Axon,
+    cond_fn: Callable[..., Any],
+    true_graph: Axon,
+    false_graph: Axon,
+    *,
+    name: str | None = None,
+) -> Axon:
+    """`true_graph` where `cond_fn(parent output)` is true, else `false_graph` (Axon.cond).
+
+    `cond_fn` is traced once (Python operators and axonc.numpy) and must return a scalar.
+    """
+    if not callable(cond_fn):
+        raise GraphError(f"cond: expected a condition function, got {type(cond_fn).__name__}")
+    parent = as_axon(parent, "cond parent")
+    pred = trace(cond_fn, [declared_type(parent, parent.output)])
+    inputs = [parent, true_graph, false_graph]
+    return make_node("cond", inputs, {}, name=name, subgraphs={"pred": pred})
+
+
+@layer_api
+def bidirectional(
+    x: Axon,
+    forward_fun: Callable[[Axon], Any],
+    merge_fun: Callable[[Any, Any], Any],
+    *,
+    axis: int = 1,
+    name: str | None = None,
+) -> Any:
+    """Run `forward_fun` over `x` and over `x` reversed along `axis`, then merge (Axon 0.8).
+
+    Both directions share one parameter set (a block). The backward results are reversed
+    back along `axis` (every leaf, as Axon does) and merged leaf by leaf with `merge_fun`,
+    a function of two tensors such as `lambda f, b: anp.concatenate([f, b], axis=-1)`.
+    A container result comes back as a tuple/list/dict of graphs, like `lstm`.
+    """
+    from .custom import nx
+    from .special import unpack
+
+    def reverse(t: Any) -> Any:
+        index = [slice(None)] * t.ndim
+        index[axis] = slice(None, None, -1)
+        return t[tuple(index)]
+
+    shared = block(lambda h: container(_as_tree(forward_fun(h))), name=name)
+    forward_out = shared(x)
+    backward_out = nx(shared(nx(x, reverse)), lambda out: _tree_map(reverse, out))
+    merged = nx(
+        container((forward_out, backward_out)),
+        lambda pair: _tree_zip(merge_fun, pair[0], pair[1]),
+    )
+    out_type = declared_type(merged, merged.output)
+    return merged if isinstance(out_type, TensorType) else unpack(merged, out_type)
+
+
+def _as_tree(result: Any) -> Any:
+    return result if isinstance(result, (tuple, list, dict)) else (result,)
+
+
+def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_tree_map(fn, t) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    return fn(tree)
+
+
+def _tree_zip(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    if isinstance(a, (tuple, list)):
+        return type(a)(_tree_zip(fn, x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return {k: _tree_zip(fn, a[k], b[k]) for k in a}
+    return fn(a, b)
+
+
 def _case_or_else(x: Axon) -> Axon:
     """An optional input the sweep never feeds, so or_else must take the default."""
     from .special import input as input_layer
@@ -207,4 +312,11 @@ Namespace.cases = [
     )
 ]
 Optional.cases = [Case("passthrough", lambda x: optional(x).tanh(), [TensorType((None, 3))])]
+Cond.cases = [
+    Case(
+        "positive_sum",
+        lambda x: cond(x, lambda t: t.sum() > 0, x.relu(), x.tanh()),
+        [TensorType((None, 3))],
+    )
+]
 OrElse.cases = [Case("missing_input_takes_default", _case_or_else, [TensorType((None, 3))])]

@@ -1,0 +1,306 @@
+"""Function layers: `ax.nx(x, fn)` and custom layers `ax.layer(fn, [x, ax.param(...)])`.
+
+The Python function is traced once (`axonc.tracing`) into primitives and stored
+as a subgraph of the node, so the layer runs in the interpreter, saves to the
+model file and lowers to every backend like any other op; the model never holds
+code. `ax.layer` traces once per mode so `fn` may branch on `mode` in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..dtypes import TensorType, dtype_name, normalize_shape
+from ..errors import GraphError, OptionError, ShapeError
+from ..initializers import check_initializer
+from ..interpreter import MODES, layer_param
+from ..ir import Axon, make_node, tree_leaves, tree_map
+from ..registry import Case, Op, Option, ParamSpec, layer_api, register
+from ..shape_inference import declared_type, infer_types, output_types
+from ..tracing import flatten_types, trace
+from .special import container
+
+
+def _single(x: Any, label: str) -> Axon:
+    """A one-node handle: a graph whose output is a container gets a container node."""
+    if not isinstance(x, Axon):
+        raise GraphError(f"{label} must be an Axon graph, got {type(x).__name__}")
+    if isinstance(x.output, int):
+        return x
+    return container(_structure(x.output, x))
+
+
+def _structure(out: Any, graph: Axon) -> Any:
+    if isinstance(out, tuple):
+        return tuple(_structure(o, graph) for o in out)
+    if isinstance(out, list):
+        return [_structure(o, graph) for o in out]
+    if isinstance(out, dict):
+        return {k: _structure(v, graph) for k, v in out.items()}
+    return Axon(out, graph.nodes)
+
+
+def _body_type(body: Axon, arg_types: list[Any]) -> Any:
+    """The output type of a traced body for concrete argument types."""
+    types = infer_types(body, arg_types=flatten_types(arg_types))
+    return output_types(body, types)
+
+
+def _type_leaves_known(types: list[Any]) -> bool:
+    return all(isinstance(t, TensorType) for t in tree_leaves(list(types)))
+
+
+@register
+class Nx(Op):
+    name = "nx"
+    family = "custom"
+    doc = "A function of the input traced into primitives (Axon.nx); no parameters."
+
+    def infer(self, types, opts, node):
+        return _body_type(node.subgraphs["body"], list(types))
+
+    def forward(self, ctx, inputs, params, opts):
+        return ctx.run(ctx.node.subgraphs["body"], flatten_types(list(inputs)))
+
+    cases = [
+        Case("square_plus_one", lambda x: nx(x, lambda t: t * t + 1), [TensorType((None, 3))]),
+        Case(
+            "reduce",
+            lambda x: nx(x, lambda t: (t - t.mean(axis=-1, keepdims=True)).max(axis=1)),
+            [TensorType((None, 4, 2))],
+        ),
+    ]
+
+
+@layer_api
+def nx(x: Axon, fn: Callable[..., Any], *, name: str | None = None) -> Axon:
+    """Apply `fn` (written with Python operators and `axonc.numpy`) to the output of `x`.
+
+    `fn` is traced once on a symbolic tensor (a container of them when `x`'s output is a
+    container, e.g. `ax.nx(model, lambda t: t[0])`) and must return tensors.
+    """
+    if not callable(fn):
+        raise GraphError(f"nx: expected a function, got {type(fn).__name__}")
+    x = _single(x, "nx input")
+    body = trace(fn, [declared_type(x, x.output)])
+    return make_node("nx", [x], {}, name=name, subgraphs={"body": body})
+
+
+# ---------------------------------------------------------------------------
+# custom layers
+
+
+@dataclass(frozen=True)
+class Param:
+    """A trainable parameter declared for `ax.layer` (Axon.param)."""
+
+    name: str
+    shape: tuple[int, ...] | Callable[..., Any]
+    initializer: Any = "glorot_uniform"
+    dtype: str = "f32"
+
+
+@layer_api(method=False)
+def param(
+    name: str,
+    shape: Any,
+    *,
+    initializer: Any = "glorot_uniform",
+    dtype: Any = "f32",
+) -> Param:
+    """A trainable parameter for `ax.layer`: a shape tuple, or a function of the input shapes."""
+    if not isinstance(name, str) or not name:
+        raise GraphError(f"param: name must be a non-empty string, got {name!r}")
+    if not callable(shape):
+        shape = normalize_shape(shape, f"param {name!r} shape")
+    try:
+        initializer = check_initializer(initializer)
+    except (TypeError, ValueError) as exc:
+        raise GraphError(f"param {name!r}: {exc}") from None
+    return Param(name, shape, initializer, dtype_name(dtype))
+
+
+def _check_json(v: Any, where: str = "opts") -> Any:
+    """Layer options are saved in the model file: numbers, strings, bools, None, lists, dicts."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_check_json(x, f"{where}[{i}]") for i, x in enumerate(v)]
+    if isinstance(v, dict):
+        for k in v:
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: dict keys must be strings, got {k!r}")
+        return {k: _check_json(x, f"{where}.{k}") for k, x in v.items()}
+    raise TypeError(
+        f"{where}: custom layer options are saved with the model, so they must be numbers, "
+        f"strings, booleans, None, lists or dicts; got {type(v).__name__}"
+    )
+
+
+def _check_params(v: Any) -> tuple[dict[str, Any], ...]:
+    out = []
+    for p in v:
+        if not isinstance(p, dict) or set(p) != {"name", "shape", "initializer", "dtype"}:
+            raise TypeError(f"expected parameter records name/shape/initializer/dtype, got {p!r}")
+        shape = normalize_shape(p["shape"], f"param {p['name']!r} shape")
+        if None in shape:
+            raise ValueError(f"param {p['name']!r} shape must be fully known, got {shape}")
+        out.append(
+            {
+                "name": str(p["name"]),
+                "shape": shape,
+                "initializer": check_initializer(p["initializer"]),
+                "dtype": dtype_name(p["dtype"]),
+            }
+        )
+    names = [p["name"] for p in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"parameter names must be unique, got {names}")
+    return tuple(out)
+
+
+def _param_type(p: dict[str, Any]) -> TensorType:
+    return TensorType(p["shape"], p["dtype"])
+
+
+@register
+class Custom(Op):
+    name = "custom"
+    family = "custom"
+    doc = "A custom layer (Axon.layer): a traced function of its inputs and parameters."
+    arity = None
+    options = {
+        "opts": Option({}, lambda v: _check_json(dict(v)), "options passed to the function"),
+        "params": Option((), _check_params, "the layer's parameters, in argument order"),
+    }
+
+    def params(self, types, opts, mode, node):
+        return [
+            ParamSpec((p["name"],), p["shape"], p["initializer"], p["dtype"])
+            for p in opts["params"]
+        ]
+
+    def infer(self, types, opts, node):
+        arg_types = [*types, *(_param_type(p) for p in opts["params"])]
+        out = {mode: _body_type(node.subgraphs[mode], arg_types) for mode in MODES}
+        if out["inference"] != out["train"]:
+            raise ShapeError(
+                f"the function returns {out['inference']!r} in inference mode but "
+                f"{out['train']!r} in train mode; both modes must give the same types"
+            )
+        return out["inference"]
+
+    def forward(self, ctx, inputs, params, opts):
+        values = [layer_param(params, p["name"], ctx) for p in opts["params"]]
+        args = flatten_types([*inputs, *values])
+        return ctx.run(ctx.node.subgraphs[ctx.mode], args)
+
+    cases = [
+        Case(
+            "scale_shift",
+            lambda x: layer(
+                lambda t, w, b, mode: t * w + b,
+                [x, param("w", lambda s: (s[-1],)), param("b", (1,), initializer="zeros")],
+            ),
+            [TensorType((None, 3))],
+        ),
+        Case(
+            "mode_dependent",
+            lambda x: layer(
+                lambda t, w, mode, scale: t @ w * (scale if mode == "train" else 1.0),
+                [x, param("w", (3, 2))],
+                scale=0.5,
+            ),
+            [TensorType((None, 3))],
+        ),
+    ]
+
+
+@layer_api(method=False)
+def layer(
+    fn: Callable[..., Any],
+    inputs: list[Any],
+    *,
+    name: str | None = None,
+    op_name: str | None = None,
+    **opts: Any,
+) -> Axon:
+    """A custom layer: `fn(*tensors, **opts, mode=mode)` over graphs and `ax.param`s.
+
+    `inputs` mixes graphs and parameters in the order `fn` takes them. `fn` is traced
+    once per mode ("inference", "train") into primitives, so it may branch on `mode`
+    in Python; `opts` must be JSON-able because they are saved with the model.
+    """
+    if not callable(fn):
+        raise GraphError(f"layer: expected a function, got {type(fn).__name__}")
+    if not isinstance(inputs, (list, tuple)):
+        raise GraphError(
+            f"layer: inputs must be a list of graphs and ax.param(...), got {inputs!r}"
+        )
+    label = f"{op_name or 'custom'} layer" + (f" {name!r}" if name else "")
+    if "mode" in opts:
+        raise OptionError(f"{label}: 'mode' is passed by axonc to the function; pick another name")
+    try:
+        saved = _check_json(opts)
+    except TypeError as exc:
+        raise OptionError(f"{label}: {exc}") from None
+    graphs: list[Axon] = []
+    params: list[Param] = []
+    slots: list[tuple[str, int]] = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, Param):
+            slots.append(("param", len(params)))
+            params.append(x)
+        else:
+            slots.append(("input", len(graphs)))
+            graphs.append(_single(x, f"{label}: input {i}"))
+    in_types = [declared_type(g, g.output) for g in graphs]
+    records = [_param_record(p, in_types, label) for p in params]
+    try:
+        records = list(_check_params(records))
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"{label}: {exc}") from None
+    arg_types = [*in_types, *(_param_type(p) for p in records)]
+
+    def ordered(*args: Any, **kw: Any) -> Any:
+        graph_args, param_args = args[: len(graphs)], args[len(graphs) :]
+        call = [graph_args[j] if kind == "input" else param_args[j] for kind, j in slots]
+        return fn(*call, **kw)
+
+    ordered.__name__ = getattr(fn, "__name__", "custom")
+    bodies = {mode: trace(ordered, arg_types, **saved, mode=mode) for mode in MODES}
+    return make_node(
+        "custom",
+        graphs,
+        {"opts": saved, "params": records},
+        name=name,
+        op_name=op_name,
+        subgraphs=bodies,
+    )
+
+
+def _param_record(p: Param, in_types: list[Any], label: str) -> dict[str, Any]:
+    shape = p.shape
+    if callable(shape):
+        if not _type_leaves_known(in_types):
+            raise ShapeError(
+                f"{label}: param {p.name!r} has a shape function but an input's shape is unknown; "
+                "give ax.input a shape"
+            )
+        shapes = [tree_map(lambda t: t.shape, t) for t in in_types]
+        shape = shape(*shapes)
+        try:
+            shape = normalize_shape(shape, f"param {p.name!r} shape")
+        except ShapeError as exc:
+            raise ShapeError(f"{label}: {exc}") from None
+    if None in shape:
+        raise ShapeError(
+            f"{label}: param {p.name!r} shape must be fully known, got {shape}; "
+            "a parameter cannot have a dynamic dim"
+        )
+    return {"name": p.name, "shape": shape, "initializer": p.initializer, "dtype": p.dtype}
+
+
+__all__ = ["Param", "layer", "nx", "param"]
