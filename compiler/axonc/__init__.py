@@ -28,10 +28,13 @@ from .model import (
     set_options,
     set_parameters,
     trace_forward,
+    trace_init,
 )
 from .model_state import ModelState
 from .registry import LAYERS as _LAYERS
+from .serialize import from_bytes as deserialize
 from .serialize import load, save
+from .serialize import to_bytes as serialize
 from .shape_inference import NONE
 
 globals().update(_LAYERS)
@@ -45,6 +48,7 @@ __all__ = [
     "TensorType",
     "attach_hook",
     "build",
+    "deserialize",
     "display",
     "freeze",
     "get_inputs",
@@ -59,9 +63,11 @@ __all__ = [
     "predict",
     "reduce_nodes",
     "save",
+    "serialize",
     "set_options",
     "set_parameters",
     "template",
     "trace_forward",
+    "trace_init",
     *_LAYERS,
 ]

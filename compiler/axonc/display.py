@@ -44,6 +44,14 @@ def _options(node: Any) -> str:
     return ", ".join(shown)
 
 
+def _label(names: dict[int, str], node: Any) -> str:
+    """Axon's row label: `dense_0 ( dense["input"] )`, or `input ( input )`."""
+    if not node.inputs:
+        return f"{names[node.id]} ( {node.kind} )"
+    parents = ", ".join(f'"{names[i]}"' for i in node.inputs)
+    return f"{names[node.id]} ( {node.kind}[{parents}] )"
+
+
 def _same(a: Any, b: Any) -> bool:
     try:
         return bool(a == b)
@@ -72,7 +80,7 @@ def as_table(model: Axon, template: Any, *, mode: str = "inference") -> str:
         seen.add(names[nid])
         rows.append(
             (
-                f"{names[nid]} ({node.kind})",
+                _label(names, node),
                 ", ".join(_shape(t) for t in in_types),
                 _shape(types[nid]),
                 _options(node) if node.op != "input" else "",

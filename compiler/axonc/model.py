@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import GraphError, OptionError
-from .ir import Axon, Node, assign_names, topo_order, tree_leaves, tree_map
+from .ir import Axon, Node, assign_names, topo_order, tree_map
 from .registry import ParamSpec, get_op
 from .shape_inference import declared_type, infer_types, output_types
 
@@ -180,7 +180,11 @@ def trace_forward(model: Axon, template: Any, *, mode: str = "inference") -> lis
     return records
 
 
-def output_names(model: Axon) -> list[str]:
-    """Layer names of the output leaves."""
+def trace_init(model: Axon, template: Any, *, mode: str = "inference") -> dict[str, ParamSpec]:
+    """What init_fn will create for `template`: each leaf path with its spec (shape, init, kind)."""
+    from .build import template_types
+    from .parameters import collect_specs
+
     names = assign_names(model)
-    return [names[i] for i in tree_leaves(model.output)]
+    types = infer_types(model, template_types(model, template), names)
+    return {"/".join(path): spec for path, spec in collect_specs(model, types, mode, names).items()}

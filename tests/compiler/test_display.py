@@ -14,7 +14,9 @@ def _model():
 
 
 def _row(table: str, layer: str) -> str:
-    (line,) = [ln for ln in table.splitlines() if ln.startswith(f"| {layer} ")]
+    """The row of `layer` given as "name (op)"; rows read `name ( op["parent"] )` as in Axon."""
+    name, op = layer[:-1].split(" (")
+    (line,) = [ln for ln in table.splitlines() if ln.startswith(f"| {name} ( {op}")]
     return line
 
 
@@ -31,6 +33,8 @@ class TestAsTable:
         ):
             assert _row(table, layer)
         assert "Layer" in table.splitlines()[1] and "Parameters" in table.splitlines()[1]
+        assert _row(table, "relu_0 (relu)").startswith('| relu_0 ( relu["dense_0"] ) ')
+        assert _row(table, "x (input)").startswith("| x ( input ) ")
 
     def test_rows_show_shapes_options_and_parameter_shapes(self):
         table = ax.display.as_table(_model(), ax.template((2, 8)))

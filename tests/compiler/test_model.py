@@ -225,3 +225,25 @@ class TestHooks:
             ax.attach_hook(y, print, mode="eval")
         with pytest.raises(OptionError, match="on must be 'forward'"):
             ax.attach_hook(y, print, on="backward")
+
+
+def test_trace_init_lists_what_init_creates():
+    model = ax.input("x", (None, 8)).dense(4).batch_norm().dropout(seed=1)
+    template = ax.template((2, 8))
+    plan = ax.trace_init(model, template, mode="train")
+    state = ax.build(model, mode="train")[0](template)
+    assert {k: tuple(v.shape) for k, v in plan.items()} == {
+        k: v.shape for k, v in state.flatten().items()
+    }
+    assert plan["batch_norm_0/mean"].kind == "state"
+    assert plan["dense_0/kernel"].kind == "parameter"
+    assert "dropout_0/key" not in ax.trace_init(model, template)
+
+
+def test_serialize_and_deserialize_round_trip_through_bytes():
+    model = ax.input("x", (None, 3)).dense(2)
+    state = ax.build(model)[0](ax.template((1, 3)))
+    blob = ax.serialize(model, state)
+    model2, state2 = ax.deserialize(blob)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(ax.predict(model, state, x), ax.predict(model2, state2, x))
