@@ -32,9 +32,7 @@ from .model import (
 )
 from .model_state import ModelState
 from .registry import LAYERS as _LAYERS
-from .serialize import from_bytes as deserialize
 from .serialize import load, save
-from .serialize import to_bytes as serialize
 from .shape_inference import NONE
 
 globals().update(_LAYERS)
@@ -48,7 +46,6 @@ __all__ = [
     "TensorType",
     "attach_hook",
     "build",
-    "deserialize",
     "display",
     "freeze",
     "get_inputs",
@@ -63,7 +60,6 @@ __all__ = [
     "predict",
     "reduce_nodes",
     "save",
-    "serialize",
     "set_options",
     "set_parameters",
     "template",

@@ -239,11 +239,3 @@ def test_trace_init_lists_what_init_creates():
     assert plan["dense_0/kernel"].kind == "parameter"
     assert "dropout_0/key" not in ax.trace_init(model, template)
 
-
-def test_serialize_and_deserialize_round_trip_through_bytes():
-    model = ax.input("x", (None, 3)).dense(2)
-    state = ax.build(model)[0](ax.template((1, 3)))
-    blob = ax.serialize(model, state)
-    model2, state2 = ax.deserialize(blob)
-    x = np.arange(6, dtype=np.float32).reshape(2, 3)
-    assert np.array_equal(ax.predict(model, state, x), ax.predict(model2, state2, x))
