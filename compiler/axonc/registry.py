@@ -85,6 +85,8 @@ class Op:
     arity: ClassVar[int | None] = 1
     # Inputs that may be missing (Axon.None) without nullifying the node.
     accepts_none: ClassVar[bool] = False
+    # Inputs may be containers (tuples/lists/dicts of tensors); otherwise each must be a tensor.
+    container_inputs: ClassVar[bool] = False
     # Primitives are the ops traced functions are made of (axonc.numpy).
     primitive: ClassVar[bool] = False
     cases: ClassVar[list[Case]] = []

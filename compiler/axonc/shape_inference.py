@@ -57,6 +57,8 @@ def infer_node(
     if not spec.accepts_none and any(t is NONE for t in in_types):
         return NONE
     try:
+        if not spec.container_inputs:
+            _check_tensor_inputs(in_types)
         return spec.infer(in_types, dict(node.options), node)
     except AxoncError as exc:
         sources = ", ".join(
@@ -64,6 +66,16 @@ def infer_node(
         )
         detail = f" (inputs: {sources})" if sources else ""
         raise type(exc)(f"{_label(node, names)}: {exc}{detail}") from None
+
+
+def _check_tensor_inputs(in_types: list[Any]) -> None:
+    """Most ops take tensors: a container reaching one is a graph-building mistake."""
+    for t in in_types:
+        if t is not NONE and not isinstance(t, TensorType):
+            raise ShapeError(
+                f"expects a tensor input, got a container {t!r}; take one element with "
+                "ax.nx(x, lambda t: t[0]) or use the layer that returned it"
+            )
 
 
 def declared_type(model: Axon, nid: int) -> Any:

@@ -166,3 +166,53 @@ class TestNone:
         m = ax.input("m", (None, 4), optional=True)
         with pytest.raises(ShapeError, match="both inputs must have one shape"):
             ax.or_else(m, ax.input("x", (None, 5)))
+
+
+class TestContainerInputs:
+    def test_a_container_into_a_tensor_op_is_a_shape_error_with_a_hint(self):
+        x = ax.input("x", (None, 3))
+        with pytest.raises(ShapeError) as err:
+            ax.container((x, x)).relu()
+        msg = str(err.value)
+        assert msg.startswith("relu layer: ")
+        assert "(inputs: container layer -> (f32[?, 3], f32[?, 3]))" in msg
+        assert "expects a tensor input, got a container (f32[?, 3], f32[?, 3])" in msg
+        assert "ax.nx(x, lambda t: t[0])" in msg
+
+    def test_a_container_among_several_inputs_is_caught(self):
+        x = ax.input("x", (None, 3))
+        with pytest.raises(ShapeError, match="expects a tensor input, got a container"):
+            ax.add(x, ax.container({"a": x}))
+
+    def test_the_check_also_runs_under_a_template(self):
+        x = ax.input("x")
+        model = ax.container([x]).dense(2)
+        with pytest.raises(ShapeError, match=r"dense.*expects a tensor input"):
+            infer_types(model, {"x": TensorType((1, 3))})
+
+    def test_ops_that_take_containers_still_do(self):
+        x = ax.input("x", (None, 3))
+        pair = ax.container((x, x.relu()))
+        out = ax.nx(pair, lambda t: t[0] - t[1])
+        assert declared_type(out, out.output) == TensorType((None, 3))
+        passed = ax.optional(pair)
+        assert declared_type(passed, passed.output) == (TensorType((None, 3)),) * 2
+        first = ax.nx(ax.or_else(pair, pair), lambda t: t[0])
+        assert _out_type(first, x=TensorType((2, 3))) == TensorType((2, 3))
+
+    def test_the_ops_declaring_container_inputs(self):
+        from axonc.registry import OPS
+
+        takes = {name for name, op in OPS.items() if op.container_inputs}
+        assert takes == {
+            "elem",
+            "container",
+            "nx",
+            "custom",
+            "block",
+            "namespace",
+            "optional",
+            "or_else",
+            "cond",
+            "stack_columns",
+        }

@@ -35,6 +35,7 @@ class Scope(Op):
 
     family = "composite"
     arity = None
+    container_inputs = True
 
     def _body_types(self, types, node):
         body = node.subgraphs["body"]
@@ -139,6 +140,7 @@ class Optional(Op):
     family = "composite"
     doc = "Lets the next layer receive a missing input (ax.NONE) instead of being skipped."
     accepts_none = True
+    container_inputs = True
 
     def infer(self, types, opts, node):
         return types[0]
@@ -160,12 +162,13 @@ class OrElse(Op):
     doc = "The first input, or the second where the first is missing (ax.NONE)."
     arity = 2
     accepts_none = True
+    container_inputs = True
 
     def infer(self, types, opts, node):
         x, default = types
         if x is NONE:
             return default
-        if default is not NONE and not _compatible(x.shape, default.shape):
+        if default is not NONE and not _same_type(x, default, dtype=False):
             raise ShapeError(f"or_else: both inputs must have one shape, got {x!r} and {default!r}")
         return x
 
@@ -176,6 +179,22 @@ class OrElse(Op):
 
 def _compatible(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _same_type(a: Any, b: Any, *, dtype: bool = True) -> bool:
+    """Tensor types (or containers of them, leaf by leaf) of compatible shapes.
+
+    A missing leaf (ax.NONE) has no shape, so it is compatible with any leaf.
+    """
+    if a is NONE or b is NONE:
+        return True
+    if isinstance(a, TensorType) and isinstance(b, TensorType):
+        return (not dtype or a.dtype == b.dtype) and _compatible(a.shape, b.shape)
+    if isinstance(a, (tuple, list)) and type(a) is type(b) and len(a) == len(b):
+        return all(_same_type(x, y, dtype=dtype) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return all(_same_type(a[k], b[k], dtype=dtype) for k in a)
+    return a is b
 
 
 @layer_api
@@ -195,6 +214,7 @@ class Cond(Op):
     family = "composite"
     doc = "The true or the false input, chosen by a traced predicate of the first input."
     arity = 3
+    container_inputs = True
 
     def infer(self, types, opts, node):
         parent, on_true, on_false = types
@@ -204,7 +224,7 @@ class Cond(Op):
         )
         if not isinstance(pred, TensorType) or pred.shape != ():
             raise ShapeError(f"the condition function must return a scalar, got {pred!r}")
-        if on_true != on_false and not _same_structure(on_true, on_false):
+        if not _same_type(on_true, on_false):
             raise ShapeError(f"both branches must have one shape, got {on_true!r} and {on_false!r}")
         return on_true
 
@@ -212,12 +232,6 @@ class Cond(Op):
         parent, on_true, on_false = inputs
         pred = ctx.run(ctx.node.subgraphs["pred"], flatten_types([parent]))
         return on_true if bool(np.asarray(pred)) else on_false
-
-
-def _same_structure(a: Any, b: Any) -> bool:
-    if isinstance(a, TensorType) and isinstance(b, TensorType):
-        return a.dtype == b.dtype and _compatible(a.shape, b.shape)
-    return False
 
 
 @layer_api
@@ -265,7 +279,7 @@ def bidirectional(
         index[axis] = slice(None, None, -1)
         return t[tuple(index)]
 
-    shared = block(lambda h: container(_as_tree(forward_fun(h))), name=name)
+    shared = block(forward_fun, name=name)
     forward_out = shared(x)
     backward_out = nx(shared(nx(x, reverse)), lambda out: _tree_map(reverse, out))
     merged = nx(
@@ -274,10 +288,6 @@ def bidirectional(
     )
     out_type = declared_type(merged, merged.output)
     return merged if isinstance(out_type, TensorType) else unpack(merged, out_type)
-
-
-def _as_tree(result: Any) -> Any:
-    return result if isinstance(result, (tuple, list, dict)) else (result,)
 
 
 def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:

@@ -3,11 +3,13 @@
 The Python function is traced once (`axonc.tracing`) into primitives and stored
 as a subgraph of the node, so the layer runs in the interpreter, saves to the
 model file and lowers to every backend like any other op; the model never holds
-code. `ax.layer` traces once per mode so `fn` may branch on `mode` in Python.
+code. `ax.layer` traces once per mode so `fn` may branch on `mode` in Python,
+and once more per combination of missing `ax.optional` inputs (`fn` sees None).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +19,8 @@ from ..errors import GraphError, OptionError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import MODES, layer_param
 from ..ir import Axon, make_node, tree_leaves, tree_map
-from ..registry import Case, Op, Option, ParamSpec, layer_api, register
-from ..shape_inference import declared_type, infer_types, output_types
+from ..registry import Case, Op, Option, ParamSpec, check_int, layer_api, register
+from ..shape_inference import NONE, declared_type, infer_types, output_types
 from ..tracing import flatten_types, trace
 from .special import container
 
@@ -57,6 +59,7 @@ class Nx(Op):
     name = "nx"
     family = "custom"
     doc = "A function of the input traced into primitives (Axon.nx); no parameters."
+    container_inputs = True
 
     def infer(self, types, opts, node):
         return _body_type(node.subgraphs["body"], list(types))
@@ -165,15 +168,62 @@ def _param_type(p: dict[str, Any]) -> TensorType:
     return TensorType(p["shape"], p["dtype"])
 
 
+MAX_OPTIONAL = 6  # every combination of missing optional inputs is traced: 2**6 per mode
+
+
+def _check_optional(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"expected a list of input indices, got {v!r}")
+    out = tuple(check_int(0)(i) for i in v)
+    if list(out) != sorted(set(out)):
+        raise ValueError(f"expected increasing, distinct input indices, got {list(out)}")
+    if len(out) > MAX_OPTIONAL:
+        raise ValueError(
+            f"at most {MAX_OPTIONAL} optional inputs (each combination is traced), got {len(out)}"
+        )
+    return out
+
+
+def absent_patterns(optional: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every combination of missing optional inputs, all present first."""
+    return [c for r in range(len(optional) + 1) for c in itertools.combinations(optional, r)]
+
+
+def body_role(mode: str, absent: tuple[int, ...] = ()) -> str:
+    """The subgraph role of the body traced for `mode` with the inputs at `absent` missing."""
+    return mode if not absent else f"{mode}/absent={','.join(map(str, absent))}"
+
+
+def _missing(values: list[Any], optional: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The indices of missing inputs, or None when a required (not optional) one is missing."""
+    absent = tuple(i for i, v in enumerate(values) if v is NONE)
+    return absent if set(absent) <= set(optional) else None
+
+
 @register
 class Custom(Op):
+    """One traced body per mode and per combination of missing optional inputs.
+
+    Subgraph roles: "inference" and "train" with every input present; with
+    some missing, "<mode>/absent=<i>,<j>", where i < j index the layer's graph inputs
+    (its node inputs, `ax.param`s not counted), e.g. "train/absent=1". Option
+    `optional` lists the inputs that may be missing (they came from `ax.optional`);
+    a body takes the present inputs then the parameters as arguments. A missing
+    input that is not optional makes the layer's output missing too (ax.NONE).
+    """
+
     name = "custom"
     family = "custom"
     doc = "A custom layer (Axon.layer): a traced function of its inputs and parameters."
     arity = None
+    accepts_none = True
+    container_inputs = True
     options = {
         "opts": Option({}, lambda v: _check_json(dict(v)), "options passed to the function"),
         "params": Option((), _check_params, "the layer's parameters, in argument order"),
+        "optional": Option(
+            (), _check_optional, "indices of graph inputs that may be missing (ax.optional)"
+        ),
     }
 
     def params(self, types, opts, mode, node):
@@ -182,9 +232,28 @@ class Custom(Op):
             for p in opts["params"]
         ]
 
+    def _body(self, node: Any, mode: str, absent: tuple[int, ...]) -> Axon:
+        return node.subgraphs[body_role(mode, absent)]
+
+    def _check_bodies(self, types: list[Any], opts: dict[str, Any], node: Any) -> None:
+        optional = opts["optional"]
+        if optional and optional[-1] >= len(types):
+            raise GraphError(
+                f"optional input index {optional[-1]} is out of range: the layer has "
+                f"{len(types)} input(s)"
+            )
+        want = {body_role(m, a) for m in MODES for a in absent_patterns(optional)}
+        if set(node.subgraphs) != want:
+            raise GraphError(f"expected traced bodies {sorted(want)}, got {sorted(node.subgraphs)}")
+
     def infer(self, types, opts, node):
-        arg_types = [*types, *(_param_type(p) for p in opts["params"])]
-        out = {mode: _body_type(node.subgraphs[mode], arg_types) for mode in MODES}
+        self._check_bodies(types, opts, node)
+        absent = _missing(types, opts["optional"])
+        if absent is None:
+            return NONE
+        present = [t for i, t in enumerate(types) if i not in absent]
+        arg_types = [*present, *(_param_type(p) for p in opts["params"])]
+        out = {mode: _body_type(self._body(node, mode, absent), arg_types) for mode in MODES}
         if out["inference"] != out["train"]:
             raise ShapeError(
                 f"the function returns {out['inference']!r} in inference mode but "
@@ -193,9 +262,13 @@ class Custom(Op):
         return out["inference"]
 
     def forward(self, ctx, inputs, params, opts):
+        absent = _missing(inputs, opts["optional"])
+        if absent is None:
+            return NONE
+        present = [x for i, x in enumerate(inputs) if i not in absent]
         values = [layer_param(params, p["name"], ctx) for p in opts["params"]]
-        args = flatten_types([*inputs, *values])
-        return ctx.run(ctx.node.subgraphs[ctx.mode], args)
+        args = flatten_types([*present, *values])
+        return ctx.run(self._body(ctx.node, ctx.mode, absent), args)
 
     cases = [
         Case(
@@ -215,7 +288,22 @@ class Custom(Op):
             ),
             [TensorType((None, 3))],
         ),
+        Case("optional_input_missing", lambda x: _masked_scale(x), [TensorType((None, 3))]),
+        Case("optional_input_given", lambda x, m: _masked_scale(x, m), [TensorType((None, 3))] * 2),
     ]
+
+
+def _masked_scale(x: Axon, mask: Axon | None = None) -> Axon:
+    """`x * w`, times the mask when it is given: an `ax.optional` input of a custom layer."""
+    from .composite import optional
+    from .special import input as input_layer
+
+    if mask is None:
+        mask = input_layer("mask", shape=(None, 3), optional=True)
+    return layer(
+        lambda t, m, w, **_: t * w if m is None else t * w * m,
+        [x, optional(mask), param("w", (3,))],
+    )
 
 
 @layer_api(method=False)
@@ -232,6 +320,12 @@ def layer(
     `inputs` mixes graphs and parameters in the order `fn` takes them. `fn` is traced
     once per mode ("inference", "train") into primitives, so it may branch on `mode`
     in Python; `opts` must be JSON-able because they are saved with the model.
+
+    An input wrapped in `ax.optional` may be missing (Axon.optional): `fn` then gets
+    None for it, e.g. `ax.layer(lambda x, m, **o: x if m is None else x * m,
+    [x, ax.optional(mask)])`, and is traced once more per mode for each combination
+    of missing optional inputs (at most 6 such inputs). Any other missing input makes
+    the layer's output missing (ax.NONE), as in Axon.
     """
     if not callable(fn):
         raise GraphError(f"layer: expected a function, got {type(fn).__name__}")
@@ -256,29 +350,78 @@ def layer(
         else:
             slots.append(("input", len(graphs)))
             graphs.append(_single(x, f"{label}: input {i}"))
-    in_types = [declared_type(g, g.output) for g in graphs]
+    optional = tuple(i for i, g in enumerate(graphs) if g.nodes[g.output].op == "optional")
+    try:
+        optional = _check_optional(optional)
+    except ValueError as exc:
+        raise OptionError(f"{label}: {exc}") from None
+    in_types = [_present_type(g) for g in graphs]
     records = [_param_record(p, in_types, label) for p in params]
     try:
         records = list(_check_params(records))
     except (TypeError, ValueError) as exc:
         raise OptionError(f"{label}: {exc}") from None
-    arg_types = [*in_types, *(_param_type(p) for p in records)]
-
-    def ordered(*args: Any, **kw: Any) -> Any:
-        graph_args, param_args = args[: len(graphs)], args[len(graphs) :]
-        call = [graph_args[j] if kind == "input" else param_args[j] for kind, j in slots]
-        return fn(*call, **kw)
-
-    ordered.__name__ = getattr(fn, "__name__", "custom")
-    bodies = {mode: trace(ordered, arg_types, **saved, mode=mode) for mode in MODES}
+    param_types = [_param_type(p) for p in records]
+    bodies = {}
+    for absent in absent_patterns(optional):
+        present = [i for i in range(len(graphs)) if i not in absent]
+        arg_types = [*(in_types[i] for i in present), *param_types]
+        traced = _call_in_order(fn, slots, present)
+        for mode in MODES:
+            try:
+                bodies[body_role(mode, absent)] = trace(traced, arg_types, **saved, mode=mode)
+            except TypeError as exc:
+                if not absent:
+                    raise
+                raise GraphError(
+                    f"{label}: the function failed with input(s) {list(absent)} missing: {exc}; "
+                    "a missing ax.optional input is passed as None, so test for it "
+                    "(`x if mask is None else x * mask`)"
+                ) from exc
     return make_node(
         "custom",
         graphs,
-        {"opts": saved, "params": records},
+        {"opts": saved, "params": records, "optional": optional},
         name=name,
         op_name=op_name,
         subgraphs=bodies,
     )
+
+
+def _call_in_order(
+    fn: Callable[..., Any], slots: list[tuple[str, int]], present: list[int]
+) -> Callable[..., Any]:
+    """`fn` taking (present graph inputs..., params...) and called in the user's order.
+
+    Graph inputs not in `present` (missing optional inputs) are passed as None.
+    """
+
+    def ordered(*args: Any, **kw: Any) -> Any:
+        graph_args = dict(zip(present, args[: len(present)]))
+        param_args = args[len(present) :]
+        call = [graph_args.get(j) if kind == "input" else param_args[j] for kind, j in slots]
+        return fn(*call, **kw)
+
+    ordered.__name__ = getattr(fn, "__name__", "custom")
+    return ordered
+
+
+def _present_type(g: Axon) -> Any:
+    """A graph's declared type as if every optional `ax.input` were given.
+
+    An optional input's declared type is ax.NONE (it may be left out); the body
+    where that input is present is traced with the shape it was declared with.
+    """
+    t = declared_type(g, g.output)
+    if t is not NONE:
+        return t
+    given = {
+        n.options["name"]: TensorType(n.options["shape"], n.options["dtype"])
+        for n in g.nodes.values()
+        if n.op == "input" and n.options["optional"] and n.options["shape"] is not None
+    }
+    t = output_types(g, infer_types(g, given))
+    return None if t is NONE else t
 
 
 def _param_record(p: Param, in_types: list[Any], label: str) -> dict[str, Any]:

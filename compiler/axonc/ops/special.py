@@ -111,6 +111,7 @@ class Container(Op):
     doc = "Joins graphs into a nested tuple/list/dict output."
     arity = None
     accepts_none = True
+    container_inputs = True
     options = {
         "structure": Option(check=_check_structure, doc="the container, leaves = input index")
     }
@@ -171,6 +172,7 @@ class Elem(Op):
     family = "special"
     doc = "One element of a container output, by path (Elixir's elem/2 through Axon.nx)."
     accepts_none = True
+    container_inputs = True
     options = {"path": Option(check=_check_path, doc="indices / keys into the container")}
 
     def infer(self, types, opts, node):
