@@ -49,12 +49,19 @@ def load(case: str) -> dict[str, Any]:
     return json.loads((GOLDEN_DIR / f"{case}.json").read_text())
 
 
-def case_names() -> list[str]:
-    return sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
+def case_names(prefixes: str | tuple[str, ...] = "") -> list[str]:
+    """The golden case names, sorted; only those starting with one of `prefixes` if given."""
+    return sorted(p.stem for p in GOLDEN_DIR.glob("*.json") if p.stem.startswith(prefixes))
 
 
 def inputs(case: dict[str, Any]) -> dict[str, np.ndarray]:
     return {name: tensor(t) for name, t in case["inputs"].items()}
+
+
+def io(name: str) -> tuple[dict[str, np.ndarray], Any]:
+    """A case's inputs by name and its expected outputs, as arrays."""
+    case = load(name)
+    return inputs(case), tree(case["outputs"])
 
 
 def assert_tree_close(actual: Any, expected: Any, rtol: float, atol: float, path: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,77 @@ def is_float(dtype: str) -> bool:
 
 def is_int(dtype: str) -> bool:
     return dtype_name(dtype)[0] in "su"
+
+
+# ---------------------------------------------------------------------------
+# Result dtypes. Two promotion rules on purpose: layers follow Nx (no boolean
+# type, so pred merges as u8), traced `axonc.numpy` primitives follow jax.numpy
+# (pred is the lowest kind and takes the other operand's type). They differ
+# only where a pred meets an integer: nx_merge("pred", "s8") is s16,
+# jnp_promote("pred", "s8") is s8.
+
+_NX_KIND_RANK = {"u": 0, "s": 1, "f": 3}
+
+
+def _nx_kind_bits(dtype: str) -> tuple[str, int]:
+    name = dtype_name(dtype)
+    if name == "pred":  # Nx has no boolean type: comparisons produce u8
+        return "u", 8
+    return name[0], int(name[1:])
+
+
+def nx_merge(a: str, b: str) -> str:
+    """Nx.Type.merge: the dtype of a binary op's result (e.g. s32 + f32 -> f32, u8 + s8 -> s16)."""
+    (ka, na), (kb, nb) = _nx_kind_bits(a), _nx_kind_bits(b)
+    if ka == kb:
+        return f"{ka}{max(na, nb)}"
+    (k1, n1), (k2, n2) = sorted([(ka, na), (kb, nb)], key=lambda kn: _NX_KIND_RANK[kn[0]])
+    if (k1, k2) == ("u", "s"):
+        return f"s{max(min(n1 * 2, 64), n2)}"
+    return f"{k2}{n2}"
+
+
+def nx_result_dtype(dtypes: Sequence[str]) -> str:
+    """The merged dtype of several inputs, folding `nx_merge` left to right."""
+    out = dtype_name(dtypes[0])
+    for d in dtypes[1:]:
+        out = nx_merge(out, d)
+    return out
+
+
+def dtype_kind(dtype: str) -> int:
+    """jax.numpy's kind order: 0 = pred, 1 = integer, 2 = float."""
+    return 0 if dtype == "pred" else 1 if is_int(dtype) else 2
+
+
+def jnp_promote(*dtypes: str) -> str:
+    """jax.numpy's common dtype: numpy's rule, except int + float = the float type."""
+    names = [dtype_name(d) for d in dtypes]
+    top = max(dtype_kind(d) for d in names)
+    same_kind = [d for d in names if dtype_kind(d) == top]
+    out = dtype_name(np.result_type(*(to_numpy_dtype(d) for d in same_kind)))
+    return "s64" if top != 2 and out == "f64" else out  # u64 with a signed type
+
+
+def with_f32_params(dtype: str) -> str:
+    """Nx's merge of an input dtype with f32 parameters: f64 stays f64, all else is f32."""
+    return "f64" if dtype == "f64" else "f32"
+
+
+def with_f32_params_np(dtype: Any) -> type:
+    """`with_f32_params` for a numpy dtype."""
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+
+
+def float_or_f32(dtype: str) -> str:
+    """Floats keep their dtype, the rest give f32 (Nx averages and norms, jnp's exp or mean)."""
+    return dtype if is_float(dtype) else "f32"
+
+
+def float_or_f32_np(dtype: Any) -> np.dtype:
+    """`float_or_f32` for a numpy dtype."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind == "f" else np.dtype(np.float32)
 
 
 Shape = tuple  # a tuple of int | None; None is a dynamic dimension

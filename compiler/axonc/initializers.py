@@ -48,6 +48,11 @@ def _variance_scaling(rng, shape, scale=1.0, mode="fan_in", distribution="normal
     return rng.normal(0.0, math.sqrt(variance), size=shape)
 
 
+def _scaled(mode: str, distribution: str) -> _Sampler:
+    """A variance_scaling drawer with a fixed mode and distribution (glorot, he, lecun)."""
+    return lambda rng, shape, scale: _variance_scaling(rng, shape, scale, mode, distribution)
+
+
 def _truncated_normal(rng, shape, std):
     out = rng.normal(0.0, 1.0, size=shape)
     bad = np.abs(out) > 2.0
@@ -95,36 +100,12 @@ INITIALIZERS: dict[str, tuple[dict[str, Any], _Sampler]] = {
         {"scale": 1.0, "mode": "fan_in", "distribution": "normal"},
         _variance_scaling,
     ),
-    "glorot_uniform": (
-        {"scale": 1.0},
-        lambda rng, shape, scale: _variance_scaling(rng, shape, scale, "fan_avg", "uniform"),
-    ),
-    "glorot_normal": (
-        {"scale": 1.0},
-        lambda rng, shape, scale: _variance_scaling(
-            rng, shape, scale, "fan_avg", "truncated_normal"
-        ),
-    ),
-    "he_uniform": (
-        {"scale": 2.0},
-        lambda rng, shape, scale: _variance_scaling(rng, shape, scale, "fan_in", "uniform"),
-    ),
-    "he_normal": (
-        {"scale": 2.0},
-        lambda rng, shape, scale: _variance_scaling(
-            rng, shape, scale, "fan_in", "truncated_normal"
-        ),
-    ),
-    "lecun_uniform": (
-        {"scale": 1.0},
-        lambda rng, shape, scale: _variance_scaling(rng, shape, scale, "fan_in", "uniform"),
-    ),
-    "lecun_normal": (
-        {"scale": 1.0},
-        lambda rng, shape, scale: _variance_scaling(
-            rng, shape, scale, "fan_in", "truncated_normal"
-        ),
-    ),
+    "glorot_uniform": ({"scale": 1.0}, _scaled("fan_avg", "uniform")),
+    "glorot_normal": ({"scale": 1.0}, _scaled("fan_avg", "truncated_normal")),
+    "he_uniform": ({"scale": 2.0}, _scaled("fan_in", "uniform")),
+    "he_normal": ({"scale": 2.0}, _scaled("fan_in", "truncated_normal")),
+    "lecun_uniform": ({"scale": 1.0}, _scaled("fan_in", "uniform")),
+    "lecun_normal": ({"scale": 1.0}, _scaled("fan_in", "truncated_normal")),
     "orthogonal": ({"distribution": "normal"}, _orthogonal),
     # A PRNG key state (dropout layers), as Nx.Random.key(seed): [high 32 bits, low 32 bits].
     "prng_key": (

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import TensorType, dtype_name, is_float, to_numpy_dtype
+from .dtypes import TensorType, dtype_kind, dtype_name, jnp_promote, to_numpy_dtype
 from .errors import ShapeError, TraceError
 from .ir import Axon, make_node, merge_nodes, topo_order, tree_leaves, tree_map
 from .registry import get_op
@@ -379,10 +379,6 @@ _OPERATOR_UFUNCS = {
 # Applying an op to tensors or (eagerly) to arrays
 
 
-def _kind(dtype: str) -> int:
-    return 0 if dtype == "pred" else 2 if is_float(dtype) else 1
-
-
 def _is_weak(x: Any) -> bool:
     return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
 
@@ -406,7 +402,7 @@ def _default_array(x: Any) -> np.ndarray:
 def _weak_dtype(value: bool | int | float, strong: str | None) -> str:
     """The dtype a Python scalar takes next to operands of dtype `strong` (JAX's weak types)."""
     mine = 0 if isinstance(value, bool) else 1 if isinstance(value, int) else 2
-    if strong is not None and _kind(strong) >= mine:
+    if strong is not None and dtype_kind(strong) >= mine:
         return strong
     return ("pred", "s32", "f32")[mine]
 
@@ -421,15 +417,13 @@ def _dtype_of(x: Any) -> str | None:
 
 def coerce(args: list[Any]) -> list[Any]:
     """Tensors stay; arrays and lists become arrays; Python scalars take a weak dtype."""
-    from .ops.primitives import promote
-
     out = [a if isinstance(a, Tensor) or _is_weak(a) else _default_array(a) for a in args]
     strong = [d for a in out if not _is_weak(a) and (d := _dtype_of(a)) is not None]
     weak = [a for a in out if _is_weak(a)]
     if strong:
-        common: str | None = promote(*strong)
+        common: str | None = jnp_promote(*strong)
     elif weak:
-        common = promote(*(_weak_dtype(a, None) for a in weak))
+        common = jnp_promote(*(_weak_dtype(a, None) for a in weak))
     else:
         common = None
     return [

@@ -11,12 +11,19 @@ from axonc.dtypes import (
     TensorType,
     broadcast_shapes,
     dtype_name,
+    float_or_f32,
+    float_or_f32_np,
     is_float,
     is_int,
+    jnp_promote,
     normalize_shape,
+    nx_merge,
+    nx_result_dtype,
     same_dim,
     to_numpy_dtype,
     type_of,
+    with_f32_params,
+    with_f32_params_np,
 )
 from axonc.errors import ShapeError
 
@@ -177,3 +184,54 @@ class TestBroadcast:
         assert same_dim(None, 3) and same_dim(3, None) and same_dim(None, None)
         assert same_dim(3, 3)
         assert not same_dim(3, 4)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [  # examples from Nx.Type.merge's documentation
+        ("s8", "s16", "s16"),
+        ("u8", "u32", "u32"),
+        ("s32", "u8", "s32"),
+        ("s8", "u32", "s64"),
+        ("s64", "u8", "s64"),
+        ("u8", "f32", "f32"),
+        ("s64", "f32", "f32"),
+        ("u64", "f64", "f64"),
+        ("f16", "f32", "f32"),
+        ("f64", "f32", "f64"),
+        ("u64", "s8", "s64"),
+    ],
+)
+def test_nx_merge_matches_nx_type_merge(a, b, expected):
+    assert nx_merge(a, b) == expected
+    assert nx_merge(b, a) == expected
+
+
+def test_nx_result_dtype_folds_over_inputs():
+    assert nx_result_dtype(["u8", "s8", "f16"]) == "f16"
+    assert nx_result_dtype(["pred", "pred"]) == "u8"
+
+
+def test_nx_merge_and_jnp_promote_differ_only_on_pred():
+    assert nx_merge("pred", "s8") == "s16" and jnp_promote("pred", "s8") == "s8"
+    assert nx_merge("pred", "pred") == "u8" and jnp_promote("pred", "pred") == "pred"
+    assert nx_merge("u8", "s8") == jnp_promote("u8", "s8") == "s16"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "with_params", "float_or"),
+    [
+        ("f64", "f64", "f64"),
+        ("f32", "f32", "f32"),
+        ("f16", "f32", "f16"),
+        ("s64", "f32", "f32"),
+        ("u8", "f32", "f32"),
+        ("pred", "f32", "f32"),
+    ],
+)
+def test_float_result_rules(dtype, with_params, float_or):
+    assert with_f32_params(dtype) == with_params == nx_merge(dtype, "f32")
+    assert float_or_f32(dtype) == float_or
+    np_dtype = to_numpy_dtype(dtype)
+    assert np.dtype(with_f32_params_np(np_dtype)) == to_numpy_dtype(with_params)
+    assert float_or_f32_np(np_dtype) == to_numpy_dtype(float_or)

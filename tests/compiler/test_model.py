@@ -238,4 +238,3 @@ def test_trace_init_lists_what_init_creates():
     assert plan["batch_norm_0/mean"].kind == "state"
     assert plan["dense_0/kernel"].kind == "parameter"
     assert "dropout_0/key" not in ax.trace_init(model, template)
-

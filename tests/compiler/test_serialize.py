@@ -24,7 +24,7 @@ import safetensors.numpy
 
 import axonc as ax
 from axonc import serialize
-from axonc.dtypes import TensorType, is_float, to_numpy_dtype
+from axonc.dtypes import TensorType, to_numpy_dtype
 from axonc.errors import FormatError
 from axonc.interpreter import run
 from axonc.ir import Axon, Node, assign_names, topo_order
@@ -32,6 +32,7 @@ from axonc.model_state import ModelState
 from axonc.parameters import collect_specs
 from axonc.registry import OPS
 from axonc.shape_inference import infer_types
+from tests import op_cases
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "spec" / "axon-file.schema.json").read_text()
@@ -44,15 +45,6 @@ CASES = [
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def _case_model(case) -> Axon:
-    inputs = [ax.input(f"in{i}", shape=t.shape, dtype=t.dtype) for i, t in enumerate(case.inputs)]
-    return case.build(*inputs)
-
-
-def _concrete(t: TensorType, batch: int) -> TensorType:
-    return TensorType(tuple(batch if d is None else d for d in t.shape), t.dtype)
 
 
 def _random_state(model: Axon, templates: dict[str, TensorType], seed: int) -> ModelState:
@@ -74,24 +66,6 @@ def _random_state(model: Axon, templates: dict[str, TensorType], seed: int) -> M
         node[path[-1]] = value
         kinds[spec.kind].append(path)
     return ModelState(data, parameters=kinds["parameter"], state=kinds["state"])
-
-
-def _feeds(case, batch: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for i, t in enumerate(case.inputs):
-        shape = _concrete(t, batch).shape
-        if is_float(t.dtype):
-            values = (
-                rng.uniform(*case.float_range, size=shape)
-                if case.float_range
-                else rng.normal(size=shape)
-            )
-            out[f"in{i}"] = values.astype(to_numpy_dtype(t.dtype))
-        else:
-            high = case.int_inputs.get(i, 2)
-            out[f"in{i}"] = rng.integers(0, high, size=shape).astype(to_numpy_dtype(t.dtype))
-    return out
 
 
 def _canon_value(v: Any, blocks: dict[int, int]) -> Any:
@@ -258,9 +232,8 @@ def test_every_registered_op_with_cases_is_swept():
 
 @pytest.mark.parametrize(("op", "case"), CASES)
 def test_round_trip_is_exact_for_every_case(op, case):
-    model = _case_model(case)
-    templates = {f"in{i}": _concrete(t, 2) for i, t in enumerate(case.inputs)}
-    state = _random_state(model, templates, seed=7)
+    model = op_cases.model(case)
+    state = _random_state(model, op_cases.templates(case, 2), seed=7)
     data = serialize.to_bytes(model, state)
     loaded, loaded_state = serialize.from_bytes(data)
 
@@ -275,7 +248,7 @@ def test_round_trip_is_exact_for_every_case(op, case):
     _assert_same_state(state, loaded_state)
     jsonschema.validate(_document(data), SCHEMA)
 
-    feeds = _feeds(case, batch=2, seed=3)
+    feeds = op_cases.feeds(case, batch=2, seed=3)
     for mode in case.modes:
         expected = run(model, feeds, state.data, mode)
         got = run(loaded, feeds, loaded_state.data, mode)

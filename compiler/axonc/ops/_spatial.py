@@ -17,22 +17,30 @@ from ..registry import check_choice
 check_channels = check_choice("first", "last")
 
 
+def int_pairs(v: Any) -> tuple[tuple[int, int], ...] | None:
+    """`v` as a tuple of (lo, hi) int pairs, or None if it is not a list/tuple of such pairs."""
+    if not isinstance(v, (list, tuple)):
+        return None
+    pairs = []
+    for p in v:
+        if (
+            not isinstance(p, (list, tuple))
+            or len(p) != 2
+            or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in p)
+        ):
+            return None
+        pairs.append((int(p[0]), int(p[1])))
+    return tuple(pairs)
+
+
 def check_padding(v: Any) -> str | tuple[tuple[int, int], ...]:
     """'valid', 'same', or a list of (lo, hi) int pairs, one per spatial dim."""
     if v in ("valid", "same"):
         return v
-    if isinstance(v, (list, tuple)) and v:
-        pairs = []
-        for p in v:
-            if (
-                not isinstance(p, (list, tuple))
-                or len(p) != 2
-                or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in p)
-            ):
-                raise ValueError(f"expected 'valid', 'same' or a list of (lo, hi) pairs, got {v!r}")
-            pairs.append((int(p[0]), int(p[1])))
-        return tuple(pairs)
-    raise ValueError(f"expected 'valid', 'same' or a list of (lo, hi) pairs, got {v!r}")
+    pairs = int_pairs(v)
+    if not pairs:
+        raise ValueError(f"expected 'valid', 'same' or a list of (lo, hi) pairs, got {v!r}")
+    return pairs
 
 
 def spatial_axes(rank: int, channels: str) -> list[int]:

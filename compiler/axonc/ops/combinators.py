@@ -2,9 +2,10 @@
 
 Semantics follow Axon 0.8.1: the element-wise layers take two graphs or a list
 and fold left (`a - b - c`) with numpy broadcasting; the result dtype is Nx's
-type merge of the inputs (`result_dtype`); `concatenate` and `split` work along
-axis -1 unless told otherwise; `split` returns a tuple of graphs; `stack_columns`
-stacks the leaves of a container (Axon's DataFrame-style input) as columns.
+type merge of the inputs (`dtypes.nx_result_dtype`); `concatenate` and `split`
+work along axis -1 unless told otherwise; `split` returns a tuple of graphs;
+`stack_columns` stacks the leaves of a container (Axon's DataFrame-style input)
+as columns.
 """
 
 from __future__ import annotations
@@ -14,43 +15,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, broadcast_shapes, dtype_name, to_numpy_dtype
+from ..dtypes import TensorType, broadcast_shapes, dtype_name, nx_result_dtype, to_numpy_dtype
 from ..errors import GraphError, ShapeError
 from ..ir import Axon, make_node, tree_leaves
 from ..registry import Case, Op, Option, check_int, layer_api, register
 from ..shape_inference import NONE
 from .special import container, elem
 
-# ---------------------------------------------------------------------------
-# Nx's type merge
 
-_KIND_RANK = {"u": 0, "s": 1, "f": 3}
-
-
-def _kind_bits(dtype: str) -> tuple[str, int]:
-    name = dtype_name(dtype)
-    if name == "pred":  # Nx has no boolean type: comparisons produce u8
-        return "u", 8
-    return name[0], int(name[1:])
-
-
-def merge_dtypes(a: str, b: str) -> str:
-    """Nx.Type.merge: the dtype of a binary op's result (e.g. s32 + f32 -> f32, u8 + s8 -> s16)."""
-    (ka, na), (kb, nb) = _kind_bits(a), _kind_bits(b)
-    if ka == kb:
-        return f"{ka}{max(na, nb)}"
-    (k1, n1), (k2, n2) = sorted([(ka, na), (kb, nb)], key=lambda kn: _KIND_RANK[kn[0]])
-    if (k1, k2) == ("u", "s"):
-        return f"s{max(min(n1 * 2, 64), n2)}"
-    return f"{k2}{n2}"
-
-
-def result_dtype(dtypes: Sequence[str]) -> str:
-    """The merged dtype of several inputs, folding `merge_dtypes` left to right."""
-    out = dtype_name(dtypes[0])
-    for d in dtypes[1:]:
-        out = merge_dtypes(out, d)
-    return out
+def _merged(values: Sequence[Any]) -> tuple[list[np.ndarray], np.dtype]:
+    """The values as arrays, and the numpy dtype of their Nx type merge."""
+    arrays = [np.asarray(v) for v in values]
+    return arrays, to_numpy_dtype(nx_result_dtype([dtype_name(a.dtype) for a in arrays]))
 
 
 def _graph_list(x: Any, y: Any, what: str) -> list[Axon]:
@@ -85,11 +61,10 @@ class _ElementWise(Op):
             shape = broadcast_shapes(*(t.shape for t in types))
         except ShapeError as exc:
             raise ShapeError(f"expected inputs that broadcast together: {exc}") from None
-        return TensorType(shape, result_dtype([t.dtype for t in types]))
+        return TensorType(shape, nx_result_dtype([t.dtype for t in types]))
 
     def forward(self, ctx, inputs, params, opts):
-        arrays = [np.asarray(v) for v in inputs]
-        dtype = to_numpy_dtype(result_dtype([dtype_name(a.dtype) for a in arrays]))
+        arrays, dtype = _merged(inputs)
         out = arrays[0].astype(dtype)
         for a in arrays[1:]:
             out = type(self).fold(out, a.astype(dtype)).astype(dtype)
@@ -171,11 +146,10 @@ class Concatenate(Op):
                     f"has sizes {', '.join('?' if d is None else str(d) for d in dims)}"
                 )
             shape.append(known.pop() if known else None)
-        return TensorType(tuple(shape), result_dtype([t.dtype for t in types]))
+        return TensorType(tuple(shape), nx_result_dtype([t.dtype for t in types]))
 
     def forward(self, ctx, inputs, params, opts):
-        arrays = [np.asarray(v) for v in inputs]
-        dtype = to_numpy_dtype(result_dtype([dtype_name(a.dtype) for a in arrays]))
+        arrays, dtype = _merged(inputs)
         return np.concatenate([a.astype(dtype) for a in arrays], axis=opts["axis"])
 
     cases: ClassVar[list[Case]] = [
@@ -322,6 +296,7 @@ class StackColumns(Op):
     name = "stack_columns"
     family = "combinators"
     doc = "Stacks a container's tensors as columns along a new last axis: n x {b} -> {b, n}."
+    container_inputs = True
     options: ClassVar[dict[str, Option]] = {
         "ignore": Option((), _check_ignore, "keys (or positions) of entries not to stack")
     }
@@ -343,14 +318,13 @@ class StackColumns(Op):
             next((d for d in dims if d is not None), None)
             for dims in zip(*(t.shape for t in leaves), strict=True)
         )
-        return TensorType((*merged, len(leaves)), result_dtype([t.dtype for t in leaves]))
+        return TensorType((*merged, len(leaves)), nx_result_dtype([t.dtype for t in leaves]))
 
     def forward(self, ctx, inputs, params, opts):
         leaves = _columns(inputs[0], opts["ignore"], type(inputs[0]).__name__)
         if any(v is NONE for v in leaves):
             return NONE
-        arrays = [np.asarray(v) for v in leaves]
-        dtype = to_numpy_dtype(result_dtype([dtype_name(a.dtype) for a in arrays]))
+        arrays, dtype = _merged(leaves)
         try:
             return np.stack([a.astype(dtype) for a in arrays], axis=-1)
         except ValueError:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType
+from ..dtypes import TensorType, with_f32_params, with_f32_params_np
 from ..errors import OptionError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
@@ -43,7 +43,6 @@ from ..registry import (
 )
 from ._spatial import channel_axis, check_channels, check_padding, per_dim, resolve_padding
 from .activation import apply_activation
-from .linear import float_dtype, float_dtype_np
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -227,7 +226,7 @@ def _out_type(
         shape = (t.shape[0], *spatial, out_channels)
     else:
         shape = (t.shape[0], out_channels, *spatial)
-    return TensorType(shape, float_dtype(t.dtype))
+    return TensorType(shape, with_f32_params(t.dtype))
 
 
 def _to_first(x: np.ndarray, channels: str) -> np.ndarray:
@@ -353,7 +352,7 @@ class _SingleConv(Op):
             "kernel",
             "bias" if opts["use_bias"] else None,
         )
-        return _from_first(y, ch).astype(float_dtype_np(x.dtype))
+        return _from_first(y, ch).astype(with_f32_params_np(x.dtype))
 
 
 @register
@@ -554,7 +553,7 @@ class _SeparableConv(Op):
             groups = cin if i == 1 else cin * opts["channel_multiplier"]
             bias_key = f"bias_{i}" if opts["use_bias"] else None
             y = _apply(ctx, y, params, geo, ch, groups, f"kernel_{i}", bias_key)
-        return _from_first(y, ch).astype(float_dtype_np(x.dtype))
+        return _from_first(y, ch).astype(with_f32_params_np(x.dtype))
 
 
 @register

@@ -13,23 +13,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, is_int, same_dim
+from ..dtypes import TensorType, is_int, same_dim, with_f32_params, with_f32_params_np
 from ..errors import InputError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
 from ..ir import Axon, make_node
 from ..registry import Case, Op, Option, ParamSpec, check_bool, check_int, layer_api, register
 from .activation import apply_activation
-
-
-def float_dtype(dtype: str) -> str:
-    """The result dtype of combining an input of `dtype` with f32 parameters (Nx promotion)."""
-    return "f64" if dtype == "f64" else "f32"
-
-
-def float_dtype_np(dtype: np.dtype) -> type:
-    """The numpy result dtype for an input array's dtype (f64 stays f64, else f32)."""
-    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
 
 
 def _last_dim(t: TensorType, what: str) -> int:
@@ -73,13 +63,13 @@ class Bias(Op):
     def infer(self, types, opts, node):
         (t,) = types
         _last_dim(t, "the input")
-        return TensorType(t.shape, float_dtype(t.dtype))
+        return TensorType(t.shape, with_f32_params(t.dtype))
 
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
         b = np.asarray(layer_param(params, "bias", ctx))
         out = x.astype(np.float64) + b.astype(np.float64)
-        return out.astype(float_dtype_np(x.dtype))
+        return out.astype(with_f32_params_np(x.dtype))
 
     cases: ClassVar[list[Case]] = [
         Case("rank2", lambda x: bias(x), [TensorType((None, 5))]),
@@ -112,7 +102,7 @@ class Dense(Op):
                 f"dense expects an input of rank >= 2 (batch, ..., features), got {t.shape}"
             )
         _last_dim(t, "the input")
-        return TensorType((*t.shape[:-1], opts["units"]), float_dtype(t.dtype))
+        return TensorType((*t.shape[:-1], opts["units"]), with_f32_params(t.dtype))
 
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
@@ -120,7 +110,7 @@ class Dense(Op):
         out = np.tensordot(x.astype(np.float64), k, axes=([x.ndim - 1], [0]))
         if opts["use_bias"]:
             out = out + np.asarray(layer_param(params, "bias", ctx), dtype=np.float64)
-        return out.astype(float_dtype_np(x.dtype))
+        return out.astype(with_f32_params_np(x.dtype))
 
     cases: ClassVar[list[Case]] = [
         Case("rank2", lambda x: dense(x, 4), [TensorType((None, 6))]),

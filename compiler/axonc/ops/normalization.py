@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, is_float
+from ..dtypes import TensorType, float_or_f32_np, is_float
 from ..errors import ShapeError, StateError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
@@ -76,8 +76,11 @@ def _broadcast(vec: np.ndarray, rank: int, axis: int) -> np.ndarray:
     return vec.reshape(shape)
 
 
-def _out_dtype(x: np.ndarray) -> np.dtype:
-    return x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+def _channel_vectors(
+    ctx: Any, params: dict[str, Any], x: np.ndarray, axis: int, *keys: str
+) -> list[np.ndarray]:
+    """The named per-channel vectors as float64, shaped to broadcast along `axis` of `x`."""
+    return [_broadcast(_vector(params, k, x.shape[axis], ctx), x.ndim, axis) for k in keys]
 
 
 _GAMMA_GLOROT = Option(
@@ -163,11 +166,9 @@ class _StatefulNorm(_Norm):
         x = np.asarray(inputs[0])
         xd = x.astype(np.float64)
         axis = opts["channel_index"] % x.ndim
-        c = x.shape[axis]
-        gamma = _broadcast(_vector(params, "gamma", c, ctx), x.ndim, axis)
-        beta = _broadcast(_vector(params, "beta", c, ctx), x.ndim, axis)
-        ra_mean = _broadcast(_vector(params, "mean", c, ctx), x.ndim, axis)
-        ra_var = _broadcast(_vector(params, "var", c, ctx), x.ndim, axis)
+        gamma, beta, ra_mean, ra_var = _channel_vectors(
+            ctx, params, x, axis, "gamma", "beta", "mean", "var"
+        )
         if ctx.mode == "train" and not opts["use_running_stats"]:
             axes = self.reduction_axes(x.ndim, axis)
             mean = xd.mean(axis=axes, keepdims=True)
@@ -180,7 +181,7 @@ class _StatefulNorm(_Norm):
         else:
             mean, var = ra_mean, ra_var
         out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
-        return out.astype(_out_dtype(x))
+        return out.astype(float_or_f32_np(x.dtype))
 
 
 @register
@@ -274,13 +275,11 @@ class LayerNorm(_Norm):
         x = np.asarray(inputs[0])
         xd = x.astype(np.float64)
         axis = opts["channel_index"] % x.ndim
-        c = x.shape[axis]
-        gamma = _broadcast(_vector(params, "gamma", c, ctx), x.ndim, axis)
-        beta = _broadcast(_vector(params, "beta", c, ctx), x.ndim, axis)
+        gamma, beta = _channel_vectors(ctx, params, x, axis, "gamma", "beta")
         mean = xd.mean(axis=axis, keepdims=True)
         var = xd.var(axis=axis, keepdims=True)
         out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
-        return out.astype(_out_dtype(x))
+        return out.astype(float_or_f32_np(x.dtype))
 
 
 @register
@@ -330,14 +329,13 @@ class GroupNorm(_Norm):
         axis = opts["channel_index"] % x.ndim
         c, g = x.shape[axis], opts["num_groups"]
         _check_groups(c, g)
-        gamma = _broadcast(_vector(params, "gamma", c, ctx), x.ndim, axis)
-        beta = _broadcast(_vector(params, "beta", c, ctx), x.ndim, axis)
+        gamma, beta = _channel_vectors(ctx, params, x, axis, "gamma", "beta")
         grouped = x.astype(np.float64).reshape((*x.shape[:axis], g, c // g, *x.shape[axis + 1 :]))
         axes = tuple(i for i in range(1, grouped.ndim) if i != axis)
         mean = grouped.mean(axis=axes, keepdims=True)
         var = grouped.var(axis=axes, keepdims=True)
         normed = ((grouped - mean) / np.sqrt(var + opts["epsilon"])).reshape(x.shape)
-        return (normed * gamma + beta).astype(_out_dtype(x))
+        return (normed * gamma + beta).astype(float_or_f32_np(x.dtype))
 
 
 def _check_groups(channels: int, groups: int) -> None:
@@ -390,11 +388,11 @@ class RmsNorm(_Norm):
         x = np.asarray(inputs[0])
         xd = x.astype(np.float64)
         axis = opts["channel_index"] % x.ndim
-        gamma = _broadcast(_vector(params, "gamma", x.shape[axis], ctx), x.ndim, axis)
+        (gamma,) = _channel_vectors(ctx, params, x, axis, "gamma")
         normed = xd / np.sqrt(np.mean(xd * xd, axis=axis, keepdims=True) + opts["epsilon"])
         if opts["upcast"] == "normalization":
-            normed = normed.astype(_out_dtype(x)).astype(np.float64)
-        return (normed * (opts["shift"] + gamma)).astype(_out_dtype(x))
+            normed = normed.astype(float_or_f32_np(x.dtype)).astype(np.float64)
+        return (normed * (opts["shift"] + gamma)).astype(float_or_f32_np(x.dtype))
 
 
 @layer_api

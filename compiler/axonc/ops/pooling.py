@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, to_numpy_dtype
+from ..dtypes import TensorType, float_or_f32, float_or_f32_np
 from ..errors import OptionError, ShapeError
 from ..ir import Axon, make_node
 from ..registry import (
@@ -68,13 +68,9 @@ def _check_rank(t: TensorType, op: str) -> None:
         )
 
 
-def _float_dtype(dtype: np.dtype) -> np.dtype:
-    """Averages and norms of integer inputs come out as f32, as in Nx."""
-    return dtype if dtype.kind == "f" else np.dtype(np.float32)
-
-
-def _out_dtype_name(dtype: str, keep: bool) -> str:
-    return dtype if keep or to_numpy_dtype(dtype).kind == "f" else "f32"
+def _pooled_dtype(dtype: str, kind: str) -> str:
+    """Max pooling keeps the input dtype; averages and norms of integers give f32, as in Nx."""
+    return dtype if kind == "max" else float_or_f32(dtype)
 
 
 def _window_reduce(
@@ -142,7 +138,7 @@ def _pool(
     else:
         sums = _window_reduce(np.power(xf, norm), axes, kernel, strides, dilations, pads, "sum")
         out = _lp_finish(sums, norm)
-    return out.astype(_float_dtype(x.dtype))
+    return out.astype(float_or_f32_np(x.dtype))
 
 
 def _lp_finish(sums: np.ndarray, norm: int | float) -> np.ndarray:
@@ -201,7 +197,7 @@ class _WindowPool(Op):
                     f"spatial dim {i} of size {t.shape[ax]} padded by {pads[i]}"
                 )
             shape[ax] = out
-        return TensorType(tuple(shape), _out_dtype_name(t.dtype, self.kind == "max"))
+        return TensorType(tuple(shape), _pooled_dtype(t.dtype, self.kind))
 
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
@@ -358,7 +354,7 @@ class _AdaptivePool(Op):
         shape = list(t.shape)
         for ax, o in zip(axes, out, strict=True):
             shape[ax] = o
-        return TensorType(tuple(shape), _out_dtype_name(t.dtype, self.kind == "max"))
+        return TensorType(tuple(shape), _pooled_dtype(t.dtype, self.kind))
 
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
@@ -460,7 +456,7 @@ class _GlobalPool(Op):
             shape = tuple(1 if i in axes else d for i, d in enumerate(t.shape))
         else:
             shape = tuple(d for i, d in enumerate(t.shape) if i not in axes)
-        return TensorType(shape, _out_dtype_name(t.dtype, self.kind == "max"))
+        return TensorType(shape, _pooled_dtype(t.dtype, self.kind))
 
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
@@ -475,7 +471,7 @@ class _GlobalPool(Op):
             out = _lp_finish(
                 np.sum(np.power(xf, opts["norm"]), axis=axes, keepdims=keep), opts["norm"]
             )
-        return np.asarray(out).astype(_float_dtype(x.dtype))
+        return np.asarray(out).astype(float_or_f32_np(x.dtype))
 
 
 def _global_cases(layer) -> list[Case]:
@@ -569,7 +565,7 @@ class BlurPool(Op):
                 "blur_pool expects an input with 1 to 3 spatial dims (rank 3 to 5; Axon: rank 4), "
                 f"got shape {t.shape}"
             )
-        return TensorType(t.shape, _out_dtype_name(t.dtype, False))
+        return TensorType(t.shape, float_or_f32(t.dtype))
 
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
@@ -582,7 +578,7 @@ class BlurPool(Op):
             out = sum(
                 w * np.take(padded, range(i, i + n), axis=ax) for i, w in enumerate(BLUR_TAPS)
             )
-        return out.astype(_float_dtype(x.dtype))
+        return out.astype(float_or_f32_np(x.dtype))
 
     cases: ClassVar[list[Case]] = [
         Case("2d", lambda x: blur_pool(x), [TensorType((None, 6, 6, 2))]),

@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import TensorType, broadcast_shapes, dtype_name, is_float, is_int, to_numpy_dtype
+from ..dtypes import (
+    TensorType,
+    broadcast_shapes,
+    dtype_name,
+    float_or_f32,
+    is_float,
+    is_int,
+    jnp_promote,
+    to_numpy_dtype,
+)
 from ..errors import ShapeError
 from ..ir import make_node
 from ..registry import Case, Op, Option, check_bool, check_int, register
@@ -24,28 +33,7 @@ from ..registry import Case, Op, Option, check_bool, check_int, register
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 # ---------------------------------------------------------------------------
-# dtype rules
-
-
-def _kind(dtype: str) -> int:
-    """0 = pred, 1 = integer, 2 = float."""
-    return 0 if dtype == "pred" else 1 if is_int(dtype) else 2
-
-
-def promote(*dtypes: str) -> str:
-    """The common dtype of several: numpy's rule, except int + float = the float type."""
-    names = [dtype_name(d) for d in dtypes]
-    top = max(_kind(d) for d in names)
-    same_kind = [d for d in names if _kind(d) == top]
-    if top == 2:
-        return dtype_name(np.result_type(*(to_numpy_dtype(d) for d in same_kind)))
-    out = dtype_name(np.result_type(*(to_numpy_dtype(d) for d in same_kind)))
-    return "s64" if out == "f64" else out  # u64 with a signed type
-
-
-def float_of(dtype: str) -> str:
-    """The float dtype a transcendental function returns for `dtype` (ints give f32)."""
-    return dtype if is_float(dtype) else "f32"
+# dtype helpers (the promotion rule, jnp_promote, lives in axonc.dtypes)
 
 
 def _dt(arr: np.ndarray) -> str:
@@ -188,7 +176,7 @@ class Unary(Primitive):
         if self.kind in ("pred", "test"):
             return "pred"
         if self.kind == "float":
-            return float_of(dtype)
+            return float_or_f32(dtype)
         if dtype == "pred":
             raise ShapeError(f"{self.name} expects a numeric tensor, got a boolean (pred) one")
         return dtype
@@ -249,11 +237,11 @@ class Binary(Primitive):
         """(the dtype both operands are cast to, the result dtype)."""
         if self.kind == "logical":
             return "pred", "pred"
-        common = promote(a, b)
+        common = jnp_promote(a, b)
         if self.kind == "compare":
             return common, "pred"
         if self.kind == "float":
-            return float_of(common), float_of(common)
+            return float_or_f32(common), float_or_f32(common)
         if self.kind == "arith" and common == "pred":
             raise ShapeError(
                 f"{self.name} of two boolean (pred) tensors is not defined; "
@@ -303,7 +291,7 @@ class Reduce(Primitive):
         if self.kind == "sum":
             return "s32" if dtype == "pred" else dtype
         if self.kind == "mean":
-            return float_of(dtype)
+            return float_or_f32(dtype)
         if self.kind == "pred":
             return "pred"
         if self.kind == "arg":
@@ -421,11 +409,13 @@ class Where(Primitive):
 
     def infer(self, types, opts, node):
         c, x, y = types
-        return TensorType(broadcast_shapes(c.shape, x.shape, y.shape), promote(x.dtype, y.dtype))
+        return TensorType(
+            broadcast_shapes(c.shape, x.shape, y.shape), jnp_promote(x.dtype, y.dtype)
+        )
 
     def forward(self, ctx, inputs, params, opts):
         c, x, y = (np.asarray(v) for v in inputs)
-        out = promote(_dt(x), _dt(y))
+        out = jnp_promote(_dt(x), _dt(y))
         return _cast(np.where(c.astype(bool), _cast(x, out), _cast(y, out)), out)
 
     cases = [
@@ -461,11 +451,11 @@ class Matmul(Primitive):
 
     def infer(self, types, opts, node):
         a, b = types
-        return TensorType(_matmul_shape(a.shape, b.shape, "matmul"), promote(a.dtype, b.dtype))
+        return TensorType(_matmul_shape(a.shape, b.shape, "matmul"), jnp_promote(a.dtype, b.dtype))
 
     def forward(self, ctx, inputs, params, opts):
         a, b = (np.asarray(v) for v in inputs)
-        out = promote(_dt(a), _dt(b))
+        out = jnp_promote(_dt(a), _dt(b))
         if is_float(out):
             return _cast(np.matmul(a.astype(np.float64), b.astype(np.float64)), out)
         return _cast(np.matmul(_cast(a, out), _cast(b, out)), out)
@@ -509,11 +499,11 @@ class Tensordot(Primitive):
         shape = tuple(d for i, d in enumerate(a.shape) if i not in ax_a) + tuple(
             d for j, d in enumerate(b.shape) if j not in ax_b
         )
-        return TensorType(shape, promote(a.dtype, b.dtype))
+        return TensorType(shape, jnp_promote(a.dtype, b.dtype))
 
     def forward(self, ctx, inputs, params, opts):
         a, b = (np.asarray(v) for v in inputs)
-        out = promote(_dt(a), _dt(b))
+        out = jnp_promote(_dt(a), _dt(b))
         work = np.float64 if is_float(out) else to_numpy_dtype(out)
         axes = [list(opts["axes"][0]), list(opts["axes"][1])]
         return _cast(np.tensordot(a.astype(work), b.astype(work), axes=axes), out)
@@ -762,10 +752,10 @@ class Concatenate(Primitive):
                 for x in col:
                     d = _merge_dim(d, x, f"concatenate dim {i}")
                 dims.append(d)
-        return TensorType(tuple(dims), promote(*(t.dtype for t in types)))
+        return TensorType(tuple(dims), jnp_promote(*(t.dtype for t in types)))
 
     def forward(self, ctx, inputs, params, opts):
-        out = promote(*(_dt(x) for x in inputs))
+        out = jnp_promote(*(_dt(x) for x in inputs))
         return np.concatenate([_cast(x, out) for x in inputs], axis=opts["axis"])
 
     cases = [
@@ -798,10 +788,10 @@ class Stack(Primitive):
             dims.append(d)
         axis = _norm_axis(opts["axis"], rank + 1)
         dims.insert(axis, len(types))
-        return TensorType(tuple(dims), promote(*(t.dtype for t in types)))
+        return TensorType(tuple(dims), jnp_promote(*(t.dtype for t in types)))
 
     def forward(self, ctx, inputs, params, opts):
-        out = promote(*(_dt(x) for x in inputs))
+        out = jnp_promote(*(_dt(x) for x in inputs))
         return np.stack([_cast(x, out) for x in inputs], axis=opts["axis"])
 
     cases = [

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, same_dim
+from ..dtypes import TensorType, same_dim, with_f32_params, with_f32_params_np
 from ..errors import OptionError, ShapeError
 from ..initializers import check_initializer, initialize
 from ..interpreter import layer_param
@@ -54,11 +54,6 @@ def _apply(act: str, x: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return _apply("sigmoid", x)
-
-
-def _out_dtype(t: TensorType) -> str:
-    """Nx promotion of the input with the f32 kernels: f64 stays f64, anything else is f32."""
-    return "f64" if t.dtype == "f64" else "f32"
 
 
 def _fmt(shape: tuple) -> str:
@@ -162,6 +157,25 @@ class _Recurrent(Op):
                 f"got {m!r}"
             )
 
+    def _in_features(self, x: TensorType, what: str = "feature") -> int:
+        """The input's dim 2 (features, or conv_lstm's channels), which sizes the kernels."""
+        if x.shape[2] is None:
+            raise ShapeError(f"{self.name} needs a known {what} dim to size its kernels, got {x!r}")
+        return x.shape[2]
+
+    def infer(self, types, opts, node):
+        """(batch, time, features) -> ((batch, time, units), n_states x (batch, units))."""
+        x, states, m = self._split(types, opts)
+        self._check_x(x)
+        b, t, _ = x.shape
+        state = self._check_states(states, (b, opts["units"]))
+        self._check_mask(m, state[0], t)
+        dt = with_f32_params(x.dtype)
+        return (
+            TensorType((state[0], t, opts["units"]), dt),
+            (TensorType(state, dt),) * self.n_states,
+        )
+
     def _initial(self, states: list[np.ndarray], shape: tuple[int, ...], opts: dict[str, Any]):
         """Given states as float64, or the random (c, h) from recurrent_initializer and seed."""
         if states:
@@ -202,9 +216,7 @@ class LSTM(_Recurrent):
     def params(self, types, opts, mode, node):
         x = types[0]
         self._check_x(x)
-        features = x.shape[2]
-        if features is None:
-            raise ShapeError(f"lstm needs a known feature dim to size its kernels, got {x!r}")
+        features = self._in_features(x)
         u = opts["units"]
         specs = _gate_params(
             "wi", "ifgo", (features, u), opts["kernel_initializer"], "input_kernel"
@@ -213,16 +225,6 @@ class LSTM(_Recurrent):
         if opts["use_bias"]:
             specs += _gate_params("b", "ifgo", (u,), opts["bias_initializer"], "bias")
         return specs
-
-    def infer(self, types, opts, node):
-        x, states, m = self._split(types, opts)
-        self._check_x(x)
-        b, t, _ = x.shape
-        state = self._check_states(states, (b, opts["units"]))
-        self._check_mask(m, state[0], t)
-        dt = _out_dtype(x)
-        st = TensorType(state, dt)
-        return (TensorType((state[0], t, opts["units"]), dt), (st, st))
 
     def forward(self, ctx, inputs, params, opts):
         x, states, m = self._split(inputs, opts)
@@ -255,7 +257,7 @@ class LSTM(_Recurrent):
             c = np.where(k, c, new_c)
             h = np.where(k, h, new_h)
             seq[:, step] = h
-        dt = np.dtype(np.float64 if _is_f64(inputs[0]) else np.float32)
+        dt = with_f32_params_np(np.asarray(inputs[0]).dtype)
         return (seq.astype(dt), (c.astype(dt), h.astype(dt)))
 
     cases: ClassVar[list[Case]] = [
@@ -308,9 +310,7 @@ class GRU(_Recurrent):
     def params(self, types, opts, mode, node):
         x = types[0]
         self._check_x(x)
-        features = x.shape[2]
-        if features is None:
-            raise ShapeError(f"gru needs a known feature dim to size its kernels, got {x!r}")
+        features = self._in_features(x)
         u = opts["units"]
         specs = _gate_params("wi", "rzn", (features, u), opts["kernel_initializer"], "input_kernel")
         specs += _gate_params("wh", "rzn", (u, u), opts["kernel_initializer"], "hidden_kernel")
@@ -320,15 +320,6 @@ class GRU(_Recurrent):
                 for n in ("br", "bz", "bin", "bhn")
             ]
         return specs
-
-    def infer(self, types, opts, node):
-        x, states, m = self._split(types, opts)
-        self._check_x(x)
-        b, t, _ = x.shape
-        state = self._check_states(states, (b, opts["units"]))
-        self._check_mask(m, state[0], t)
-        dt = _out_dtype(x)
-        return (TensorType((state[0], t, opts["units"]), dt), (TensorType(state, dt),))
 
     def forward(self, ctx, inputs, params, opts):
         x, states, m = self._split(inputs, opts)
@@ -353,7 +344,7 @@ class GRU(_Recurrent):
             new_h = (1.0 - z) * n + z * h
             h = np.where(keep[:, step][:, None], h, new_h)
             seq[:, step] = h
-        dt = np.dtype(np.float64 if _is_f64(inputs[0]) else np.float32)
+        dt = with_f32_params_np(np.asarray(inputs[0]).dtype)
         return (seq.astype(dt), (h.astype(dt),))
 
     cases: ClassVar[list[Case]] = [
@@ -451,9 +442,7 @@ class ConvLSTM(_Recurrent):
         x = types[0]
         self._check_x(x)
         kernel, _, _ = self._geometry(x, opts)
-        channels = x.shape[2]
-        if channels is None:
-            raise ShapeError(f"conv_lstm needs a known channel dim to size its kernels, got {x!r}")
+        channels = self._in_features(x, "channel")
         u4 = 4 * opts["units"]
         specs = [
             ParamSpec(("input_kernel",), (u4, channels, *kernel), opts["kernel_initializer"]),
@@ -471,7 +460,7 @@ class ConvLSTM(_Recurrent):
         u = opts["units"]
         state = self._check_states(states, (b, 1, u, *spatial))
         self._check_spatial(tuple(state[3:]), kernel, strides, pads)
-        dt = _out_dtype(x)
+        dt = with_f32_params(x.dtype)
         st = TensorType(state, dt)
         return (TensorType((state[0], t, u, *state[3:]), dt), (st, st))
 
@@ -500,7 +489,7 @@ class ConvLSTM(_Recurrent):
             c = _sigmoid(f + 1.0) * c + _sigmoid(i) * np.tanh(g)
             h = _sigmoid(o) * np.tanh(c)
             seq[:, step] = h
-        dt = np.dtype(np.float64 if _is_f64(inputs[0]) else np.float32)
+        dt = with_f32_params_np(np.asarray(inputs[0]).dtype)
         return (seq.astype(dt), (c[:, None].astype(dt), h[:, None].astype(dt)))
 
     cases: ClassVar[list[Case]] = [
@@ -531,10 +520,6 @@ class ConvLSTM(_Recurrent):
             [TensorType((None, 3, 2, 5))],
         ),
     ]
-
-
-def _is_f64(x: Any) -> bool:
-    return np.asarray(x).dtype == np.float64
 
 
 @register

@@ -30,7 +30,7 @@ from ..registry import (
     layer_api,
     register,
 )
-from ._spatial import check_channels, spatial_axes
+from ._spatial import check_channels, int_pairs, spatial_axes
 
 # ---------------------------------------------------------------------------
 # flatten
@@ -230,16 +230,10 @@ def _check_config(v: Any) -> tuple[tuple[int, int], ...]:
     err = f"expected a list of (lo, hi) integer pairs, one per spatial dim, got {v!r}"
     if not isinstance(v, (list, tuple)):
         raise TypeError(err)
-    pairs = []
-    for p in v:
-        if (
-            not isinstance(p, (list, tuple))
-            or len(p) != 2
-            or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in p)
-        ):
-            raise ValueError(err)
-        pairs.append((int(p[0]), int(p[1])))
-    return tuple(pairs)
+    pairs = int_pairs(v)
+    if pairs is None:
+        raise ValueError(err)
+    return pairs
 
 
 @register

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,22 +9,10 @@ import axonc as ax
 from axonc.errors import GraphError, OptionError, ShapeError
 from axonc.interpreter import run
 from axonc.ir import assign_names
-from axonc.ops.combinators import merge_dtypes, result_dtype
 from axonc.shape_inference import infer_types, output_types
+from tests import golden
 
-GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
 RTOL, ATOL = 1e-5, 1e-6
-
-
-def _tensor(t: dict) -> np.ndarray:
-    return np.asarray(t["data"], dtype=np.float64).astype(np.float32).reshape(t["shape"])
-
-
-def golden(case: str) -> tuple[dict[str, np.ndarray], object]:
-    d = json.loads((GOLDEN / f"{case}.json").read_text())
-    outputs = d["outputs"]
-    expected = [_tensor(o) for o in outputs] if isinstance(outputs, list) else _tensor(outputs)
-    return {k: _tensor(v) for k, v in d["inputs"].items()}, expected
 
 
 def out_type(model: ax.Axon):
@@ -58,7 +43,7 @@ def rand(*shape: int, seed: int = 0) -> np.ndarray:
     ],
 )
 def test_elementwise_matches_axon_golden(case, layer, b_shape):
-    inputs, expected = golden(case)
+    inputs, expected = golden.io(case)
     model = layer(ax.input("a", (None, 3)), ax.input("b", b_shape))
     assert out_type(model) == ax.TensorType((None, 3))
     np.testing.assert_allclose(forward(model, **inputs), expected, RTOL, ATOL)
@@ -123,32 +108,6 @@ def test_mixed_dtypes_follow_nx_type_merge():
     np.testing.assert_array_equal(out, [[-400, 12]])
 
 
-@pytest.mark.parametrize(
-    ("a", "b", "expected"),
-    [  # examples from Nx.Type.merge's documentation
-        ("s8", "s16", "s16"),
-        ("u8", "u32", "u32"),
-        ("s32", "u8", "s32"),
-        ("s8", "u32", "s64"),
-        ("s64", "u8", "s64"),
-        ("u8", "f32", "f32"),
-        ("s64", "f32", "f32"),
-        ("u64", "f64", "f64"),
-        ("f16", "f32", "f32"),
-        ("f64", "f32", "f64"),
-        ("u64", "s8", "s64"),
-    ],
-)
-def test_merge_dtypes_matches_nx(a, b, expected):
-    assert merge_dtypes(a, b) == expected
-    assert merge_dtypes(b, a) == expected
-
-
-def test_result_dtype_folds_over_inputs():
-    assert result_dtype(["u8", "s8", "f16"]) == "f16"
-    assert result_dtype(["pred", "pred"]) == "u8"
-
-
 def test_incompatible_broadcast_raises_shape_error():
     with pytest.raises(ShapeError, match="expected inputs that broadcast together"):
         ax.add(ax.input("a", (None, 3)), ax.input("b", (None, 4)))
@@ -171,7 +130,7 @@ def test_elementwise_call_forms_are_checked():
 
 
 def test_concatenate_matches_axon_golden():
-    inputs, expected = golden("concatenate_axis1")
+    inputs, expected = golden.io("concatenate_axis1")
     model = ax.concatenate([ax.input("a", (None, 2, 3)), ax.input("b", (None, 1, 3))], axis=1)
     assert out_type(model) == ax.TensorType((None, 3, 3))
     np.testing.assert_allclose(forward(model, **inputs), expected, RTOL, ATOL)
@@ -227,7 +186,7 @@ def test_concatenate_rank_mismatch_and_bad_axis():
 
 
 def test_split_equal_matches_axon_golden():
-    inputs, expected = golden("split_2")
+    inputs, expected = golden.io("split_2")
     parts = ax.split(ax.input("x", (None, 6)), 2)
     assert isinstance(parts, tuple) and len(parts) == 2
     out = forward(ax.container(parts), **inputs)
@@ -237,7 +196,7 @@ def test_split_equal_matches_axon_golden():
 
 
 def test_split_sizes_matches_axon_golden():
-    inputs, expected = golden("split_list")
+    inputs, expected = golden.io("split_list")
     parts = ax.split(ax.input("x", (None, 6)), [1, 3, 2])
     assert [out_type(p) for p in parts] == [ax.TensorType((None, n)) for n in (1, 3, 2)]
     out = forward(ax.container(parts), **inputs)

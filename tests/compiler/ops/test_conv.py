@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,26 +15,9 @@ from axonc.interpreter import run
 from axonc.ir import assign_names
 from axonc.registry import get_op
 from axonc.shape_inference import declared_type
+from tests import golden
 
 RNG = np.random.default_rng(0)
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
-
-
-def golden_tensor(t):
-    """A golden tensor: floats parsed as float64 then cast, so the f32 value is exact."""
-    kind = np.float64 if t["dtype"].startswith("f") else np.int64
-    dtype = {"f32": np.float32, "s32": np.int32, "s64": np.int64}[t["dtype"]]
-    return np.asarray(t["data"], dtype=kind).astype(dtype).reshape(t["shape"])
-
-
-def golden_tree(obj):
-    if set(obj) == {"shape", "dtype", "data"}:
-        return golden_tensor(obj)
-    return {k: golden_tree(v) for k, v in obj.items()}
-
-
-def load(case):
-    return json.loads((GOLDEN_DIR / f"{case}.json").read_text())
 
 
 def _params(model):
@@ -563,11 +544,10 @@ GOLDEN = {
 
 @pytest.mark.parametrize("case", sorted(GOLDEN))
 def test_golden(case):
-    data = load(case)
-    xs = {k: golden_tensor(v) for k, v in data["inputs"].items()}
-    shape = (None, *data["inputs"]["x"]["shape"][1:])
-    m = GOLDEN[case](ax.input("x", shape))
-    params = golden_tree(data["params"])
+    data = golden.load(case)
+    xs = golden.inputs(data)
+    m = GOLDEN[case](ax.input("x", (None, *xs["x"].shape[1:])))
+    params = golden.tree(data["params"])
     specs = _params(m)
     (layer,) = params
     assert assign_names(m)[m.output] == layer
@@ -575,15 +555,12 @@ def test_golden(case):
         k: v.shape for k, v in params[layer].items()
     }
     out, _ = run(m, xs, params)
-    expected = golden_tree(data["outputs"])
-    assert out.shape == expected.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    golden.assert_tree_close(out, golden.tree(data["outputs"]), rtol=1e-5, atol=1e-6)
 
 
 def test_golden_cases_cover_every_conv_file():
-    case_names = sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
     prefixes = ("conv1d", "conv2d", "conv3d", "conv_transpose", "depthwise", "separable")
-    assert {c for c in case_names if c.startswith(prefixes)} == set(GOLDEN)
+    assert golden.case_names(prefixes) == sorted(GOLDEN)
 
 
 # --- errors -----------------------------------------------------------------------------

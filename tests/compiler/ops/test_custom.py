@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -18,7 +16,7 @@ from axonc.ops.special import container, graph_of, input
 from axonc.registry import get_op
 from axonc.serialize import from_bytes, to_bytes
 from axonc.shape_inference import declared_type, infer_types, output_types
-from tests.golden import GOLDEN_DIR, tensor
+from tests import golden
 
 RNG = np.random.default_rng(11)
 
@@ -34,11 +32,9 @@ def _param_specs(model):
 
 
 def test_nx_layer_matches_axon_golden():
-    case = json.loads((GOLDEN_DIR / "nx_layer.json").read_text())
+    inputs, expected = golden.io("nx_layer")
     model = input("x", shape=(None, 3)).nx(lambda t: t * t + 1)
-    x = tensor(case["inputs"]["x"])
-    out, _ = run(model, {"x": x}, {})
-    expected = tensor(case["outputs"])
+    out, _ = run(model, inputs, {})
     assert out.dtype == expected.dtype == np.float32
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
     assert assign_names(model)[model.output] == "nx_0"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,20 +10,11 @@ from axonc.errors import OptionError, ShapeError, StateError
 from axonc.interpreter import run
 from axonc.ops.dropout import initial_key
 from axonc.registry import get_op
+from tests import golden
 
-GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
-DTYPES = {"f32": np.float32, "u32": np.uint32}
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 LAYERS = ["dropout", "spatial_dropout", "alpha_dropout", "feature_alpha_dropout"]
-
-
-def tensor(t: dict) -> np.ndarray:
-    return np.array(t["data"], dtype=np.float64).astype(DTYPES[t["dtype"]]).reshape(t["shape"])
-
-
-def load(case: str) -> dict:
-    return json.loads((GOLDEN / f"{case}.json").read_text())
 
 
 def specs(model: ax.Axon, shape: tuple, mode: str) -> list:
@@ -59,23 +47,23 @@ KEY = np.array([0, 42], dtype=np.uint32)
     ],
 )
 def test_inference_golden_is_identity_without_params(case: str, layer: str) -> None:
-    data = load(case)
-    x = tensor(data["inputs"]["x"])
+    data = golden.load(case)
+    x = golden.inputs(data)["x"]
     model = build(layer, x.shape, rate=0.5, seed=0)
     assert data["params"] == {}
     assert specs(model, (None, *x.shape[1:]), "inference") == []
     out, state = run(model, {"x": x}, {}, "inference")
-    np.testing.assert_array_equal(out, tensor(data["outputs"]))
+    np.testing.assert_array_equal(out, golden.tensor(data["outputs"]))
     assert state == {}
 
 
 def test_feature_alpha_dropout_train_statistics_match_golden() -> None:
-    data = load("feature_alpha_dropout_train_stats")
+    data = golden.load("feature_alpha_dropout_train_stats")
     stats = data["outputs"]
     shape = tuple(data["inputs"]["x"]["shape"])
     x = np.full(shape, data["inputs"]["x"]["fill"], dtype=np.float32)
     model = build("feature_alpha_dropout", shape, rate=0.5, seed=42)
-    key = tensor(data["params"]["feature_alpha_dropout_0"]["key"])
+    key = golden.tensor(data["params"]["feature_alpha_dropout_0"]["key"])
     np.testing.assert_array_equal(key, initial_key(42))
     out, new_key = train(model, x, key)
 
@@ -84,10 +72,10 @@ def test_feature_alpha_dropout_train_statistics_match_golden() -> None:
     assert np.count_nonzero(out == 0.0) / n == stats["fraction_zero"]
     assert np.count_nonzero(out == 1.0) / n == stats["fraction_equal_to_input"]
     values, counts = np.unique(out, return_counts=True)
-    golden = {round(v["value"], 5): v["fraction"] for v in stats["value_counts_top10"]}
-    assert {round(float(v), 5) for v in values} == set(golden)
+    fractions = {round(v["value"], 5): v["fraction"] for v in stats["value_counts_top10"]}
+    assert {round(float(v), 5) for v in values} == set(fractions)
     for v, c in zip(values, counts):
-        assert abs(c / n - golden[round(float(v), 5)]) < 0.02
+        assert abs(c / n - fractions[round(float(v), 5)]) < 0.02
     pixels_constant = bool(np.all(out.min(axis=3) == out.max(axis=3)))
     assert pixels_constant == stats["every_pixel_constant_across_channels"]
     maps = out.transpose(0, 3, 1, 2).reshape(shape[0] * shape[3], -1)
@@ -95,7 +83,7 @@ def test_feature_alpha_dropout_train_statistics_match_golden() -> None:
     assert maps_constant == stats["every_channel_map_constant"]
     assert np.mean(maps.min(axis=1) < 1.0) == stats["fraction_channel_maps_with_min_below_input"]
 
-    golden_key = tensor(data["state"]["feature_alpha_dropout_0"]["key"])
+    golden_key = golden.tensor(data["state"]["feature_alpha_dropout_0"]["key"])
     assert new_key.shape == golden_key.shape and new_key.dtype == golden_key.dtype
     assert not np.array_equal(new_key, key)
     inference, _ = run(model, {"x": x}, {}, "inference")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,22 +12,9 @@ from axonc.interpreter import run
 from axonc.ir import assign_names
 from axonc.registry import get_op
 from axonc.shape_inference import declared_type
+from tests import golden
 
 RNG = np.random.default_rng(1)
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
-
-
-def golden_tensor(t):
-    """A golden tensor: floats parsed as float64 then cast, so the f32 value is exact."""
-    kind = np.float64 if t["dtype"].startswith("f") else np.int64
-    dtype = {"f32": np.float32, "s32": np.int32, "s64": np.int64}[t["dtype"]]
-    return np.asarray(t["data"], dtype=kind).astype(dtype).reshape(t["shape"])
-
-
-def golden_tree(obj):
-    if set(obj) == {"shape", "dtype", "data"}:
-        return golden_tensor(obj)
-    return {k: golden_tree(v) for k, v in obj.items()}
 
 
 def _layer_node(model, op):
@@ -231,26 +215,20 @@ GOLDEN = {
 
 @pytest.mark.parametrize("case", sorted(GOLDEN))
 def test_golden(case):
-    data = json.loads((GOLDEN_DIR / f"{case}.json").read_text())
-    handles = {
-        name: ax.input(name, (None, *t["shape"][1:]), dtype=t["dtype"])
-        for name, t in data["inputs"].items()
-    }
+    data = golden.load(case)
+    xs = golden.inputs(data)
+    handles = {name: ax.input(name, (None, *x.shape[1:]), dtype=x.dtype) for name, x in xs.items()}
     m = GOLDEN[case](handles)
-    params = golden_tree(data["params"])
+    params = golden.tree(data["params"])
     (layer,) = params
     op = layer.rsplit("_", 1)[0]
     specs = _params(m, op)
     assert {p[0]: s.shape for p, s in specs.items()} == {
         k: v.shape for k, v in params[layer].items()
     }
-    xs = {k: golden_tensor(v) for k, v in data["inputs"].items()}
     out, _ = run(m, xs, params)
-    expected = golden_tensor(data["outputs"])
-    assert out.shape == expected.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    golden.assert_tree_close(out, golden.tree(data["outputs"]), rtol=1e-5, atol=1e-6)
 
 
 def test_golden_cases_cover_every_linear_file():
-    names = {p.stem for p in GOLDEN_DIR.glob("*.json")}
-    assert {n for n in names if n.startswith(("dense", "bilinear", "embedding"))} == set(GOLDEN)
+    assert golden.case_names(("dense", "bilinear", "embedding")) == sorted(GOLDEN)

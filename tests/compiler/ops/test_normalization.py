@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,24 +11,7 @@ from axonc.errors import OptionError, ShapeError, StateError
 from axonc.interpreter import run
 from axonc.ir import assign_names
 from axonc.registry import get_op
-
-GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
-DTYPES = {"f32": np.float32, "u32": np.uint32, "s32": np.int32}
-
-
-def tensor(t: dict) -> np.ndarray:
-    """A golden tensor: floats parsed as float64, then cast to the recorded dtype."""
-    return np.array(t["data"], dtype=np.float64).astype(DTYPES[t["dtype"]]).reshape(t["shape"])
-
-
-def tree(obj: dict) -> dict:
-    if set(obj) == {"shape", "dtype", "data"}:
-        return tensor(obj)
-    return {k: tree(v) for k, v in obj.items()}
-
-
-def load(case: str) -> dict:
-    return json.loads((GOLDEN / f"{case}.json").read_text())
+from tests import golden
 
 
 def specs(model: ax.Axon, shape: tuple, mode: str = "inference") -> list:
@@ -81,30 +61,23 @@ GOLDEN_CASES = {
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_matches_axon_golden_file(case: str) -> None:
-    data = load(case)
-    x_val = tensor(data["inputs"]["x"])
+    data = golden.load(case)
+    x_val = golden.inputs(data)["x"]
     model = GOLDEN_CASES[case](ax.input("x", (None, *x_val.shape[1:])))
-    params = tree(data["params"])
+    params = golden.tree(data["params"])
     out, state = run(model, {"x": x_val}, params, data["mode"])
-    np.testing.assert_allclose(out, tensor(data["outputs"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, golden.tensor(data["outputs"]), rtol=1e-5, atol=1e-6)
     assert out.dtype == np.float32
     if data["mode"] == "train":
-        expected = tree(data["state"])
-        assert set(state) == set(expected)
-        for layer, values in expected.items():
-            assert set(state[layer]) == set(values)
-            for key, value in values.items():
-                assert state[layer][key].shape == value.shape
-                assert state[layer][key].dtype == value.dtype
-                np.testing.assert_allclose(state[layer][key], value, rtol=1e-5, atol=1e-6)
+        golden.assert_tree_close(state, golden.tree(data["state"]), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_param_structure_matches_golden_file(case: str) -> None:
-    data = load(case)
-    x_val = tensor(data["inputs"]["x"])
+    data = golden.load(case)
+    x_val = golden.inputs(data)["x"]
     model = GOLDEN_CASES[case](ax.input("x", (None, *x_val.shape[1:])))
-    ((layer, expected),) = tree(data["params"]).items()
+    ((layer, expected),) = golden.tree(data["params"]).items()
     got = specs(model, (None, *x_val.shape[1:]), data["mode"])
     assert {s.path[0]: s.shape for s in got} == {k: v.shape for k, v in expected.items()}
     state_names = set(data["state_param_names"].get(layer, []))

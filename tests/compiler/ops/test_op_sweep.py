@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import axonc as ax
-from axonc.dtypes import TensorType, is_float, to_numpy_dtype
+from axonc.dtypes import TensorType
 from axonc.ir import tree_leaves, tree_map
 from axonc.registry import OPS
 from axonc.shape_inference import infer_types, output_types
+from tests import op_cases
 
 # Ops that only exist inside other constructs and are exercised through them.
 STRUCTURAL = {"input", "argument", "elem", "container"}
@@ -33,50 +34,19 @@ def test_every_op_declares_cases():
     assert missing == [], f"ops without test cases: {missing}"
 
 
-def _model(case):
-    inputs = [ax.input(f"in{i}", shape=t.shape, dtype=t.dtype) for i, t in enumerate(case.inputs)]
-    return case.build(*inputs)
-
-
-def _concrete(t: TensorType, batch: int) -> TensorType:
-    return TensorType(tuple(batch if d is None else d for d in t.shape), t.dtype)
-
-
-def _values(case, batch: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for i, t in enumerate(case.inputs):
-        shape = _concrete(t, batch).shape
-        if is_float(t.dtype):
-            values = (
-                rng.uniform(*case.float_range, size=shape)
-                if case.float_range
-                else rng.normal(size=shape)
-            )
-            out[f"in{i}"] = values.astype(to_numpy_dtype(t.dtype))
-        else:
-            high = case.int_inputs.get(i, 2)
-            out[f"in{i}"] = rng.integers(0, high, size=shape).astype(to_numpy_dtype(t.dtype))
-    return out
-
-
 def _types_of(value):
     return tree_map(lambda v: TensorType(np.shape(v), str(np.asarray(v).dtype)), value)
 
 
 @pytest.mark.parametrize(("op", "case", "mode"), SWEEP)
 def test_case_shapes_match_inference_at_batch_1_and_3(op, case, mode):
-    model = _model(case)
+    model = op_cases.model(case)
     init_fn, predict_fn = ax.build(model, mode=mode)
-    template = {f"in{i}": _concrete(t, 1) for i, t in enumerate(case.inputs)}
-    state = init_fn(template)
+    state = init_fn(op_cases.templates(case, 1))
     for batch in (1, 3):
-        feeds = _values(case, batch, seed=batch)
-        out = predict_fn(state, feeds)
+        out = predict_fn(state, op_cases.feeds(case, batch, seed=batch))
         prediction = out["prediction"] if mode == "train" else out
-        expected = output_types(
-            model, infer_types(model, {k: _concrete(t, batch) for k, t in zip(feeds, case.inputs)})
-        )
+        expected = output_types(model, infer_types(model, op_cases.templates(case, batch)))
         assert _types_of(prediction) == expected
         for leaf in tree_leaves(prediction):
             if np.asarray(leaf).dtype.kind == "f":

@@ -9,8 +9,6 @@ real Axon 0.8.1 produced (tests/fixtures/axon-golden).
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +21,8 @@ from axonc.interpreter import run
 from axonc.ir import assign_names
 from axonc.registry import OPS
 from axonc.shape_inference import declared_type
+from tests import golden
 
-GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
 POOLING_PREFIXES = ("adaptive_", "avg_pool", "max_pool", "lp_pool", "global_", "blur_pool")
 POOL_OPS = [
     "max_pool",
@@ -614,43 +612,29 @@ GOLDEN_CASES = {
 }
 
 
-def tensor(t):
-    dtype = {"f32": np.float32, "s32": np.int32}[t["dtype"]]
-    return np.asarray(np.asarray(t["data"], np.float64).astype(dtype)).reshape(t["shape"])
-
-
-def load_golden(case):
-    return json.loads((GOLDEN / f"{case}.json").read_text())
-
-
 def test_golden_cases_cover_every_pooling_file():
-    files = sorted(p.stem for p in GOLDEN.glob("*.json") if p.stem.startswith(POOLING_PREFIXES))
-    assert files == sorted(GOLDEN_CASES)
+    assert golden.case_names(POOLING_PREFIXES) == sorted(GOLDEN_CASES)
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_golden_pooling(case):
-    golden = load_golden(case)
+    data = golden.load(case)
     call, build = GOLDEN_CASES[case]
-    assert call in golden["elixir_code"]
-    assert golden["params"] == {}
-    x_spec = golden["inputs"]["x"]
-    x = tensor(x_spec)
-    model = build(ax.input("x", (None, *x_spec["shape"][1:])))
-    want = tensor(golden["outputs"])
+    assert call in data["elixir_code"]
+    assert data["params"] == {}
+    x = golden.inputs(data)["x"]
+    model = build(ax.input("x", (None, *x.shape[1:])))
+    want = golden.tensor(data["outputs"])
     op = call.split("(")[0].removeprefix("Axon.")
     assert assign_names(model)[model.output] == f"{op}_0"
     for mode in ("inference", "train"):
-        got = forward(model, x, mode)
-        assert got.shape == want.shape
-        assert got.dtype == want.dtype
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        golden.assert_tree_close(forward(model, x, mode), want, rtol=1e-5, atol=1e-6)
 
 
 def test_golden_blur_pool_channels_last_is_the_transposed_channels_first():
-    golden = load_golden("blur_pool2d_channels_first")
-    x = np.ascontiguousarray(np.moveaxis(tensor(golden["inputs"]["x"]), 1, -1))
-    want = np.moveaxis(tensor(golden["outputs"]), 1, -1)
+    data = golden.load("blur_pool2d_channels_first")
+    x = np.ascontiguousarray(np.moveaxis(golden.inputs(data)["x"], 1, -1))
+    want = np.moveaxis(golden.tensor(data["outputs"]), 1, -1)
     model = ax.blur_pool(ax.input("x", (None, *x.shape[1:])))
     np.testing.assert_allclose(forward(model, x), want, rtol=1e-5, atol=1e-6)
 

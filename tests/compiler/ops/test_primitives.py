@@ -7,12 +7,12 @@ import pytest
 import scipy.special
 
 import axonc  # noqa: F401  (registers the ops)
-from axonc.dtypes import TensorType
+from axonc.dtypes import TensorType, jnp_promote
 from axonc.errors import OptionError, ShapeError
 from axonc.interpreter import run
 from axonc.ir import make_node
 from axonc.ops import special
-from axonc.ops.primitives import BINARY, REDUCE, UNARY, encode_index, promote
+from axonc.ops.primitives import BINARY, REDUCE, UNARY, encode_index
 from axonc.registry import OPS, get_op
 
 RNG = np.random.default_rng(7)
@@ -128,7 +128,7 @@ def test_binary_matches_numpy_with_broadcasting(name):
     ],
 )
 def test_promotion_keeps_floats_and_follows_numpy_for_integers(a, b, out):
-    assert promote(a, b) == out
+    assert jnp_promote(a, b) == out
     assert _infer("np.add", [TensorType((2,), a), TensorType((2,), b)]).dtype == out
 
 

@@ -8,8 +8,6 @@ scipy-correlate convolution over the concatenated [x, h] channels (conv_lstm).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,29 +22,12 @@ from axonc.interpreter import run
 from axonc.ir import Axon, assign_names, tree_leaves
 from axonc.registry import OPS
 from axonc.shape_inference import declared_type, infer_types
+from tests import golden
 
-GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
 RNG = np.random.default_rng(1234)
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def _tensor(t: dict[str, Any]) -> np.ndarray:
-    dtype = {"f32": np.float32, "s64": np.int64, "s32": np.int32, "u8": np.uint8}[t["dtype"]]
-    return np.array(t["data"], dtype=np.float64).astype(dtype).reshape(t["shape"])
-
-
-def _tree(obj: Any) -> Any:
-    if isinstance(obj, dict) and "data" in obj and "shape" in obj:
-        return _tensor(obj)
-    if isinstance(obj, dict):
-        return {k: _tree(v) for k, v in obj.items()}
-    return [_tree(v) for v in obj]
-
-
-def _golden(case: str) -> dict[str, Any]:
-    return json.loads((GOLDEN / f"{case}.json").read_text())
 
 
 def _leaves(out: Any) -> list[np.ndarray]:
@@ -211,10 +192,10 @@ GOLDEN_MODELS = {
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_MODELS))
 def test_matches_axon_golden(case: str) -> None:
-    data = _golden(case)
+    data = golden.load(case)
     model = ax.container(GOLDEN_MODELS[case]())
-    out, state = run(model, _tree(data["inputs"]), _tree(data["params"]))
-    expected = _tree(data["outputs"])
+    out, state = run(model, golden.inputs(data), golden.tree(data["params"]))
+    expected = golden.tree(data["outputs"])
     got, want = _leaves(out), _leaves(expected)
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
@@ -224,28 +205,28 @@ def test_matches_axon_golden(case: str) -> None:
 
 
 def test_gru_with_mask_matches_axon_golden() -> None:
-    data = _golden("gru_with_mask")
+    data = golden.load("gru_with_mask")
     tokens = ax.input("tokens", (None, 6), dtype="s64")
     emb = ax.embedding(tokens, 5, 3)
     seq, (h,) = ax.gru(emb, 4, recurrent_initializer="zeros", mask=ax.mask(tokens, 0))
     model = ax.container((seq, (h,)))
-    out, _ = run(model, _tree(data["inputs"]), _tree(data["params"]))
-    for g, w in zip(_leaves(out), _leaves(_tree(data["outputs"])), strict=True):
+    out, _ = run(model, golden.inputs(data), golden.tree(data["params"]))
+    for g, w in zip(_leaves(out), _leaves(golden.tree(data["outputs"])), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
 def test_gru_with_mask_golden_from_gathered_embedding() -> None:
     """The same golden case with the embedding done by a plain numpy gather (gru + mask only)."""
-    data = _golden("gru_with_mask")
-    params = _tree(data["params"])
-    tokens = _tree(data["inputs"])["tokens"]
+    data = golden.load("gru_with_mask")
+    params = golden.tree(data["params"])
+    tokens = golden.inputs(data)["tokens"]
     emb_value = params["embedding_0"]["kernel"][tokens]
     emb = ax.input("emb", (None, 6, 3))
     tok = ax.input("tokens", (None, 6), dtype="s64")
     seq, (h,) = ax.gru(emb, 4, recurrent_initializer="zeros", mask=ax.mask(tok, 0))
     out, _ = run(ax.container((seq, (h,))), {"emb": emb_value, "tokens": tokens}, params)
     assert (tokens == 0).any() and not (tokens == 0).all()  # the mask really masks something
-    for g, w in zip(_leaves(out), _leaves(_tree(data["outputs"])), strict=True):
+    for g, w in zip(_leaves(out), _leaves(golden.tree(data["outputs"])), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,19 +11,9 @@ import axonc as ax
 from axonc.errors import OptionError, ShapeError
 from axonc.interpreter import run
 from axonc.shape_inference import infer_types, output_types
+from tests import golden
 
-GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "axon-golden"
 RTOL, ATOL = 1e-5, 1e-6
-
-
-def _tensor(t: dict) -> np.ndarray:
-    data = np.asarray(t["data"], dtype=np.float64).astype(np.float32)
-    return data.reshape(t["shape"])
-
-
-def golden(case: str) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
-    d = json.loads((GOLDEN / f"{case}.json").read_text())
-    return d, {k: _tensor(v) for k, v in d["inputs"].items()}, _tensor(d["outputs"])
 
 
 def out_type(model: ax.Axon) -> ax.TensorType:
@@ -47,7 +35,7 @@ def rand(*shape: int, seed: int = 0) -> np.ndarray:
 
 
 def test_flatten_matches_axon_golden():
-    _, inputs, expected = golden("flatten")
+    inputs, expected = golden.io("flatten")
     x = ax.input("x", (None, 3, 4))
     np.testing.assert_allclose(forward(ax.flatten(x), **inputs), expected, RTOL, ATOL)
 
@@ -78,7 +66,7 @@ def test_flatten_default_name():
 
 
 def test_reshape_matches_axon_golden():
-    _, inputs, expected = golden("reshape")
+    inputs, expected = golden.io("reshape")
     x = ax.input("x", (None, 12))
     model = ax.reshape(x, ("batch", 3, 4))
     assert out_type(model) == ax.TensorType((None, 3, 4))
@@ -138,7 +126,7 @@ def test_reshape_bad_shape_option_raises_option_error(bad):
 
 
 def test_transpose_matches_axon_golden():
-    _, inputs, expected = golden("transpose_perm")
+    inputs, expected = golden.io("transpose_perm")
     x = ax.input("x", (None, 3, 4))
     model = ax.transpose(x, [0, 2, 1])
     np.testing.assert_allclose(forward(model, **inputs), expected, RTOL, ATOL)
@@ -268,9 +256,9 @@ RESIZE_GOLDEN = {
 
 @pytest.mark.parametrize("case", sorted(RESIZE_GOLDEN))
 def test_resize_matches_axon_golden(case):
-    d, inputs, expected = golden(case)
+    inputs, expected = golden.io(case)
     size, opts = RESIZE_GOLDEN[case]
-    x = ax.input("x", (None, *d["inputs"]["x"]["shape"][1:]))
+    x = ax.input("x", (None, *inputs["x"].shape[1:]))
     model = ax.resize(x, size, **opts)
     assert out_type(model) == ax.TensorType((None, *size, 2))
     out = forward(model, **inputs)
