@@ -110,6 +110,13 @@ class Op:
         """
         raise NotImplementedError(f"op {self.name!r} has no reference implementation")
 
+    def onnx(self, ctx: Any, inputs: list[Any], opts: dict[str, Any]) -> Any:
+        """The ONNX lowering: emit nodes through `ctx.b` and return the output value names.
+
+        Ops without one are reported, all at once, when a graph holding them is exported.
+        """
+        raise NotImplementedError(f"op {self.name!r} has no ONNX lowering")
+
     def normalize_options(self, given: Mapping[str, Any], layer: str) -> dict[str, Any]:
         """Fill defaults, reject unknown options and run each option's check."""
         unknown = sorted(set(given) - set(self.options))

@@ -118,11 +118,66 @@ ACTIVATIONS: dict[str, tuple[Callable[..., np.ndarray], dict[str, Option], str]]
 }
 
 
+def _lower(b: Any, act: str, x: str, opts: dict[str, Any], dtype: str) -> str:
+    """ONNX nodes computing activation `act` of `x` (float dtype `dtype`)."""
+    one = b.const(1.0, dtype, "one")
+    half = b.const(0.5, dtype, "half")
+    if act == "celu":
+        return b.op("Celu", [x], alpha=float(opts["alpha"]))
+    if act == "elu":
+        return b.op("Elu", [x], alpha=float(opts["alpha"]))
+    if act == "gelu":
+        scaled = b.op("Mul", [x, b.const(1 / math.sqrt(2.0), dtype, "inv_sqrt2")])
+        erf = b.op("Erf", [scaled])
+        return b.op("Mul", [b.op("Mul", [x, half]), b.op("Add", [erf, one])])
+    if act in ("hard_sigmoid", "hard_silu"):
+        hs = b.op("HardSigmoid", [x], alpha=float(opts["alpha"]), beta=float(opts["beta"]))
+        return hs if act == "hard_sigmoid" else b.op("Mul", [x, hs])
+    if act == "hard_tanh":
+        return b.clip(x, -1.0, 1.0, dtype)
+    if act == "leaky_relu":
+        return b.op("LeakyRelu", [x], alpha=float(opts["alpha"]))
+    if act == "log_sigmoid":
+        return b.op("Neg", [b.op("Softplus", [b.op("Neg", [x])])])
+    if act == "log_softmax":
+        return b.op("LogSoftmax", [x], axis=opts["axis"])
+    if act == "log_sumexp":
+        return b.reduce("ReduceLogSumExp", x, [opts["axis"]], keepdims=True)
+    if act == "mish":
+        return b.op("Mul", [x, b.op("Tanh", [b.op("Softplus", [x])])])
+    if act == "relu6":
+        return b.clip(x, 0.0, 6.0, dtype)
+    if act == "selu":
+        return b.op("Selu", [x], alpha=SELU_ALPHA, gamma=SELU_SCALE)
+    if act == "silu":
+        return b.op("Mul", [x, b.op("Sigmoid", [x])])
+    if act == "softmax":
+        return b.op("Softmax", [x], axis=opts["axis"])
+    simple = {
+        "exp": "Exp",
+        "linear": "Identity",
+        "relu": "Relu",
+        "sigmoid": "Sigmoid",
+        "softplus": "Softplus",
+        "softsign": "Softsign",
+        "tanh": "Tanh",
+    }
+    return b.op(simple[act], [x])
+
+
 class Activation(Op):
     """Shared rules of the element-wise activations (one subclass per activation)."""
 
     family = "activation"
     formula: Callable[..., np.ndarray]
+
+    def onnx(self, ctx, inputs, opts):
+        (x,) = inputs
+        t = ctx.in_types[0]
+        dtype = t.dtype if t.dtype in ("f16", "f32", "f64") else "f32"
+        if dtype != t.dtype:
+            x = ctx.b.cast(x, dtype)
+        return _lower(ctx.b, self.name, x, opts, dtype)
 
     def infer(self, types, opts, node):
         (t,) = types

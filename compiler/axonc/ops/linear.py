@@ -112,6 +112,18 @@ class Dense(Op):
             out = out + np.asarray(layer_param(params, "bias", ctx), dtype=np.float64)
         return out.astype(with_f32_params_np(x.dtype))
 
+    def onnx(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        x = inputs[0]
+        if t.dtype != ctx.out_type.dtype:
+            x = b.cast(x, ctx.out_type.dtype)
+        kernel = ctx.param("kernel")
+        if t.rank == 2:
+            bias = [ctx.param("bias")] if opts["use_bias"] else []
+            return b.op("Gemm", [x, kernel, *bias])
+        out = b.op("MatMul", [x, kernel])
+        return b.op("Add", [out, ctx.param("bias")]) if opts["use_bias"] else out
+
     cases: ClassVar[list[Case]] = [
         Case("rank2", lambda x: dense(x, 4), [TensorType((None, 6))]),
         Case("rank3", lambda x: dense(x, 3), [TensorType((None, 2, 5))]),

@@ -91,6 +91,9 @@ class Constant(Op):
     def forward(self, ctx, inputs, params, opts):
         return opts["value"]
 
+    def onnx(self, ctx, inputs, opts):
+        return ctx.b.const(opts["value"], hint="value")
+
     cases = [Case("vector", lambda: constant(np.arange(3, dtype=np.float32)), [])]
 
 
@@ -120,6 +123,9 @@ class Container(Op):
         return tree_map(lambda i: types[i], opts["structure"])
 
     def forward(self, ctx, inputs, params, opts):
+        return tree_map(lambda i: inputs[i], opts["structure"])
+
+    def onnx(self, ctx, inputs, opts):
         return tree_map(lambda i: inputs[i], opts["structure"])
 
 
@@ -179,6 +185,9 @@ class Elem(Op):
         return _get(types[0], opts["path"], "elem")
 
     def forward(self, ctx, inputs, params, opts):
+        return _get(inputs[0], opts["path"], "elem")
+
+    def onnx(self, ctx, inputs, opts):
         return _get(inputs[0], opts["path"], "elem")
 
 

@@ -1,0 +1,182 @@
+"""The lowering loop: each node of an IR graph, in order, through its op's `onnx` rule.
+
+A rule has the signature `onnx(self, ctx, inputs, opts)`: `inputs` are ONNX
+value names (or containers of them), and it returns the output value name(s)
+in the structure of the op's output type. `ctx` (a LowerContext) gives it the
+builder, the mode, the input/output types, its parameters and state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import TensorType
+from ..errors import AxoncError, GraphError
+from ..ir import Axon, Node, assign_names, topo_order, tree_map
+from ..registry import Op, get_op
+from ..shape_inference import NONE, infer_types
+from .builder import OnnxBuilder
+
+
+class UnsupportedOpsError(AxoncError, NotImplementedError):
+    """The graph holds ops that have no ONNX lowering (all of them are named)."""
+
+
+class LowerContext:
+    """What an op's `onnx` rule may use."""
+
+    def __init__(self, lowering: Lowering, node: Node, path: tuple[str, ...], in_types, out_type):
+        self._lowering = lowering
+        self.b: OnnxBuilder = lowering.b
+        self.mode = lowering.mode
+        self.opset = lowering.b.opset
+        self.node = node
+        self.name = "/".join(path)
+        self.path = path
+        self.in_types = in_types
+        self.out_type = out_type
+
+    def param(self, *key: str) -> str:
+        """The ONNX value holding this layer's parameter or state `key` (a path)."""
+        return self._lowering.param((*self.path, *key))
+
+    def set_state(self, key: str, value: str) -> None:
+        """Report the updated value of this layer's state `key` (train mode)."""
+        self._lowering.new_state[(*self.path, key)] = value
+
+    def noise(self, shape: tuple[int | None, ...], key: str = "noise") -> str:
+        """A graph input of uniform [0, 1) f32 samples of `shape` (None = the batch size).
+
+        Train-mode randomness (dropout masks) is an input, so a run is reproducible
+        from whatever seeded generator feeds it (see spec/onnx.md).
+        """
+        return self._lowering.noise_input((*self.path, key), shape)
+
+    def lower(self, body: Axon, args: list[Any], scoped: bool = False) -> Any:
+        """Lower a subgraph inline; `scoped` nests its parameters under this layer."""
+        return self._lowering.lower_graph(body, args, self.path if scoped else ())
+
+
+class Lowering:
+    """Lowers one IR graph (and its subgraphs) into an OnnxBuilder."""
+
+    def __init__(self, b: OnnxBuilder, mode: str, params: Mapping[str, Any], state_paths: set):
+        self.b = b
+        self.mode = mode
+        self.params = params
+        self.state_paths = state_paths
+        self.param_names: dict[tuple[str, ...], str] = {}
+        self.new_state: dict[tuple[str, ...], str] = {}
+        self.noise: dict[tuple[str, ...], tuple[int | None, ...]] = {}
+
+    def param(self, path: tuple[str, ...]) -> str:
+        if path not in self.param_names:
+            value = _lookup(self.params, path)
+            if value is None:
+                raise GraphError(f"no value for parameter {'/'.join(path)!r}; initialise the model")
+            name = "/".join(path)
+            arr = np.asarray(value)
+            if self.mode == "train" and path in self.state_paths:
+                self.b.add_input(name, TensorType(arr.shape, _dtype(arr)))
+                self.b.initializers.append(_tensor(arr, name))
+            else:
+                self.b.initializer(name, arr)
+            self.param_names[path] = name
+        return self.param_names[path]
+
+    def noise_input(self, path: tuple[str, ...], shape: tuple[int | None, ...]) -> str:
+        name = "/".join(path)
+        if path in self.noise:
+            raise GraphError(f"noise input {name!r} requested twice")
+        dims = ["batch" if d is None else d for d in shape]
+        self.b.add_input(name, TensorType(shape, "f32"), dims)
+        self.noise[path] = shape
+        return name
+
+    def lower_graph(self, model: Axon, args: list[Any] | None, prefix: tuple[str, ...]) -> Any:
+        """Lower `model` with argument values `args`; returns its output value tree."""
+        names = assign_names(model)
+        arg_types = [self.types_of_arg(a) for a in args] if args is not None else None
+        types = infer_types(model, self.input_types, names, arg_types=arg_types)
+        values: dict[int, Any] = {}
+        for nid in topo_order(model.nodes, model.output):
+            node = model.nodes[nid]
+            if node.op == "input":
+                values[nid] = self.graph_inputs.get(node.options["name"], NONE)
+                continue
+            if node.op == "argument":
+                values[nid] = args[node.options["index"]] if args is not None else NONE
+                continue
+            spec = get_op(node.op)
+            in_values = [values[i] for i in node.inputs]
+            if types[nid] is NONE:
+                values[nid] = NONE
+                continue
+            ctx = LowerContext(
+                self, node, (*prefix, names[nid]), [types[i] for i in node.inputs], types[nid]
+            )
+            self.b.scope = ctx.name
+            values[nid] = spec.onnx(ctx, in_values, dict(node.options))
+            self.value_types.update(_pair_types(values[nid], types[nid]))
+        self.b.scope = ""
+        return tree_map(lambda i: values[i], model.output)
+
+    # set by lower(): graph input values by input name, types by input name
+    graph_inputs: dict[str, str]
+    input_types: dict[str, Any]
+    value_types: dict[str, Any]
+
+    def types_of_arg(self, value: Any) -> Any:
+        return tree_map(lambda v: self.value_types.get(v), value) if value is not NONE else NONE
+
+
+def unsupported_ops(model: Axon) -> list[str]:
+    """Every op in the graph (subgraphs included) without an `onnx` rule, sorted."""
+    missing: set[str] = set()
+
+    def walk(g: Axon) -> None:
+        for node in g.nodes.values():
+            spec = get_op(node.op)
+            if node.op not in ("input", "argument") and type(spec).onnx is Op.onnx:
+                missing.add(node.op)
+            for body in node.subgraphs.values():
+                walk(body)
+
+    walk(model)
+    return sorted(missing)
+
+
+def _pair_types(value: Any, t: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(value, str):
+        out[value] = t
+    elif isinstance(value, (tuple, list)) and isinstance(t, (tuple, list)):
+        for v, tt in zip(value, t):
+            out.update(_pair_types(v, tt))
+    elif isinstance(value, dict) and isinstance(t, dict):
+        for k in value:
+            out.update(_pair_types(value[k], t[k]))
+    return out
+
+
+def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _dtype(arr: np.ndarray) -> str:
+    from ..dtypes import dtype_name
+
+    return dtype_name(arr.dtype)
+
+
+def _tensor(arr: np.ndarray, name: str):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
