@@ -15,7 +15,10 @@ Conventions (tests/fixtures/axon-golden/README.md, section "Convolution"):
   (kernel_1..kernel_n, bias_1..bias_n), each pass applying every option (strides,
   padding, dilations) again, exactly as Axon.Layers chains depthwise_conv calls.
 
-Every op runs through one general N-D convolution, `conv_nd`.
+Every op runs through one general N-D convolution, `conv_nd`. The ONNX lowering
+(channels-first Conv between Transposes) adds input dilation with an exact
+depthwise ConvTranspose of ones, crops negative padding with Slice, and lowers
+conv_transpose to ONNX ConvTranspose with the flipped kernel (`_onnx_conv_transpose`).
 """
 
 from __future__ import annotations
@@ -275,6 +278,159 @@ def _spatial_of(t: TensorType, channels: str) -> tuple[int | None, ...]:
     return t.shape[2:] if channels == "first" else t.shape[1:-1]
 
 
+# ---- ONNX lowering -------------------------------------------------------------
+#
+# ONNX Conv/ConvTranspose are channels first and compute in f32 here (onnxruntime
+# has no f64 Conv kernel; an f64 input is computed in f32 and cast back, within
+# the parity tolerance). Kernels are re-laid out by Transpose nodes on the
+# parameters, never by reading their values.
+
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+
+def _onnx_to_first(b: Any, x: str, rank: int, channels: str) -> str:
+    if channels == "first":
+        return x
+    return b.op("Transpose", [x], perm=[0, rank - 1, *range(1, rank - 1)])
+
+
+def _onnx_from_first(b: Any, y: str, rank: int, channels: str) -> str:
+    if channels == "first":
+        return y
+    return b.op("Transpose", [y], perm=[0, *range(2, rank), 1])
+
+
+def _onnx_input(ctx: Any, x: str, channels: str) -> str:
+    """The layer input as a channels-first f32 value."""
+    t = ctx.in_types[0]
+    if t.dtype != "f32":
+        x = ctx.b.cast(x, "f32")
+    return _onnx_to_first(ctx.b, x, t.rank, channels)
+
+
+def _onnx_output(ctx: Any, y: str, channels: str) -> str:
+    """A channels-first f32 result in the layer's layout and output dtype."""
+    y = _onnx_from_first(ctx.b, y, ctx.out_type.rank, channels)
+    return y if ctx.out_type.dtype == "f32" else ctx.b.cast(y, ctx.out_type.dtype)
+
+
+def _onnx_kernel(ctx: Any, key: str, channels: str, n: int, *, transpose: bool = False) -> str:
+    """Kernel `key` as ONNX Conv's OIHW, or (transpose) ConvTranspose's flipped IOHW."""
+    k = ctx.param(key)
+    if transpose:
+        perm = [n, n + 1, *range(n)] if channels == "last" else [1, 0, *range(2, n + 2)]
+        k = ctx.b.op("Transpose", [k], perm=perm)
+        axes = list(range(2, n + 2))
+        return ctx.b.op(
+            "Slice",
+            [
+                k,
+                ctx.b.ints([-1] * n, "starts"),
+                ctx.b.ints([_INT64_MIN] * n, "ends"),
+                ctx.b.ints(axes, "axes"),
+                ctx.b.ints([-1] * n, "steps"),
+            ],
+        )
+    if channels == "last":
+        return ctx.b.op("Transpose", [k], perm=[n + 1, n, *range(n)])
+    return k
+
+
+def _onnx_dilate(b: Any, x: str, channels: int, dilation: tuple[int, ...]) -> str:
+    """Interior zeros between input elements, exactly: a depthwise ConvTranspose with a
+    1x..x1 kernel of ones and strides = dilation writes each x[i] (times 1.0) to i*d."""
+    n = len(dilation)
+    ones = b.const(np.ones((channels, 1, *(1,) * n), np.float32), hint="dilate_ones")
+    return b.op(
+        "ConvTranspose",
+        [x, ones],
+        strides=list(dilation),
+        kernel_shape=[1] * n,
+        group=channels,
+        name="input_dilation",
+    )
+
+
+def _onnx_crop_pad(b: Any, x: str, pads: Pads, value_pad: bool) -> tuple[str, list[int]]:
+    """Apply the negative (cropping) part of `pads` with a Slice; return the rest as
+    ONNX `pads` [lo..., hi...] (or, when `value_pad`, apply it with a zero Pad too)."""
+    n = len(pads)
+    crop = [(i, max(-lo, 0), max(-hi, 0)) for i, (lo, hi) in enumerate(pads) if lo < 0 or hi < 0]
+    if crop:
+        x = b.op(
+            "Slice",
+            [
+                x,
+                b.ints([lo for _, lo, _ in crop], "starts"),
+                b.ints([-hi if hi else _INT64_MAX for _, _, hi in crop], "ends"),
+                b.ints([2 + i for i, _, _ in crop], "axes"),
+            ],
+        )
+    rest = [max(lo, 0) for lo, _ in pads] + [max(hi, 0) for _, hi in pads]
+    if value_pad and any(rest):
+        x = b.op("Pad", [x, b.ints([0, 0, *rest[:n], 0, 0, *rest[n:]], "pads")])
+        rest = [0] * (2 * n)
+    return x, rest
+
+
+def _onnx_conv(
+    ctx: Any,
+    x: str,
+    channels_in: int,
+    geo: Geometry,
+    groups: int,
+    kernel: str,
+    bias: str | None,
+) -> str:
+    """One convolution pass (Nx.conv semantics) on a channels-first f32 value."""
+    b = ctx.b
+    if any(d != 1 for d in geo.input_dilation):
+        x = _onnx_dilate(b, x, channels_in, geo.input_dilation)
+    x, pads = _onnx_crop_pad(b, x, geo.padding, value_pad=False)
+    return b.op(
+        "Conv",
+        [x, kernel, *([bias] if bias else [])],
+        kernel_shape=list(geo.kernel),
+        strides=list(geo.strides),
+        dilations=list(geo.kernel_dilation),
+        pads=pads,
+        group=groups,
+    )
+
+
+def _onnx_conv_transpose(ctx: Any, x: str, geo: Geometry, kernel: str, bias: str | None) -> str:
+    """Axon's conv_transpose (stride-1 conv over the stride-dilated input, unflipped
+    kernel, padding (lo, hi)) as ONNX ConvTranspose with the flipped kernel.
+
+    Per dim, with k_eff the dilated kernel size, ConvTranspose's pads are
+    (k_eff-1-lo, k_eff-1-hi). A negative one means the output extends past the
+    transposed conv's full support, where every value is zero: it is cropped to 0
+    and the missing border added by a zero Pad (the bias is then added after it).
+    """
+    b = ctx.b
+    n = len(geo.kernel)
+    k_eff = [(k - 1) * d + 1 for k, d in zip(geo.kernel, geo.kernel_dilation, strict=True)]
+    ct = [(e - 1 - lo, e - 1 - hi) for e, (lo, hi) in zip(k_eff, geo.padding, strict=True)]
+    extend = tuple((max(-lo, 0), max(-hi, 0)) for lo, hi in ct)
+    extended = any(lo or hi for lo, hi in extend)
+    y = b.op(
+        "ConvTranspose",
+        [x, kernel, *([bias] if bias and not extended else [])],
+        kernel_shape=list(geo.kernel),
+        strides=list(geo.input_dilation),
+        dilations=list(geo.kernel_dilation),
+        pads=[max(lo, 0) for lo, _ in ct] + [max(hi, 0) for _, hi in ct],
+    )
+    if not extended:
+        return y
+    y, _ = _onnx_crop_pad(b, y, extend, value_pad=True)
+    if bias:
+        shaped = b.op("Reshape", [bias, b.ints([-1, *(1,) * n], "bias_shape")])
+        y = b.op("Add", [y, shaped])
+    return y
+
+
 def _common_options(*, input_dilation: bool = True) -> dict[str, Option]:
     opts = {
         "kernel_size": Option(
@@ -354,6 +510,18 @@ class _SingleConv(Op):
         )
         return _from_first(y, ch).astype(with_f32_params_np(x.dtype))
 
+    def onnx(self, ctx, inputs, opts):
+        geo, cin, groups, _ = self._resolve(ctx.in_types[0], opts)
+        ch, n = opts["channels"], len(geo.kernel)
+        x = _onnx_input(ctx, inputs[0], ch)
+        kernel = _onnx_kernel(ctx, "kernel", ch, n, transpose=self.transpose)
+        bias = ctx.param("bias") if opts["use_bias"] else None
+        if self.transpose:
+            y = _onnx_conv_transpose(ctx, x, geo, kernel, bias)
+        else:
+            y = _onnx_conv(ctx, x, cin, geo, groups, kernel, bias)
+        return _onnx_output(ctx, y, ch)
+
 
 @register
 class Conv(_SingleConv):
@@ -420,6 +588,52 @@ class Conv(_SingleConv):
             lambda x: conv(x, 2, kernel_size=2, channels="first"),
             [TensorType((None, 3, 3, 4, 3))],
         ),
+        Case(
+            "conv2d_input_dilation_crop_pad",
+            lambda x: conv(
+                x,
+                3,
+                kernel_size=(2, 3),
+                input_dilation=(2, 3),
+                kernel_dilation=(1, 2),
+                padding=[(-1, 2), (1, -2)],
+            ),
+            [TensorType((None, 5, 6, 2))],
+        ),
+        Case(
+            "conv3d_first_groups_input_dilation_strides",
+            lambda x: conv(
+                x,
+                4,
+                kernel_size=2,
+                input_dilation=(1, 2, 1),
+                strides=(1, 2, 2),
+                feature_group_size=2,
+                channels="first",
+            ),
+            [TensorType((None, 2, 3, 3, 4))],
+        ),
+        Case(
+            "conv1d_crop_both_sides",
+            lambda x: conv(x, 2, kernel_size=2, padding=[(-1, -2)]),
+            [TensorType((None, 7, 2))],
+        ),
+        Case(
+            "conv1d_dynamic_length_same_strides",
+            lambda x: conv(x, 2, kernel_size=3, strides=2, padding="same"),
+            [TensorType((None, None, 3))],
+        ),
+        Case(
+            "conv1d_int_input",
+            lambda x: conv(x, 2, kernel_size=2),
+            [TensorType((None, 5, 2), "s32")],
+            int_inputs={0: 5},
+        ),
+        Case(
+            "conv2d_f64_input_first",
+            lambda x: conv(x, 2, kernel_size=2, padding="same", channels="first"),
+            [TensorType((None, 2, 4, 3), "f64")],
+        ),
     ]
 
 
@@ -462,6 +676,46 @@ class ConvTranspose(_SingleConv):
             lambda x: conv_transpose(x, 2, kernel_size=2, strides=2),
             [TensorType((None, 2, 3, 2, 2))],
         ),
+        Case(
+            "conv_transpose1d_same_k_less_than_s",
+            lambda x: conv_transpose(x, 2, kernel_size=2, strides=3, padding="same"),
+            [TensorType((None, 4, 3))],
+        ),
+        Case(
+            "conv_transpose2d_valid_k1_s3_first",
+            lambda x: conv_transpose(x, 2, kernel_size=1, strides=3, channels="first"),
+            [TensorType((None, 2, 3, 2))],
+        ),
+        Case(
+            "conv_transpose2d_wide_and_negative_padding",
+            lambda x: conv_transpose(
+                x,
+                3,
+                kernel_size=(2, 3),
+                strides=(2, 1),
+                kernel_dilation=(1, 2),
+                padding=[(4, -1), (-2, 6)],
+            ),
+            [TensorType((None, 3, 4, 2))],
+        ),
+        Case(
+            "conv_transpose1d_dynamic_length",
+            lambda x: conv_transpose(x, 2, kernel_size=3, strides=2),
+            [TensorType((None, None, 2))],
+        ),
+        Case(
+            "conv_transpose3d_first_dilated_same",
+            lambda x: conv_transpose(
+                x,
+                2,
+                kernel_size=(2, 3, 1),
+                strides=(1, 2, 3),
+                kernel_dilation=(2, 1, 1),
+                padding="same",
+                channels="first",
+            ),
+            [TensorType((None, 2, 3, 2, 2))],
+        ),
     ]
 
 
@@ -502,6 +756,13 @@ class DepthwiseConv(_SingleConv):
             "depthwise3d",
             lambda x: depthwise_conv(x, 3, kernel_size=(2, 1, 2)),
             [TensorType((None, 3, 2, 4, 2))],
+        ),
+        Case(
+            "depthwise1d_first_input_dilation_explicit",
+            lambda x: depthwise_conv(
+                x, 2, kernel_size=3, input_dilation=2, padding=[(2, -1)], channels="first"
+            ),
+            [TensorType((None, 3, 5))],
         ),
     ]
 
@@ -555,6 +816,18 @@ class _SeparableConv(Op):
             y = _apply(ctx, y, params, geo, ch, groups, f"kernel_{i}", bias_key)
         return _from_first(y, ch).astype(with_f32_params_np(x.dtype))
 
+    def onnx(self, ctx, inputs, opts):
+        geos, cin = self._passes(ctx.in_types[0], opts)
+        ch, n = opts["channels"], self.spatial_dims
+        cout = cin * opts["channel_multiplier"]
+        y = _onnx_input(ctx, inputs[0], ch)
+        for i, geo in enumerate(geos, start=1):
+            c = cin if i == 1 else cout
+            kernel = _onnx_kernel(ctx, f"kernel_{i}", ch, n)
+            bias = ctx.param(f"bias_{i}") if opts["use_bias"] else None
+            y = _onnx_conv(ctx, y, c, geo, c, kernel, bias)
+        return _onnx_output(ctx, y, ch)
+
 
 @register
 class SeparableConv2d(_SeparableConv):
@@ -577,6 +850,13 @@ class SeparableConv2d(_SeparableConv):
             ),
             [TensorType((None, 3, 7, 6))],
         ),
+        Case(
+            "input_dilation_explicit",
+            lambda x: separable_conv2d(
+                x, 2, kernel_size=3, input_dilation=2, padding=[(1, 0), (0, 1)]
+            ),
+            [TensorType((None, 4, 3, 2))],
+        ),
     ]
 
 
@@ -596,6 +876,18 @@ class SeparableConv3d(_SeparableConv):
                 x, 1, kernel_size=(3, 1, 2), padding="same", kernel_dilation=2, channels="first"
             ),
             [TensorType((None, 2, 4, 3, 4))],
+        ),
+        Case(
+            "strides_explicit_relu",
+            lambda x: separable_conv3d(
+                x,
+                2,
+                kernel_size=2,
+                strides=(2, 1, 1),
+                padding=[(1, 0), (0, 0), (0, 1)],
+                activation="relu",
+            ),
+            [TensorType((None, 4, 3, 3, 2))],
         ),
     ]
 

@@ -39,6 +39,16 @@ def _bias_specs(opts: dict[str, Any], size: int) -> list[ParamSpec]:
     return [ParamSpec(("bias",), (size,), opts["bias_initializer"])]
 
 
+def _as_dtype(b: Any, x: str, have: str, want: str) -> str:
+    """`x` cast to `want` unless it already has that dtype."""
+    return x if have == want else b.cast(x, want)
+
+
+def _param_as(ctx: Any, key: str, dtype: str) -> str:
+    """This layer's f32 parameter `key` as an ONNX value of `dtype` (f64 inputs compute in f64)."""
+    return _as_dtype(ctx.b, ctx.param(key), "f32", dtype)
+
+
 _KERNEL_INIT = {
     "kernel_initializer": Option("glorot_uniform", check_initializer, "initializer of the kernel")
 }
@@ -71,9 +81,15 @@ class Bias(Op):
         out = x.astype(np.float64) + b.astype(np.float64)
         return out.astype(with_f32_params_np(x.dtype))
 
+    def onnx(self, ctx, inputs, opts):
+        dtype = ctx.out_type.dtype
+        x = _as_dtype(ctx.b, inputs[0], ctx.in_types[0].dtype, dtype)
+        return ctx.b.op("Add", [x, _param_as(ctx, "bias", dtype)])
+
     cases: ClassVar[list[Case]] = [
         Case("rank2", lambda x: bias(x), [TensorType((None, 5))]),
         Case("rank4", lambda x: bias(x), [TensorType((None, 3, 3, 2))]),
+        Case("int_input", lambda x: bias(x), [TensorType((None, 4), "s32")], int_inputs={0: 9}),
     ]
 
 
@@ -113,16 +129,14 @@ class Dense(Op):
         return out.astype(with_f32_params_np(x.dtype))
 
     def onnx(self, ctx, inputs, opts):
-        b, t = ctx.b, ctx.in_types[0]
-        x = inputs[0]
-        if t.dtype != ctx.out_type.dtype:
-            x = b.cast(x, ctx.out_type.dtype)
-        kernel = ctx.param("kernel")
-        if t.rank == 2:
-            bias = [ctx.param("bias")] if opts["use_bias"] else []
-            return b.op("Gemm", [x, kernel, *bias])
-        out = b.op("MatMul", [x, kernel])
-        return b.op("Add", [out, ctx.param("bias")]) if opts["use_bias"] else out
+        dtype = ctx.out_type.dtype
+        x = _as_dtype(ctx.b, inputs[0], ctx.in_types[0].dtype, dtype)
+        kernel = _param_as(ctx, "kernel", dtype)
+        bias = [_param_as(ctx, "bias", dtype)] if opts["use_bias"] else []
+        if ctx.in_types[0].rank == 2:
+            return ctx.b.op("Gemm", [x, kernel, *bias])
+        out = ctx.b.op("MatMul", [x, kernel])
+        return ctx.b.op("Add", [out, *bias]) if bias else out
 
     cases: ClassVar[list[Case]] = [
         Case("rank2", lambda x: dense(x, 4), [TensorType((None, 6))]),
@@ -132,6 +146,15 @@ class Dense(Op):
             lambda x: dense(x, 3, use_bias=False, activation="relu"),
             [TensorType((None, 4))],
         ),
+        Case("rank4", lambda x: dense(x, 2), [TensorType((None, 2, 3, 4))]),
+        Case(
+            "int_input_rank3",
+            lambda x: dense(x, 3),
+            [TensorType((None, 2, 4), "s64")],
+            int_inputs={0: 7},
+        ),
+        Case("int_input_rank2", lambda x: dense(x, 2), [TensorType((None, 3), "u8")]),
+        Case("f64_input_rank3", lambda x: dense(x, 2), [TensorType((None, 2, 3), "f64")]),
     ]
 
 
@@ -187,6 +210,15 @@ class Bilinear(Op):
         f64 = np.float64 in (a.dtype, c.dtype)
         return out.astype(np.float64 if f64 else np.float32)
 
+    def onnx(self, ctx, inputs, opts):
+        dtype = ctx.out_type.dtype
+        a, c = (
+            _as_dtype(ctx.b, v, t.dtype, dtype) for v, t in zip(inputs, ctx.in_types, strict=True)
+        )
+        kernel = _param_as(ctx, "kernel", dtype)
+        out = ctx.b.op("Einsum", [a, kernel, c], equation="...i,oij,...j->...o")
+        return ctx.b.op("Add", [out, _param_as(ctx, "bias", dtype)]) if opts["use_bias"] else out
+
     cases: ClassVar[list[Case]] = [
         Case(
             "rank2", lambda a, c: bilinear(a, c, 2), [TensorType((None, 3)), TensorType((None, 4))]
@@ -195,6 +227,17 @@ class Bilinear(Op):
             "rank3_no_bias",
             lambda a, c: bilinear(a, c, 3, use_bias=False),
             [TensorType((None, 2, 3)), TensorType((None, 2, 5))],
+        ),
+        Case(
+            "rank4_int_and_float",
+            lambda a, c: bilinear(a, c, 2),
+            [TensorType((None, 2, 3, 2), "s32"), TensorType((None, 2, 3, 4))],
+            int_inputs={0: 5},
+        ),
+        Case(
+            "f64_and_f32",
+            lambda a, c: bilinear(a, c, 2),
+            [TensorType((None, 3), "f64"), TensorType((None, 2))],
         ),
     ]
 
@@ -247,6 +290,16 @@ class Embedding(Op):
             )
         return table[ids].astype(np.float32)
 
+    def onnx(self, ctx, inputs, opts):
+        """Gather rows of the table. The compiled model does NOT check ids: ONNX leaves
+        an out-of-range Gather index undefined and reads a negative one from the end
+        of the table (onnxruntime happens to raise for ids >= vocab_size, but accepts
+        -vocab_size..-1), unlike the reference, which raises an InputError."""
+        ids = inputs[0]
+        if ctx.in_types[0].dtype not in ("s32", "s64"):
+            ids = ctx.b.cast(ids, "s64")
+        return ctx.b.op("Gather", [ctx.param("kernel"), ids], axis=0)
+
     cases: ClassVar[list[Case]] = [
         Case(
             "rank2",
@@ -256,6 +309,12 @@ class Embedding(Op):
         ),
         Case(
             "rank1", lambda x: embedding(x, 7, 3), [TensorType((None,), "s32")], int_inputs={0: 7}
+        ),
+        Case(
+            "rank3_u8_ids",
+            lambda x: embedding(x, 6, 2),
+            [TensorType((None, 2, 3), "u8")],
+            int_inputs={0: 6},
         ),
     ]
 
@@ -289,7 +348,7 @@ def embedding(
     x: Axon, vocab_size: int, embedding_size: int, *, name: str | None = None, **opts: Any
 ) -> Axon:
     """Embedding lookup of integer ids into a {vocab_size, embedding_size} table."""
-    options: ClassVar[dict[str, Option]] = {
+    options = {
         "vocab_size": vocab_size,
         "embedding_size": embedding_size,
         **opts,
