@@ -71,7 +71,7 @@ def assert_tree_close(actual: Any, expected: Any, rtol: float, atol: float, path
         assert set(actual) == set(expected), f"{path}: keys {sorted(actual)} != {sorted(expected)}"
         for k in expected:
             assert_tree_close(actual[k], expected[k], rtol, atol, f"{path}/{k}")
-    elif isinstance(expected, list):
+    elif isinstance(expected, (list, tuple)):
         assert isinstance(actual, (list, tuple)), f"{path}: expected a sequence, got {type(actual)}"
         assert len(actual) == len(expected), (
             f"{path}: {len(actual)} elements, expected {len(expected)}"

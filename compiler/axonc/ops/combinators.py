@@ -29,6 +29,12 @@ def _merged(values: Sequence[Any]) -> tuple[list[np.ndarray], np.dtype]:
     return arrays, to_numpy_dtype(nx_result_dtype([dtype_name(a.dtype) for a in arrays]))
 
 
+def _onnx_merged(ctx: Any, values: Sequence[str], types: Sequence[TensorType]) -> list[str]:
+    """ONNX values cast (where needed) to the output's dtype, the Nx merge of the inputs."""
+    out = ctx.out_type.dtype
+    return [v if t.dtype == out else ctx.b.cast(v, out) for v, t in zip(values, types, strict=True)]
+
+
 def _graph_list(x: Any, y: Any, what: str) -> list[Axon]:
     """Axon's two call forms: (graph, graph) or ([graph, ...])."""
     if isinstance(x, (list, tuple)):
@@ -70,8 +76,17 @@ class _ElementWise(Op):
             out = type(self).fold(out, a.astype(dtype)).astype(dtype)
         return out
 
+    def onnx(self, ctx, inputs, opts):
+        values = _onnx_merged(ctx, inputs, ctx.in_types)
+        out = values[0]
+        for v in values[1:]:
+            out = ctx.b.op(self.onnx_op, [out, v])
+        return out
 
-def _define(op: str, fold: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: str) -> None:
+
+def _define(
+    op: str, fold: Callable[[np.ndarray, np.ndarray], np.ndarray], onnx_op: str, doc: str
+) -> None:
     two = [TensorType((None, 3)), TensorType((None, 3))]
     three = [TensorType((None, 2, 3)), TensorType((None, 1, 3)), TensorType((3,))]
 
@@ -85,6 +100,7 @@ def _define(op: str, fold: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: 
             "name": op,
             "doc": doc,
             "fold": staticmethod(fold),
+            "onnx_op": onnx_op,
             "cases": [
                 Case("two", lambda a, b: layer(a, b), two),
                 Case("list3_broadcast", lambda a, b, c: layer([a, b, c]), three),
@@ -99,9 +115,11 @@ def _define(op: str, fold: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: 
     layer_api(layer, name=op)
 
 
-_define("add", np.add, "Element-wise sum of the inputs, with broadcasting.")
-_define("subtract", np.subtract, "Element-wise difference folded left (a - b - c), broadcasting.")
-_define("multiply", np.multiply, "Element-wise product of the inputs, with broadcasting.")
+_define("add", np.add, "Add", "Element-wise sum of the inputs, with broadcasting.")
+_define(
+    "subtract", np.subtract, "Sub", "Element-wise difference folded left (a - b - c), broadcasting."
+)
+_define("multiply", np.multiply, "Mul", "Element-wise product of the inputs, with broadcasting.")
 
 
 # ---------------------------------------------------------------------------
@@ -151,6 +169,10 @@ class Concatenate(Op):
     def forward(self, ctx, inputs, params, opts):
         arrays, dtype = _merged(inputs)
         return np.concatenate([a.astype(dtype) for a in arrays], axis=opts["axis"])
+
+    def onnx(self, ctx, inputs, opts):
+        axis = _normalize_axis(opts["axis"], ctx.in_types[0].rank)
+        return ctx.b.op("Concat", _onnx_merged(ctx, inputs, ctx.in_types), axis=axis)
 
     cases: ClassVar[list[Case]] = [
         Case(
@@ -243,10 +265,34 @@ class Split(Op):
             start += n
         return tuple(pieces)
 
+    def onnx(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        axis = _normalize_axis(opts["axis"], t.rank)
+        sizes = _split_sizes(t.shape[axis], opts["splits"])
+        if None in sizes:
+            # equal parts of a dynamic axis: Split divides it at run time
+            count = len(sizes)
+            if ctx.opset >= 18:
+                return tuple(
+                    b.op("Split", [inputs[0]], outputs=count, axis=axis, num_outputs=count)
+                )
+            return tuple(b.op("Split", [inputs[0]], outputs=count, axis=axis))
+        pieces, start = [], 0
+        for n in sizes:
+            bounds = [b.ints([start], "start"), b.ints([start + n], "end"), b.ints([axis], "axis")]
+            pieces.append(b.op("Slice", [inputs[0], *bounds]))
+            start += n
+        return tuple(pieces)
+
     cases: ClassVar[list[Case]] = [
         Case("equal_2", lambda x: container(split(x, 2)), [TensorType((None, 6))]),
         Case("sizes", lambda x: container(split(x, [1, 3, 2])), [TensorType((None, 6))]),
         Case("axis1", lambda x: container(split(x, 3, axis=1)), [TensorType((None, 3, 2))]),
+        Case(
+            "sizes_short_zero",
+            lambda x: container(split(x, [2, 0, 1])),
+            [TensorType((None, 4, 5))],
+        ),
     ]
 
 
@@ -330,6 +376,15 @@ class StackColumns(Op):
         except ValueError:
             shapes = ", ".join(str(a.shape) for a in arrays)
             raise ShapeError(f"expected columns of one shape, got {shapes}") from None
+
+    def onnx(self, ctx, inputs, opts):
+        b = ctx.b
+        leaves = _columns(inputs[0], opts["ignore"], "a tensor")
+        types = _columns(ctx.in_types[0], opts["ignore"], "a tensor")
+        columns = [
+            b.op("Unsqueeze", [v, b.ints([-1], "axes")]) for v in _onnx_merged(ctx, leaves, types)
+        ]
+        return b.op("Concat", columns, axis=-1)
 
     cases: ClassVar[list[Case]] = [
         Case(

@@ -148,6 +148,144 @@ def _lp_finish(sums: np.ndarray, norm: int | float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
+# ONNX lowering helpers. ONNX pools are channels-first: a channels-last input is
+# transposed in and out. Sums and averages use AveragePool (count_include_pad=1,
+# Axon's divisor); below opset 19 AveragePool has no dilations, so a dilated
+# window becomes a per-channel Conv with a constant kernel instead.
+
+
+def _onnx_to_first(b: Any, x: str, rank: int, channels: str) -> str:
+    if channels == "first":
+        return x
+    return b.op("Transpose", [x], perm=[0, rank - 1, *range(1, rank - 1)])
+
+
+def _onnx_from_first(b: Any, x: str, rank: int, channels: str) -> str:
+    if channels == "first":
+        return x
+    return b.op("Transpose", [x], perm=[0, *range(2, rank), 1])
+
+
+def _onnx_crop(
+    b: Any, x: str, pads: tuple[tuple[int, int], ...]
+) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Slice away negative pads (Nx crops there) of a channels-first value; the rest stay."""
+    if all(lo >= 0 and hi >= 0 for lo, hi in pads):
+        return x, pads
+    axes = list(range(2, 2 + len(pads)))
+    starts = [max(-lo, 0) for lo, _ in pads]
+    ends = [hi if hi < 0 else np.iinfo(np.int64).max for _, hi in pads]
+    x = b.op("Slice", [x, b.ints(starts, "starts"), b.ints(ends, "ends"), b.ints(axes, "axes")])
+    return x, tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+
+
+def _onnx_flat_pads(pads: tuple[tuple[int, int], ...]) -> list[int]:
+    """ONNX's pads layout: every begin, then every end."""
+    return [lo for lo, _ in pads] + [hi for _, hi in pads]
+
+
+def _onnx_channelwise_conv(
+    b: Any,
+    x: str,
+    kernel: np.ndarray,
+    dtype: str,
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+) -> str:
+    """The same fixed `kernel` (spatial dims only) convolved over every channel of a
+    channels-first value: batch and channels are folded into one axis around a
+    single-channel Conv, so neither needs a static size."""
+    n = kernel.ndim
+    lead = b.op("Shape", [x], start=0, end=2)
+    folded = b.op("Reshape", [x, b.ints([-1, 1, *([0] * n)], "fold_shape")])
+    weight = b.const(kernel.reshape(1, 1, *kernel.shape), dtype, "window")
+    y = b.op(
+        "Conv",
+        [folded, weight],
+        kernel_shape=list(kernel.shape),
+        strides=list(strides),
+        dilations=list(dilations),
+        pads=_onnx_flat_pads(pads),
+    )
+    shape = b.op("Concat", [lead, b.op("Shape", [y], start=2)], axis=0)
+    return b.op("Reshape", [y, shape])
+
+
+def _onnx_window_sum(
+    ctx: Any,
+    x: str,
+    dtype: str,
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    average: bool,
+) -> str:
+    """Window mean (padded zeros counted) or sum of a channels-first value."""
+    b = ctx.b
+    size = int(np.prod(kernel))
+    if ctx.opset < 19 and any(d != 1 for d in dilations):
+        ones = np.full(kernel, 1.0 / size if average else 1.0)
+        return _onnx_channelwise_conv(b, x, ones, dtype, strides, dilations, pads)
+    y = b.op(
+        "AveragePool",
+        [x],
+        kernel_shape=list(kernel),
+        strides=list(strides),
+        pads=_onnx_flat_pads(pads),
+        count_include_pad=1,
+        dilations=list(dilations) if ctx.opset >= 19 else None,
+    )
+    return y if average else b.op("Mul", [y, b.const(float(size), dtype, "window_size")])
+
+
+def _onnx_compute_dtype(dtype: str, kind: str) -> str:
+    """The dtype a pool runs in on onnxruntime (CPU kernels lack f16 and most integers)."""
+    if kind == "max":
+        return dtype if dtype in ("f32", "f64", "s8", "u8") else "f32" if dtype == "f16" else "f64"
+    out = float_or_f32(dtype)
+    return "f32" if out == "f16" else out
+
+
+def _onnx_pool(
+    ctx: Any,
+    x: str,
+    kind: str,
+    channels: str,
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    norm: int | float | None,
+) -> str:
+    """A max / avg / lp window pool (Axon's conventions) as ONNX nodes."""
+    b, t = ctx.b, ctx.in_types[0]
+    work = _onnx_compute_dtype(t.dtype, kind)
+    if work != t.dtype:
+        x = b.cast(x, work)
+    x, pads = _onnx_crop(b, _onnx_to_first(b, x, t.rank, channels), pads)
+    if kind == "max":
+        y = b.op(
+            "MaxPool",
+            [x],
+            kernel_shape=list(kernel),
+            strides=list(strides),
+            dilations=list(dilations),
+            pads=_onnx_flat_pads(pads),
+        )
+    elif kind == "avg":
+        y = _onnx_window_sum(ctx, x, work, kernel, strides, dilations, pads, average=True)
+    else:
+        powered = b.op("Pow", [x, b.const(norm, work, "norm")])
+        sums = _onnx_window_sum(ctx, powered, work, kernel, strides, dilations, pads, False)
+        y = b.op("Pow", [sums, b.const(1.0 / norm, work, "inv_norm")])
+    y = _onnx_from_first(b, y, t.rank, channels)
+    out = ctx.out_type.dtype
+    return y if out == work else b.cast(y, out)
+
+
+# ---------------------------------------------------------------------------
 # Windowed pools: max_pool, avg_pool, lp_pool
 
 
@@ -204,6 +342,20 @@ class _WindowPool(Op):
         axes, kernel, strides, dilations, pads = self.geometry(x.ndim, opts)
         return _pool(self.kind, x, axes, kernel, strides, dilations, pads, opts.get("norm"))
 
+    def onnx(self, ctx, inputs, opts):
+        _, kernel, strides, dilations, pads = self.geometry(ctx.in_types[0].rank, opts)
+        return _onnx_pool(
+            ctx,
+            inputs[0],
+            self.kind,
+            opts["channels"],
+            kernel,
+            strides,
+            dilations,
+            pads,
+            opts.get("norm"),
+        )
+
 
 def _window_cases(layer) -> list[Case]:
     return [
@@ -243,6 +395,16 @@ def _window_cases(layer) -> list[Case]:
                 x, kernel_size=(2, 3, 2), strides=(1, 2, 1), padding="same", dilations=(1, 1, 2)
             ),
             [TensorType((None, 4, 5, 4, 3))],
+        ),
+        Case(
+            "1d_negative_pad_crops",
+            lambda x: layer(x, kernel_size=2, strides=1, padding=[(-1, 1)]),
+            [TensorType((None, 8, 3))],
+        ),
+        Case(
+            "2d_dynamic_spatial_same",
+            lambda x: layer(x, kernel_size=3, strides=1, padding="same"),
+            [TensorType((None, None, None, 2))],
         ),
     ]
 
@@ -363,6 +525,22 @@ class _AdaptivePool(Op):
         valid = ((0, 0),) * len(axes)
         return _pool(self.kind, x, axes, windows, strides, ones, valid, opts.get("norm"))
 
+    def onnx(self, ctx, inputs, opts):
+        axes, _, windows, strides = self.geometry(ctx.in_types[0].shape, opts)
+        ones = (1,) * len(axes)
+        valid = ((0, 0),) * len(axes)
+        return _onnx_pool(
+            ctx,
+            inputs[0],
+            self.kind,
+            opts["channels"],
+            windows,
+            strides,
+            ones,
+            valid,
+            opts.get("norm"),
+        )
+
 
 def _adaptive_cases(layer) -> list[Case]:
     return [
@@ -473,6 +651,29 @@ class _GlobalPool(Op):
             )
         return np.asarray(out).astype(float_or_f32_np(x.dtype))
 
+    def onnx(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        axes = spatial_axes(t.rank, opts["channels"])
+        keep = opts["keep_axes"]
+        x = inputs[0]
+        if self.kind == "max":
+            work = t.dtype if t.dtype in ("f32", "f64", "s8", "u8", "s32", "s64") else "f64"
+        else:
+            work = _onnx_compute_dtype(t.dtype, self.kind)
+        if work != t.dtype:
+            x = b.cast(x, work)
+        if self.kind == "max":
+            y = b.reduce("ReduceMax", x, axes, keep)
+        elif self.kind == "avg":
+            y = b.reduce("ReduceMean", x, axes, keep)
+        else:
+            norm = opts["norm"]
+            powered = b.op("Pow", [x, b.const(norm, work, "norm")])
+            sums = b.reduce("ReduceSum", powered, axes, keep)
+            y = b.op("Pow", [sums, b.const(1.0 / norm, work, "inv_norm")])
+        out = ctx.out_type.dtype
+        return y if out == work else b.cast(y, out)
+
 
 def _global_cases(layer) -> list[Case]:
     return [
@@ -487,6 +688,7 @@ def _global_cases(layer) -> list[Case]:
             lambda x: layer(x, channels="first", keep_axes=True),
             [TensorType((None, 2, 3, 4, 5))],
         ),
+        Case("2d_dynamic_spatial", lambda x: layer(x), [TensorType((None, None, None, 2))]),
     ]
 
 
@@ -580,6 +782,20 @@ class BlurPool(Op):
             )
         return out.astype(float_or_f32_np(x.dtype))
 
+    def onnx(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        work = _onnx_compute_dtype(t.dtype, "avg")
+        x = inputs[0] if work == t.dtype else b.cast(inputs[0], work)
+        n = t.rank - 2
+        kernel = BLUR_TAPS
+        for _ in range(n - 1):
+            kernel = np.multiply.outer(kernel, BLUR_TAPS)
+        x = _onnx_to_first(b, x, t.rank, opts["channels"])
+        y = _onnx_channelwise_conv(b, x, kernel, work, (1,) * n, (1,) * n, ((1, 1),) * n)
+        y = _onnx_from_first(b, y, t.rank, opts["channels"])
+        out = ctx.out_type.dtype
+        return y if out == work else b.cast(y, out)
+
     cases: ClassVar[list[Case]] = [
         Case("2d", lambda x: blur_pool(x), [TensorType((None, 6, 6, 2))]),
         Case(
@@ -594,6 +810,7 @@ class BlurPool(Op):
             lambda x: blur_pool(x, channels="first"),
             [TensorType((None, 2, 4, 5, 3))],
         ),
+        Case("2d_dynamic_spatial", lambda x: blur_pool(x), [TensorType((None, None, None, 2))]),
     ]
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType
+from ..dtypes import TensorType, to_numpy_dtype
 from ..errors import ShapeError
 from ..ir import Axon, make_node
 from ..registry import (
@@ -53,6 +53,9 @@ class Flatten(Op):
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+    def onnx(self, ctx, inputs, opts):
+        return ctx.b.op("Flatten", [inputs[0]], axis=1)
 
     cases: ClassVar[list[Case]] = [
         Case("rank3", lambda x: flatten(x), [TensorType((None, 3, 4))]),
@@ -150,10 +153,31 @@ class Reshape(Op):
         shape = _fill_auto(dims, x.size, f"an input of shape {_fmt(x.shape)}")
         return x.reshape(shape)
 
+    def onnx(self, ctx, inputs, opts):
+        b = ctx.b
+        spec = opts["new_shape"]
+        literal_zero = 0 in spec
+        if not literal_zero and "batch" not in spec[1:]:
+            # Reshape's 0 copies the input dim at that index: dim 0 is the batch.
+            dims = [0 if d == "batch" else -1 if d == "auto" else d for d in spec]
+            return b.op("Reshape", [inputs[0], b.ints(dims, "new_shape")])
+        batch = b.op("Shape", [inputs[0]], start=0, end=1)
+        pieces = [
+            batch if d == "batch" else b.ints([-1 if d == "auto" else d], "dim") for d in spec
+        ]
+        shape = b.op("Concat", pieces, axis=0)
+        return b.op("Reshape", [inputs[0], shape], allowzero=int(literal_zero))
+
     cases: ClassVar[list[Case]] = [
         Case("batch_3x4", lambda x: reshape(x, ("batch", 3, 4)), [TensorType((None, 12))]),
         Case("batch_auto", lambda x: reshape(x, ("batch", "auto", 2)), [TensorType((None, 3, 4))]),
         Case("batch_last", lambda x: reshape(x, (2, 3, "batch")), [TensorType((None, 6))]),
+        Case(
+            "batch_middle_auto",
+            lambda x: reshape(x, (2, "batch", "auto")),
+            [TensorType((None, 2, 3))],
+        ),
+        Case("zero_sized_dim", lambda x: reshape(x, ("batch", 0, 3)), [TensorType((None, 0))]),
     ]
 
 
@@ -208,6 +232,10 @@ class Transpose(Op):
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
         return np.transpose(x, _resolve_permutation(opts["permutation"], x.ndim))
+
+    def onnx(self, ctx, inputs, opts):
+        perm = _resolve_permutation(opts["permutation"], ctx.in_types[0].rank)
+        return ctx.b.op("Transpose", [inputs[0]], perm=list(perm))
 
     cases: ClassVar[list[Case]] = [
         Case("perm_021", lambda x: transpose(x, [0, 2, 1]), [TensorType((None, 3, 4))]),
@@ -277,6 +305,13 @@ class Pad(Op):
             slice(max(-lo, 0), out.shape[i] - max(-hi, 0)) for i, (lo, hi) in enumerate(pads)
         )
         return out[crop]
+
+    def onnx(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        pads = self._pads(t.rank, opts)
+        flat = [lo for lo, _ in pads] + [hi for _, hi in pads]
+        value = b.const(np.asarray(opts["value"]).astype(to_numpy_dtype(t.dtype)), hint="value")
+        return b.op("Pad", [inputs[0], b.ints(flat, "pads"), value], mode="constant")
 
     cases: ClassVar[list[Case]] = [
         Case("nhwc", lambda x: pad(x, [(1, 2), (0, 1)]), [TensorType((None, 3, 4, 2))]),
@@ -423,6 +458,39 @@ class Resize(Op):
                 out = np.moveaxis(np.moveaxis(out, axis, -1) @ w, -1, axis)
         return out.astype(x.dtype)
 
+    def onnx(self, ctx, inputs, opts):
+        """Separable resampling with the reference's own per-axis tables, computed now
+        from the static spatial sizes: nearest is a Gather, the kernels a MatMul
+        (ONNX Resize has neither Axon's antialias widening nor its renormalised borders)."""
+        b, t = ctx.b, ctx.in_types[0]
+        x = inputs[0]
+        nearest = opts["method"] == "nearest"
+        work = t.dtype if nearest or t.dtype in ("f32", "f64") else "f64"
+        if work != t.dtype:
+            x = b.cast(x, work)
+        for axis, size in self._sizes(t.rank, opts):
+            n = t.shape[axis]
+            if n is None:
+                raise ShapeError(
+                    f"resize needs a static size for spatial axis {axis} to build its "
+                    f"sampling tables, got input shape {_fmt(t.shape)}"
+                )
+            if n == size:
+                continue
+            if nearest:
+                x = b.op("Gather", [x, b.ints(nearest_indices(n, size), "indices")], axis=axis)
+                continue
+            w = b.const(resize_weights(n, size, opts["method"], opts["antialias"]), work, "weights")
+            last = t.rank - 1
+            perm = list(range(t.rank))
+            perm[axis], perm[last] = last, axis  # a swap is its own inverse
+            if axis != last:
+                x = b.op("Transpose", [x], perm=perm)
+            x = b.op("MatMul", [x, w])
+            if axis != last:
+                x = b.op("Transpose", [x], perm=perm)
+        return x if work == t.dtype else b.cast(x, t.dtype)
+
     cases: ClassVar[list[Case]] = [
         Case("nearest_up", lambda x: resize(x, (5, 5)), [TensorType((None, 3, 3, 2))]),
         Case(
@@ -447,6 +515,21 @@ class Resize(Op):
         ),
         Case(
             "lanczos3_1d", lambda x: resize(x, (9,), method="lanczos3"), [TensorType((None, 5, 2))]
+        ),
+        Case(
+            "lanczos5_down_first",
+            lambda x: resize(x, (3, 4), method="lanczos5", channels="first"),
+            [TensorType((None, 2, 7, 4))],
+        ),
+        Case(
+            "bicubic_3d_mixed",
+            lambda x: resize(x, (2, 5, 3), method="bicubic", antialias=False),
+            [TensorType((None, 4, 3, 3, 2))],
+        ),
+        Case(
+            "nearest_3d_first",
+            lambda x: resize(x, (3, 2, 5), channels="first"),
+            [TensorType((None, 2, 2, 4, 3))],
         ),
     ]
 
