@@ -9,8 +9,18 @@ reports the advanced key with `ctx.set_state("key", ...)`, so repeated train
 calls give fresh masks and a run is reproducible from the seed.
 
 The random stream is numpy's Philox keyed by the key (Axon uses Nx's threefry,
-so masks agree with Axon in distribution, not bit for bit). A mask element
-keeps its input when `uniform[0, 1) < keep = 1 - rate`.
+so masks agree with Axon in distribution, not bit for bit). The uniforms are
+rounded to float32 and a mask element keeps its input when
+`float32(uniform) < float32(1 - rate)`, so a float32 backend fed the same
+uniforms makes exactly the same decisions.
+
+ONNX: inference mode lowers to Identity. The train-mode graph takes the
+uniforms as a noise input of the mask's shape (`ctx.noise`, drawn by the host
+runtime with `draw(key, shape)` and cast to float32) and does not output a new
+key: the graph cannot run Philox, so the host runtime advances the key itself
+(the `next_key` that `draw` returns), exactly as the reference does. The
+noise input's only dynamic dim is the batch, so a train-mode export needs the
+other dims of the input static.
 
 `seed` defaults to None, which draws a fresh 32-bit seed when the layer is
 created (Axon draws `:erlang.system_time()`), so two dropout layers never share
@@ -26,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..dtypes import TensorType
-from ..errors import ShapeError, StateError
+from ..errors import GraphError, ShapeError, StateError
 from ..initializers import initialize
 from ..interpreter import layer_param
 from ..ir import Axon, make_node
@@ -74,6 +84,11 @@ def draw(key: Any, noise_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray
     return gen.random(noise_shape), next_key
 
 
+def _keep_threshold(rate: float) -> np.float32:
+    """The float32 keep probability the float32 uniforms are compared with."""
+    return np.float32(1.0 - rate)
+
+
 class _Dropout(Op):
     """Shared rules: options, the train-only `key` state, identity in inference mode."""
 
@@ -114,12 +129,40 @@ class _Dropout(Op):
             raise StateError(
                 f"layer {ctx.name!r}: 'key' must be a u32[2] PRNG key, got shape {key.shape}"
             )
-        noise_shape = (*x.shape[:-1], 1) if self.spatial else x.shape
-        uniform, next_key = draw(key, noise_shape)
-        keep = np.broadcast_to(uniform < 1.0 - opts["rate"], x.shape)
+        uniform, next_key = draw(key, self.noise_shape(x.shape))
+        keep = np.broadcast_to(uniform.astype(np.float32) < _keep_threshold(opts["rate"]), x.shape)
         ctx.set_state("key", next_key)
         out = self.apply(x.astype(np.float64), keep, opts["rate"])
         return out.astype(x.dtype if x.dtype.kind == "f" else np.float32)
+
+    def noise_shape(self, shape: tuple) -> tuple:
+        """The mask's shape: the input's, or with channels 1 for the spatial variants (Axon)."""
+        return (*shape[:-1], 1) if self.spatial else tuple(shape)
+
+    def onnx(self, ctx, inputs, opts):
+        (x,) = inputs
+        b = ctx.b
+        if ctx.mode != "train":
+            return b.op("Identity", [x])
+        t = ctx.in_types[0]
+        dtype = t.dtype if t.dtype in ("f16", "f32", "f64") else "f32"
+        if dtype != t.dtype:
+            x = b.cast(x, dtype)
+        shape = self.noise_shape(t.shape)
+        if None in shape[1:]:
+            raise GraphError(
+                f"layer {ctx.name!r}: a train-mode ONNX graph takes the dropout noise as an "
+                f"input whose only dynamic dim is the batch, but the mask shape is {shape}; "
+                "give the input static non-batch dims (a template) to export it"
+            )
+        uniform = ctx.noise(shape)
+        keep = b.op("Less", [uniform, b.const(_keep_threshold(opts["rate"]), "f32", "keep")])
+        return self.lower_apply(b, x, keep, opts["rate"], dtype)
+
+    def lower_apply(self, b: Any, x: str, keep: str, rate: float, dtype: str) -> str:
+        """ONNX nodes of `apply` (the mask `keep` is bool and broadcasts against `x`)."""
+        scaled = b.op("Div", [x, b.const(1.0 - rate, dtype, "keep_prob")])
+        return b.op("Where", [keep, scaled, b.const(0.0, dtype, "zero")])
 
     def apply(self, x: np.ndarray, keep: np.ndarray, rate: float) -> np.ndarray:
         """Standard dropout: kept values scaled by 1 / (1 - rate), dropped ones zero."""
@@ -134,6 +177,7 @@ class Dropout(_Dropout):
     doc = "Train mode: elementwise mask, kept x / (1 - rate), dropped 0; inference: identity."
     cases = [
         Case("rank2", lambda x: dropout(x, seed=1), [TensorType((None, 6))]),
+        Case("rate0", lambda x: dropout(x, rate=0.0, seed=10), [TensorType((None, 3, 2))]),
         Case(
             "rank4_rate0.2", lambda x: dropout(x, rate=0.2, seed=2), [TensorType((None, 4, 4, 3))]
         ),
@@ -156,6 +200,11 @@ class SpatialDropout(_Dropout):
     cases = [
         Case("rank3", lambda x: spatial_dropout(x, seed=3), [TensorType((None, 5, 4))]),
         Case("rank4", lambda x: spatial_dropout(x, seed=4), [TensorType((None, 4, 4, 3))]),
+        Case(
+            "rank3_rate0.2",
+            lambda x: spatial_dropout(x, rate=0.2, seed=9),
+            [TensorType((None, 7, 4))],
+        ),
     ]
 
 
@@ -182,6 +231,13 @@ class AlphaDropout(_Dropout):
         b = -a * ALPHA_P * rate
         return a * np.where(keep, x, ALPHA_P) + b
 
+    def lower_apply(self, b, x, keep, rate, dtype):
+        keep_prob = 1.0 - rate
+        a = 1.0 / np.sqrt(keep_prob * ALPHA_P**2)
+        masked = b.op("Where", [keep, x, b.const(ALPHA_P, dtype, "alpha_p")])
+        scaled = b.op("Mul", [masked, b.const(a, dtype, "a")])
+        return b.op("Add", [scaled, b.const(-a * ALPHA_P * rate, dtype, "b")])
+
 
 @register
 class FeatureAlphaDropout(_Dropout):
@@ -200,6 +256,11 @@ class FeatureAlphaDropout(_Dropout):
     def apply(self, x, keep, rate):
         selu = SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
         return np.where(keep, x / (1.0 - rate), -selu)
+
+    def lower_apply(self, b, x, keep, rate, dtype):
+        scaled = b.op("Div", [x, b.const(1.0 - rate, dtype, "keep_prob")])
+        neg_selu = b.op("Neg", [b.op("Selu", [x], alpha=SELU_ALPHA, gamma=SELU_SCALE)])
+        return b.op("Where", [keep, scaled, neg_selu])
 
 
 @layer_api

@@ -10,6 +10,14 @@ as in ONNX BatchNormalization, the opposite of PyTorch). Default gamma
 initializers are Axon's: glorot_uniform for batch/instance/layer norm, ones for
 group_norm and rms_norm. Everything is computed in float64 and cast back to the
 input dtype.
+
+ONNX lowering: every op is decomposed into basic ops (ReduceMean, Sub, Mul,
+Sqrt, Div, Add) computed in the input dtype, with the {C} parameter vectors
+reshaped to broadcast along the channel axis; batch_norm and instance_norm
+with running statistics on the ONNX channel axis 1 use BatchNormalization.
+ONNX's LayerNormalization normalises over every axis from `axis` on (not the
+channel axis alone) and GroupNormalization changed meaning between opsets 18
+and 21, so neither is used.
 """
 
 from __future__ import annotations
@@ -81,6 +89,41 @@ def _channel_vectors(
 ) -> list[np.ndarray]:
     """The named per-channel vectors as float64, shaped to broadcast along `axis` of `x`."""
     return [_broadcast(_vector(params, k, x.shape[axis], ctx), x.ndim, axis) for k in keys]
+
+
+def _onnx_float(ctx: Any, x: str) -> tuple[str, str]:
+    """The input value in a float dtype (f32 for non-floats) and that dtype's name."""
+    t = ctx.in_types[0]
+    dtype = t.dtype if t.dtype in ("f16", "f32", "f64") else "f32"
+    return (x if dtype == t.dtype else ctx.b.cast(x, dtype)), dtype
+
+
+def _onnx_vector(ctx: Any, key: str, dtype: str, rank: int, axis: int) -> str:
+    """Parameter/state `key` {C} in `dtype`, shaped to broadcast along `axis` (of `rank` dims)."""
+    b = ctx.b
+    vec = ctx.param(key)
+    if dtype != "f32":
+        vec = b.cast(vec, dtype)
+    trailing = rank - 1 - axis
+    if trailing == 0:
+        return vec
+    return b.op("Reshape", [vec, b.ints([-1] + [1] * trailing, "channel_shape")])
+
+
+def _onnx_moments(b: Any, x: str, axes: tuple[int, ...]) -> tuple[str, str, str]:
+    """(mean, x - mean, biased variance) over `axes`, kept as size-1 dims."""
+    mean = b.reduce("ReduceMean", x, axes, keepdims=True)
+    centered = b.op("Sub", [x, mean])
+    var = b.reduce("ReduceMean", b.op("Mul", [centered, centered]), axes, keepdims=True)
+    return mean, centered, var
+
+
+def _onnx_normalize(
+    b: Any, centered: str, var: str, gamma: str, beta: str, eps: float, dtype: str
+) -> str:
+    """gamma * centered / sqrt(var + eps) + beta."""
+    std = b.op("Sqrt", [b.op("Add", [var, b.const(eps, dtype, "epsilon")])])
+    return b.op("Add", [b.op("Mul", [b.op("Div", [centered, std]), gamma]), beta])
 
 
 _GAMMA_GLOROT = Option(
@@ -183,6 +226,34 @@ class _StatefulNorm(_Norm):
         out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
         return out.astype(float_or_f32_np(x.dtype))
 
+    def onnx(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        x, dtype = _onnx_float(ctx, inputs[0])
+        axis, eps = opts["channel_index"] % t.rank, opts["epsilon"]
+        if ctx.mode != "train" or opts["use_running_stats"]:
+            if axis == 1:
+                names = [ctx.param(k) for k in ("gamma", "beta", "mean", "var")]
+                if dtype != "f32":
+                    names = [b.cast(v, dtype) for v in names]
+                return b.op("BatchNormalization", [x, *names], epsilon=float(eps))
+            mean, var = (_onnx_vector(ctx, k, dtype, t.rank, axis) for k in ("mean", "var"))
+            centered = b.op("Sub", [x, mean])
+        else:
+            axes = self.reduction_axes(t.rank, axis)
+            mean, centered, var = _onnx_moments(b, x, axes)
+            c = t.shape[axis]
+            state_shape = (t.shape[0], c) if self.per_instance else (c,)
+            m = opts["momentum"]
+            for key, batch in (("mean", mean), ("var", var)):
+                flat = b.op("Reshape", [batch, b.ints([-1, c] if self.per_instance else [c])])
+                if dtype != "f32":
+                    flat = b.cast(flat, "f32")
+                old = b.op("Mul", [ctx.param(key), b.const(m, "f32", "momentum")])
+                new = b.op("Mul", [flat, b.const(1.0 - m, "f32", "one_minus_momentum")])
+                ctx.set_state(key, b.op("Add", [old, new]), TensorType(state_shape, "f32"))
+        gamma, beta = (_onnx_vector(ctx, k, dtype, t.rank, axis) for k in ("gamma", "beta"))
+        return _onnx_normalize(b, centered, var, gamma, beta, eps, dtype)
+
 
 @register
 class BatchNorm(_StatefulNorm):
@@ -216,6 +287,22 @@ class BatchNorm(_StatefulNorm):
             lambda x: batch_norm(x, use_running_stats=True),
             [TensorType((None, 4, 3))],
         ),
+        Case(
+            "rank3_channels_first",
+            lambda x: batch_norm(x, channel_index=1),
+            [TensorType((None, 3, 5))],
+        ),
+        Case(
+            "rank5_channels_first_dynamic_spatial",
+            lambda x: batch_norm(x, channel_index=1, momentum=0.5),
+            [TensorType((None, 2, None, 3, 2))],
+        ),
+        Case("rank5_channels_last", lambda x: batch_norm(x), [TensorType((None, 2, 3, 2, 4))]),
+        Case(
+            "channel_index_2_of_4",
+            lambda x: batch_norm(x, channel_index=2),
+            [TensorType((None, 2, 3, 2))],
+        ),
     ]
 
 
@@ -243,6 +330,16 @@ class InstanceNorm(_StatefulNorm):
             [TensorType((None, 3, 4, 4))],
         ),
         Case("rank3", lambda x: instance_norm(x), [TensorType((None, 5, 2))]),
+        Case(
+            "rank5_dynamic_spatial",
+            lambda x: instance_norm(x, momentum=0.7),
+            [TensorType((None, None, 3, 2, 2))],
+        ),
+        Case(
+            "use_running_stats_channels_first",
+            lambda x: instance_norm(x, channel_index=1, use_running_stats=True),
+            [TensorType((None, 3, 4))],
+        ),
     ]
 
 
@@ -262,6 +359,11 @@ class LayerNorm(_Norm):
         Case("rank2", lambda x: layer_norm(x), [TensorType((None, 6))]),
         Case("rank3", lambda x: layer_norm(x), [TensorType((None, 3, 4))]),
         Case(
+            "rank3_channel_index_1_eps",
+            lambda x: layer_norm(x, channel_index=1, epsilon=1e-3),
+            [TensorType((None, 4, 3))],
+        ),
+        Case(
             "rank4_channel_index_1",
             lambda x: layer_norm(x, channel_index=1),
             [TensorType((None, 3, 2, 2))],
@@ -280,6 +382,14 @@ class LayerNorm(_Norm):
         var = xd.var(axis=axis, keepdims=True)
         out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
         return out.astype(float_or_f32_np(x.dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        t = ctx.in_types[0]
+        x, dtype = _onnx_float(ctx, inputs[0])
+        axis = opts["channel_index"] % t.rank
+        _, centered, var = _onnx_moments(ctx.b, x, (axis,))
+        gamma, beta = (_onnx_vector(ctx, k, dtype, t.rank, axis) for k in ("gamma", "beta"))
+        return _onnx_normalize(ctx.b, centered, var, gamma, beta, opts["epsilon"], dtype)
 
 
 @register
@@ -312,6 +422,16 @@ class GroupNorm(_Norm):
             [TensorType((None, 6, 4, 4))],
         ),
         Case("one_group_rank3", lambda x: group_norm(x, 1), [TensorType((None, 5, 4))]),
+        Case(
+            "channels_first_dynamic_spatial",
+            lambda x: group_norm(x, 2, channel_index=1, epsilon=1e-3),
+            [TensorType((None, 4, None, 3))],
+        ),
+        Case(
+            "channels_last_dynamic_spatial",
+            lambda x: group_norm(x, 4),
+            [TensorType((None, None, 3, 8))],
+        ),
     ]
 
     def infer(self, types, opts, node):
@@ -336,6 +456,21 @@ class GroupNorm(_Norm):
         var = grouped.var(axis=axes, keepdims=True)
         normed = ((grouped - mean) / np.sqrt(var + opts["epsilon"])).reshape(x.shape)
         return (normed * gamma + beta).astype(float_or_f32_np(x.dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        # Split the channel axis into (groups, rest) with the following axes merged into
+        # "rest": the statistics cover the same elements, and only the leading dims
+        # (copied with 0) and one -1 appear in the shape, so dynamic dims are fine.
+        b, t = ctx.b, ctx.in_types[0]
+        x, dtype = _onnx_float(ctx, inputs[0])
+        axis, g = opts["channel_index"] % t.rank, opts["num_groups"]
+        grouped = b.op("Reshape", [x, b.ints([0] * axis + [g, -1], "grouped_shape")])
+        axes = (*range(1, axis), axis + 1)
+        _, centered, var = _onnx_moments(b, grouped, axes)
+        std = b.op("Sqrt", [b.op("Add", [var, b.const(opts["epsilon"], dtype, "epsilon")])])
+        normed = b.op("Reshape", [b.op("Div", [centered, std]), b.op("Shape", [x])])
+        gamma, beta = (_onnx_vector(ctx, k, dtype, t.rank, axis) for k in ("gamma", "beta"))
+        return b.op("Add", [b.op("Mul", [normed, gamma]), beta])
 
 
 def _check_groups(channels: int, groups: int) -> None:
@@ -378,6 +513,11 @@ class RmsNorm(_Norm):
             lambda x: rms_norm(x, shift=1.0, channel_index=1),
             [TensorType((None, 4, 3))],
         ),
+        Case(
+            "upcast_all_eps",
+            lambda x: rms_norm(x, upcast="all", epsilon=1e-3),
+            [TensorType((None, 2, 5))],
+        ),
     ]
 
     def params(self, types, opts, mode, node):
@@ -393,6 +533,18 @@ class RmsNorm(_Norm):
         if opts["upcast"] == "normalization":
             normed = normed.astype(float_or_f32_np(x.dtype)).astype(np.float64)
         return (normed * (opts["shift"] + gamma)).astype(float_or_f32_np(x.dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        x, dtype = _onnx_float(ctx, inputs[0])
+        axis = opts["channel_index"] % t.rank
+        mean_sq = b.reduce("ReduceMean", b.op("Mul", [x, x]), (axis,), keepdims=True)
+        rms = b.op("Sqrt", [b.op("Add", [mean_sq, b.const(opts["epsilon"], dtype, "epsilon")])])
+        normed = b.op("Div", [x, rms])
+        scale = _onnx_vector(ctx, "gamma", dtype, t.rank, axis)
+        if opts["shift"]:
+            scale = b.op("Add", [scale, b.const(opts["shift"], dtype, "shift")])
+        return b.op("Mul", [normed, scale])
 
 
 @layer_api

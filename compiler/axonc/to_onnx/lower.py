@@ -43,9 +43,10 @@ class LowerContext:
         """The ONNX value holding this layer's parameter or state `key` (a path)."""
         return self._lowering.param((*self.path, *key))
 
-    def set_state(self, key: str, value: str) -> None:
-        """Report the updated value of this layer's state `key` (train mode)."""
+    def set_state(self, key: str, value: str, t: TensorType) -> None:
+        """Report the updated value (of type `t`) of this layer's state `key` (train mode)."""
         self._lowering.new_state[(*self.path, key)] = value
+        self._lowering.value_types[value] = t
 
     def noise(self, shape: tuple[int | None, ...], key: str = "noise") -> str:
         """A graph input of uniform [0, 1) f32 samples of `shape` (None = the batch size).
@@ -63,8 +64,16 @@ class LowerContext:
 class Lowering:
     """Lowers one IR graph (and its subgraphs) into an OnnxBuilder."""
 
-    def __init__(self, b: OnnxBuilder, mode: str, params: Mapping[str, Any], state_paths: set):
+    def __init__(
+        self,
+        b: OnnxBuilder,
+        mode: str,
+        params: Mapping[str, Any],
+        state_paths: set,
+        params_as_inputs: bool = False,
+    ):
         self.b = b
+        self.params_as_inputs = params_as_inputs
         self.mode = mode
         self.params = params
         self.state_paths = state_paths
@@ -79,7 +88,9 @@ class Lowering:
                 raise GraphError(f"no value for parameter {'/'.join(path)!r}; initialise the model")
             name = "/".join(path)
             arr = np.asarray(value)
-            if self.mode == "train" and path in self.state_paths:
+            if self.params_as_inputs:
+                self.b.add_input(name, TensorType(arr.shape, _dtype(arr)))
+            elif self.mode == "train" and path in self.state_paths:
                 self.b.add_input(name, TensorType(arr.shape, _dtype(arr)))
                 self.b.initializers.append(_tensor(arr, name))
             else:
