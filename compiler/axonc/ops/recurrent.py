@@ -9,15 +9,19 @@ offset for lstm, GRU with linear-before-reset, ConvLSTM gates i, g, f, o with a
 hard-coded forget +1. Without an explicit hidden state the initial state is drawn
 at forward time from `recurrent_initializer` with the `seed` option (c and h from
 the same seed, hence equal, as in Axon, whose two state layers share one key).
+ONNX: lstm/gru map onto ONNX LSTM/GRU when they can (no mask, activations the
+RNN ops express), else unroll into a Scan (or inline steps for unroll="static");
+a random initial state cannot be exported (it depends on the batch size).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, same_dim, with_f32_params, with_f32_params_np
+from ..dtypes import TensorType, is_float, same_dim, with_f32_params, with_f32_params_np
 from ..errors import OptionError, ShapeError
 from ..initializers import check_initializer, initialize
 from ..interpreter import layer_param
@@ -37,6 +41,7 @@ from ..registry import (
 )
 from ._spatial import check_padding, per_dim, resolve_padding, window_out
 from .activation import ACTIVATIONS
+from .activation import _lower as lower_activation
 from .special import container, unpack
 
 
@@ -183,6 +188,54 @@ class _Recurrent(Op):
         drawn = initialize(opts["recurrent_initializer"], shape, "f32", opts["seed"])
         return [drawn.astype(np.float64) for _ in range(self.n_states)]
 
+    def _onnx_initial(
+        self, ctx: Any, x: str, states: list[str], opts: dict[str, Any], tail: list[str]
+    ):
+        """ONNX values of the initial states: the given ones, or the deterministic initializer's.
+
+        `tail` holds 1-D int64 values that follow the batch in the state shape. A random
+        recurrent_initializer draws a tensor whose values depend on the batch size from a
+        host generator, which no ONNX graph reproduces: that configuration is refused.
+        """
+        b, dt = ctx.b, ctx.out_type[0].dtype
+        if states:
+            types = ctx.in_types[1 : 1 + self.n_states]
+            return [_cast_to(b, s, t.dtype, dt) for s, t in zip(states, types, strict=True)]
+        spec = opts["recurrent_initializer"]
+        if spec["name"] not in _EXPORTABLE_INITIAL:
+            from ..to_onnx.lower import UnsupportedOpsError
+
+            form = "(c, h)" if self.n_states == 2 else "(h,)"
+            raise UnsupportedOpsError(
+                f"{self.name} layer {ctx.name!r}: without initial states it draws them at run "
+                f"time from recurrent_initializer {spec['name']!r} (seed {opts['seed']}), a "
+                "tensor whose values depend on the batch size, which an ONNX graph cannot "
+                f"reproduce; pass the initial states as inputs ({self.name}(x, {form}, units)) "
+                f"or use a deterministic recurrent_initializer ({', '.join(_EXPORTABLE_INITIAL)})"
+            )
+        shape = b.op("Concat", [b.op("Shape", [x], start=0, end=1), *tail], axis=0)
+        if spec["name"] == "identity":
+            # Nx.eye over the last two axes, broadcast over the leading ones
+            last2 = b.op("Slice", [shape, b.ints([-2]), b.ints([np.iinfo(np.int64).max])])
+            zero = b.const(0.0, dt, "zero")
+            value = b.op("Expand", [b.op("EyeLike", [b.op("Expand", [zero, last2])]), shape])
+        else:
+            fill = {"zeros": 0.0, "ones": 1.0}.get(spec["name"], spec.get("value"))
+            # the reference draws in f32 before computing in f64
+            value = b.op("Expand", [b.const(np.float32(fill), dt, "fill"), shape])
+        return [value] * self.n_states
+
+    @staticmethod
+    def _onnx_params(ctx: Any, dtype: str) -> Callable[..., str]:
+        """A getter of this layer's (f32) parameters as ONNX values of `dtype`."""
+        return lambda *key: _cast_to(ctx.b, ctx.param(*key), "f32", dtype)
+
+    @staticmethod
+    def _inline(ctx: Any, opts: dict[str, Any]) -> bool:
+        """Unroll step by step (unroll="static" and a known time dim) rather than Scan."""
+        t = ctx.in_types[0].shape[1]
+        return opts["unroll"] == "static" and t is not None and t > 0
+
     @staticmethod
     def _mask_steps(m: Any, batch: int, time: int) -> np.ndarray:
         """A (batch, time) bool array: True where the cell keeps its previous state."""
@@ -202,6 +255,202 @@ def _gate_weights(ctx: Any, params: dict[str, Any], names: list[str], key: str):
     """The named per-gate tensors of one parameter group, as float64."""
     group = layer_param(params, key, ctx)
     return [np.asarray(layer_param(group, n, ctx), dtype=np.float64) for n in names]
+
+
+# ---------------------------------------------------------------------------
+# ONNX lowering helpers. LSTM and GRU without a mask and with activations ONNX's
+# RNN ops can express lower to ONNX LSTM / GRU; everything else (masks, other
+# activations, ConvLSTM) is unrolled: inlined step by step for unroll="static"
+# with a known time dim, else a Scan over the time axis.
+
+# The deterministic recurrent initializers: their (batch, ...) draw is a formula of the shape.
+_EXPORTABLE_INITIAL = ("zeros", "ones", "full", "identity")
+# Axon activation -> ONNX RNN activation (the `activations` attribute) and its alpha/beta.
+_RNN_ACTIVATIONS = {
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "relu": "Relu",
+    "softsign": "Softsign",
+    "softplus": "Softplus",
+    "hard_sigmoid": "HardSigmoid",
+    "elu": "Elu",
+    "leaky_relu": "LeakyRelu",
+    "linear": "Affine",
+}
+
+
+def _rnn_activation_attrs(names: list[str], default: list[str]) -> dict[str, Any] | None:
+    """ONNX LSTM/GRU activation attributes for Axon activations `names`, or None if inexpressible.
+
+    ONNX consumes activation_alpha/beta "in the order of the activation functions";
+    runtimes differ on whether functions without an alpha take a slot, so the
+    attributes are used only when every function that needs one agrees on the
+    value, which then fills every slot.
+    """
+    if any(n not in _RNN_ACTIVATIONS for n in names):
+        return None
+    alphas, betas = set(), set()
+    for n in names:
+        opts = {k: float(o.default) for k, o in ACTIVATIONS[n][1].items()}
+        if n == "linear":
+            opts = {"alpha": 1.0, "beta": 0.0}
+        alphas |= {opts["alpha"]} if "alpha" in opts else set()
+        betas |= {opts["beta"]} if "beta" in opts else set()
+    if len(alphas) > 1 or len(betas) > 1:
+        return None
+    if names == default:
+        return {}
+    attrs: dict[str, Any] = {"activations": [_RNN_ACTIVATIONS[n] for n in names]}
+    if alphas:
+        attrs["activation_alpha"] = [alphas.pop()] * len(names)
+    if betas:
+        attrs["activation_beta"] = [betas.pop()] * len(names)
+    return attrs
+
+
+def _act(b: Any, name: str, x: str, dtype: str) -> str:
+    """ONNX nodes for a named activation with its default options (as `_apply`)."""
+    return lower_activation(
+        b, name, x, {k: o.default for k, o in ACTIVATIONS[name][1].items()}, dtype
+    )
+
+
+def _body_builder(b: Any) -> Any:
+    """A builder for a Scan body whose names stay unique with the outer graph's.
+
+    Its constants are stored as initializers of the outer graph, which the body
+    reads from the enclosing scope, as it reads the parameters.
+    """
+    body = type(b)(b.opset)
+    body._names = b._names
+    body._consts = b._consts
+    body.initializers = b.initializers
+    body.scope = f"{b.scope}/loop" if b.scope else "loop"
+    return body
+
+
+def _value_info(name: str, dtype: str, shape: tuple) -> Any:
+    from onnx import helper
+
+    from ..to_onnx.builder import onnx_dtype
+
+    return helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape))
+
+
+Step = Callable[[Any, list[str], list[str]], tuple[list[str], str]]
+
+
+def _recur(
+    ctx: Any,
+    seqs: list[tuple[str, str, tuple]],
+    init: list[tuple[str, str, tuple]],
+    step: Step,
+    out_info: tuple[str, tuple],
+    inline: bool,
+) -> tuple[str, list[str]]:
+    """Run `step(builder, per-step inputs, states) -> (new states, output)` over the time axis.
+
+    `seqs` are (value, dtype, per-step shape) sliced along axis 1; `init` the initial
+    states as (value, dtype, shape); `out_info` the output's (dtype, per-step shape).
+    Returns the outputs stacked on axis 1 and the final states. `inline` unrolls
+    step by step (the time dim must be known), else a Scan loops over it.
+    """
+    from onnx import helper
+
+    b = ctx.b
+    if inline:
+        states = [v for v, _, _ in init]
+        outs = []
+        for t in range(ctx.in_types[0].shape[1]):
+            idx = b.ints([t], hint="step")
+            xs = [_squeeze(b, b.op("Gather", [v, idx], axis=1), 1) for v, _, _ in seqs]
+            states, out = step(b, xs, states)
+            outs.append(b.op("Unsqueeze", [out, b.ints([1])]))
+        seq = outs[0] if len(outs) == 1 else b.op("Concat", outs, axis=1)
+        return seq, states
+    body = _body_builder(b)
+    state_in = [body.fresh(f"{body.scope}/state") for _ in init]
+    seq_in = [body.fresh(f"{body.scope}/step_input") for _ in seqs]
+    new_states, out = step(body, seq_in, list(state_in))
+    outputs, seen = [], set(state_in) | set(seq_in)
+    for v in [*new_states, out]:
+        outputs.append(body.op("Identity", [v]) if v in seen else v)
+        seen.add(outputs[-1])
+    graph = helper.make_graph(
+        body.nodes,
+        f"{ctx.name}_step".replace("/", "_"),
+        [_value_info(n, d, s) for n, (_, d, s) in zip(state_in, init, strict=True)]
+        + [_value_info(n, d, s) for n, (_, d, s) in zip(seq_in, seqs, strict=True)],
+        [_value_info(n, d, s) for n, (_, d, s) in zip(outputs[:-1], init, strict=True)]
+        + [_value_info(outputs[-1], *out_info)],
+    )
+    results = b.op(
+        "Scan",
+        [*(v for v, _, _ in init), *(v for v, _, _ in seqs)],
+        outputs=len(init) + 1,
+        body=graph,
+        num_scan_inputs=len(seqs),
+        scan_input_axes=[1] * len(seqs),
+        scan_output_axes=[1],
+    )
+    return results[-1], results[:-1]
+
+
+def _keep_onnx(ctx: Any, m: str, mt: TensorType, x: str) -> str:
+    """The (batch, time) bool 'keep the previous state' tensor, as `_keep_mask` + broadcast."""
+    b = ctx.b
+    if is_float(mt.dtype):
+        m, zero = b.cast(m, "s64"), b.const(np.int64(0), hint="zero")
+    else:
+        m = m if mt.dtype == "u8" else b.cast(m, "u8")
+        zero = b.const(np.uint8(0), hint="zero")
+    keep = b.op("Not", [b.op("Equal", [m, zero])])
+    return b.op("Expand", [keep, b.op("Shape", [x], start=0, end=2)])
+
+
+def _cast_to(b: Any, v: str, have: str, want: str) -> str:
+    return v if have == want else b.cast(v, want)
+
+
+def _unsqueeze(b: Any, v: str, axis: int) -> str:
+    return b.op("Unsqueeze", [v, b.ints([axis])])
+
+
+def _squeeze(b: Any, v: str, axis: int) -> str:
+    return b.op("Squeeze", [v, b.ints([axis])])
+
+
+def _time_major(b: Any, x: str) -> str:
+    """(batch, time, features) -> (time, batch, features), ONNX RNNs' layout 0."""
+    return b.op("Transpose", [x], perm=[1, 0, 2])
+
+
+def _batch_major(b: Any, y: str) -> str:
+    """ONNX RNN output Y (time, 1, batch, units) -> (batch, time, units)."""
+    return b.op("Transpose", [_squeeze(b, y, 1)], perm=[1, 0, 2])
+
+
+def _packed_kernel(b: Any, kernels: list[str]) -> str:
+    """Per-gate (in, U) kernels -> ONNX's (1, gates * U, in)."""
+    return _unsqueeze(b, b.op("Transpose", [b.op("Concat", kernels, axis=1)], perm=[1, 0]), 0)
+
+
+def _packed_bias(b: Any, biases: list[str]) -> str:
+    """Per-gate (U,) biases -> ONNX's (1, n * U)."""
+    return _unsqueeze(b, b.op("Concat", biases, axis=0), 0)
+
+
+def _conv_onnx(
+    b: Any, x: str, w: str, bias: str | None, strides: tuple, pads: tuple[tuple[int, int], ...]
+) -> str:
+    """ONNX Conv of a channels-first x with explicit (lo, hi) pads; negative pads crop first."""
+    n = len(pads)
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        starts = [max(-lo, 0) for lo, _ in pads]
+        ends = [hi if hi < 0 else np.iinfo(np.int64).max for _, hi in pads]
+        x = b.op("Slice", [x, b.ints(starts), b.ints(ends), b.ints(range(2, 2 + n))])
+    onnx_pads = [max(lo, 0) for lo, _ in pads] + [max(hi, 0) for _, hi in pads]
+    return b.op("Conv", [x, w, *([bias] if bias else [])], strides=list(strides), pads=onnx_pads)
 
 
 @register
@@ -260,6 +509,65 @@ class LSTM(_Recurrent):
         dt = with_f32_params_np(np.asarray(inputs[0]).dtype)
         return (seq.astype(dt), (c.astype(dt), h.astype(dt)))
 
+    def onnx(self, ctx, inputs, opts):
+        x, states, m = self._split(inputs, opts)
+        b, u, dt = ctx.b, opts["units"], ctx.out_type[0].dtype
+        x = _cast_to(b, x, ctx.in_types[0].dtype, dt)
+        c0, h0 = self._onnx_initial(ctx, x, states, opts, [b.ints([u])])
+        p = self._onnx_params(ctx, dt)
+        gate, act = opts["gate"], opts["activation"]
+        attrs = _rnn_activation_attrs([gate, act, act], ["sigmoid", "tanh", "tanh"])
+        if m is None and attrs is not None and dt == "f32":
+            # ONNX LSTM: gates i, o, f, c; W (1, 4U, in), R (1, 4U, U), B (1, 8U) = [Wb, Rb]
+            order = "iofg"
+            w = _packed_kernel(b, [p("input_kernel", f"wi{g}") for g in order])
+            r = _packed_kernel(b, [p("hidden_kernel", f"wh{g}") for g in order])
+            bias = ""
+            if opts["use_bias"]:
+                zeros = b.const(np.zeros(4 * u, np.float32), hint="zeros")
+                bias = _packed_bias(b, [*(p("bias", f"b{g}") for g in order), zeros])
+            y, y_h, y_c = b.op(
+                "LSTM",
+                [_time_major(b, x), w, r, bias, "", _unsqueeze(b, h0, 0), _unsqueeze(b, c0, 0)],
+                outputs=3,
+                hidden_size=u,
+                **attrs,
+            )
+            return (_batch_major(b, y), (_squeeze(b, y_c, 0), _squeeze(b, y_h, 0)))
+        wi = b.op("Concat", [p("input_kernel", f"wi{g}") for g in "ifgo"], axis=1)
+        wh = b.op("Concat", [p("hidden_kernel", f"wh{g}") for g in "ifgo"], axis=1)
+        xw = b.op("MatMul", [x, wi])
+        if opts["use_bias"]:
+            xw = b.op("Add", [xw, b.op("Concat", [p("bias", f"b{g}") for g in "ifgo"], axis=0)])
+        seqs = [(xw, dt, (None, 4 * u))]
+        if m is not None:
+            seqs.append((_keep_onnx(ctx, m, ctx.in_types[-1], x), "pred", (None,)))
+
+        def step(bb, xs, states):
+            c, h = states
+            gates = bb.op("Add", [xs[0], bb.op("MatMul", [h, wh])])
+            i, f, g, o = bb.op("Split", [gates, bb.ints([u] * 4)], outputs=4, axis=1)
+            i, f, o = (_act(bb, gate, v, dt) for v in (i, f, o))
+            g = _act(bb, act, g, dt)
+            new_c = bb.op("Add", [bb.op("Mul", [f, c]), bb.op("Mul", [i, g])])
+            new_h = bb.op("Mul", [o, _act(bb, act, new_c, dt)])
+            if m is not None:
+                keep = _unsqueeze(bb, xs[1], 1)
+                new_c = bb.op("Where", [keep, c, new_c])
+                new_h = bb.op("Where", [keep, h, new_h])
+            return [new_c, new_h], new_h
+
+        state = (None, u)
+        seq, (c, h) = _recur(
+            ctx,
+            seqs,
+            [(c0, dt, state), (h0, dt, state)],
+            step,
+            (dt, state),
+            self._inline(ctx, opts),
+        )
+        return (seq, (c, h))
+
     cases: ClassVar[list[Case]] = [
         Case(
             "zeros_state",
@@ -293,6 +601,28 @@ class LSTM(_Recurrent):
                 lstm(x, 2, activation="relu", gate="hard_sigmoid", recurrent_initializer="zeros")
             ),
             [TensorType((None, 3, 2))],
+        ),
+        Case(
+            "masked_static",
+            lambda x, tok: container(
+                lstm(x, 3, unroll="static", recurrent_initializer="ones", mask=mask(tok, 1))
+            ),
+            [TensorType((None, 4, 2)), TensorType((None, 4), "s64")],
+            int_inputs={1: 3},
+        ),
+        Case(
+            # gate and cell activations whose alphas differ: no ONNX LSTM attribute form
+            "elu_hard_sigmoid_full_state",
+            lambda x: container(
+                lstm(
+                    x,
+                    3,
+                    activation="elu",
+                    gate="hard_sigmoid",
+                    recurrent_initializer={"name": "full", "value": 0.5},
+                )
+            ),
+            [TensorType((None, 4, 2))],
         ),
     ]
 
@@ -347,6 +677,64 @@ class GRU(_Recurrent):
         dt = with_f32_params_np(np.asarray(inputs[0]).dtype)
         return (seq.astype(dt), (h.astype(dt),))
 
+    def onnx(self, ctx, inputs, opts):
+        x, states, m = self._split(inputs, opts)
+        b, u, dt = ctx.b, opts["units"], ctx.out_type[0].dtype
+        x = _cast_to(b, x, ctx.in_types[0].dtype, dt)
+        (h0,) = self._onnx_initial(ctx, x, states, opts, [b.ints([u])])
+        p = self._onnx_params(ctx, dt)
+        gate, act = opts["gate"], opts["activation"]
+        attrs = _rnn_activation_attrs([gate, act], ["sigmoid", "tanh"])
+        zeros = b.const(np.zeros(u), dt, "zeros")
+        if m is None and attrs is not None and dt == "f32":
+            # ONNX GRU, linear_before_reset: gates z, r, h; B = [bz, br, bin, 0, 0, bhn]
+            w = _packed_kernel(b, [p("input_kernel", f"wi{g}") for g in "zrn"])
+            r = _packed_kernel(b, [p("hidden_kernel", f"wh{g}") for g in "zrn"])
+            bias = ""
+            if opts["use_bias"]:
+                parts = [p("bias", n) for n in ("bz", "br", "bin")]
+                bias = _packed_bias(b, [*parts, zeros, zeros, p("bias", "bhn")])
+            y, y_h = b.op(
+                "GRU",
+                [_time_major(b, x), w, r, bias, "", _unsqueeze(b, h0, 0)],
+                outputs=2,
+                hidden_size=u,
+                linear_before_reset=1,
+                **attrs,
+            )
+            return (_batch_major(b, y), (_squeeze(b, y_h, 0),))
+        wi = b.op("Concat", [p("input_kernel", f"wi{g}") for g in "rzn"], axis=1)
+        wh = b.op("Concat", [p("hidden_kernel", f"wh{g}") for g in "rzn"], axis=1)
+        xw = b.op("MatMul", [x, wi])
+        bhn = zeros
+        if opts["use_bias"]:
+            xw = b.op(
+                "Add", [xw, b.op("Concat", [p("bias", n) for n in ("br", "bz", "bin")], axis=0)]
+            )
+            bhn = p("bias", "bhn")
+        seqs = [(xw, dt, (None, 3 * u))]
+        if m is not None:
+            seqs.append((_keep_onnx(ctx, m, ctx.in_types[-1], x), "pred", (None,)))
+
+        def step(bb, xs, states):
+            (h,) = states
+            xr, xz, xn = bb.op("Split", [xs[0], bb.ints([u] * 3)], outputs=3, axis=1)
+            hr, hz, hn = bb.op(
+                "Split", [bb.op("MatMul", [h, wh]), bb.ints([u] * 3)], outputs=3, axis=1
+            )
+            r = _act(bb, gate, bb.op("Add", [xr, hr]), dt)
+            z = _act(bb, gate, bb.op("Add", [xz, hz]), dt)
+            n = _act(bb, act, bb.op("Add", [xn, bb.op("Mul", [r, bb.op("Add", [hn, bhn])])]), dt)
+            one = bb.const(1.0, dt, "one")
+            new_h = bb.op("Add", [bb.op("Mul", [bb.op("Sub", [one, z]), n]), bb.op("Mul", [z, h])])
+            if m is not None:
+                new_h = bb.op("Where", [_unsqueeze(bb, xs[1], 1), h, new_h])
+            return [new_h], new_h
+
+        state = (None, u)
+        seq, (h,) = _recur(ctx, seqs, [(h0, dt, state)], step, (dt, state), self._inline(ctx, opts))
+        return (seq, (h,))
+
     cases: ClassVar[list[Case]] = [
         Case(
             "zeros_state",
@@ -373,6 +761,24 @@ class GRU(_Recurrent):
             lambda x, tok: container(gru(x, 4, recurrent_initializer="zeros", mask=mask(tok, 0))),
             [TensorType((None, 6, 3)), TensorType((None, 6), "s32")],
             int_inputs={1: 3},
+        ),
+        Case(
+            "masked_long",
+            lambda x, tok: container(gru(x, 3, recurrent_initializer="zeros", mask=mask(tok, 0))),
+            [TensorType((None, 9, 2)), TensorType((None, 9), "s32")],
+            int_inputs={1: 3},
+        ),
+        Case(
+            "identity_state_hard_sigmoid",
+            lambda x: container(gru(x, 4, gate="hard_sigmoid", recurrent_initializer="identity")),
+            [TensorType((None, 3, 2))],
+        ),
+        Case(
+            "softsign_static_no_bias",
+            lambda x, h: container(
+                gru(x, (h,), 3, activation="softsign", unroll="static", use_bias=False)
+            ),
+            [TensorType((None, 3, 2)), TensorType((None, 3))],
         ),
     ]
 
@@ -492,6 +898,52 @@ class ConvLSTM(_Recurrent):
         dt = with_f32_params_np(np.asarray(inputs[0]).dtype)
         return (seq.astype(dt), (c[:, None].astype(dt), h[:, None].astype(dt)))
 
+    def onnx(self, ctx, inputs, opts):
+        x, states, _ = self._split(inputs, opts)
+        xt = ctx.in_types[0]
+        b, u, dt = ctx.b, opts["units"], ctx.out_type[0].dtype
+        _, strides, pads = self._geometry(xt, opts)
+        x = _cast_to(b, x, xt.dtype, dt)
+        tail = [b.ints([1, u]), b.op("Shape", [x], start=3)]
+        c0, h0 = (_squeeze(b, s, 1) for s in self._onnx_initial(ctx, x, states, opts, tail))
+        p = self._onnx_params(ctx, dt)
+        wi, wh = p("input_kernel"), p("hidden_kernel")
+        bias = p("bias") if opts["use_bias"] else None
+        one = b.const(1.0, dt, "one")
+
+        def step(bb, xs, states):
+            c, h = states
+            gates = bb.op(
+                "Add",
+                [
+                    _conv_onnx(bb, xs[0], wi, bias, strides, pads),
+                    _conv_onnx(bb, h, wh, None, strides, pads),
+                ],
+            )
+            i, g, f, o = bb.op("Split", [gates, bb.ints([u] * 4)], outputs=4, axis=1)
+            forget = bb.op("Sigmoid", [bb.op("Add", [f, one])])
+            new_c = bb.op(
+                "Add",
+                [
+                    bb.op("Mul", [forget, c]),
+                    bb.op("Mul", [bb.op("Sigmoid", [i]), bb.op("Tanh", [g])]),
+                ],
+            )
+            new_h = bb.op("Mul", [bb.op("Sigmoid", [o]), bb.op("Tanh", [new_c])])
+            return [new_c, new_h], new_h
+
+        state = (None, u, *ctx.out_type[1][0].shape[3:])
+        seqs = [(x, dt, (None, *xt.shape[2:]))]
+        seq, (c, h) = _recur(
+            ctx,
+            seqs,
+            [(c0, dt, state), (h0, dt, state)],
+            step,
+            (dt, state),
+            self._inline(ctx, opts),
+        )
+        return (seq, (_unsqueeze(b, c, 1), _unsqueeze(b, h, 1)))
+
     cases: ClassVar[list[Case]] = [
         Case(
             "k3_zeros_state",
@@ -519,6 +971,25 @@ class ConvLSTM(_Recurrent):
             lambda x: container(conv_lstm(x, 2, kernel_size=2, recurrent_initializer="zeros")),
             [TensorType((None, 3, 2, 5))],
         ),
+        Case(
+            "identity_state",
+            lambda x: container(conv_lstm(x, 2, kernel_size=3, recurrent_initializer="identity")),
+            [TensorType((None, 3, 1, 3, 4))],
+        ),
+        Case(
+            "conv1d_negative_padding_static",
+            lambda x: container(
+                conv_lstm(
+                    x,
+                    2,
+                    kernel_size=3,
+                    padding=[(-1, 3)],
+                    unroll="static",
+                    recurrent_initializer="ones",
+                )
+            ),
+            [TensorType((None, 2, 2, 5))],
+        ),
     ]
 
 
@@ -544,6 +1015,15 @@ class Mask(Op):
         if x.dtype.kind == "f":
             x = np.trunc(x)
         return (x.astype(np.int64) == opts["eos_token"]).astype(np.uint8)
+
+    def onnx(self, ctx, inputs, opts):
+        b, x, t = ctx.b, inputs[0], ctx.in_types[0]
+        # a float input truncates toward zero on the cast, as np.trunc in the reference
+        x = x if t.dtype == "s64" else b.cast(x, "s64")
+        eq = b.op("Equal", [x, b.ints([opts["eos_token"]], hint="eos_token")])
+        if t.rank == 0:
+            eq = b.op("Reshape", [eq, b.ints([], hint="scalar_shape")])
+        return b.cast(eq, "u8")
 
     cases: ClassVar[list[Case]] = [
         Case("tokens", lambda t: mask(t, 0), [TensorType((None, 6), "s32")], int_inputs={0: 4}),
