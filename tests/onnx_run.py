@@ -11,14 +11,14 @@ import onnxruntime as ort
 
 from axonc.ir import tree_map
 from axonc.ops.dropout import draw
+from axonc.to_onnx.compiled import random_input
+from axonc.to_onnx.export import decode_structure
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    return ort.InferenceSession(
-        model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _meta(model: onnx.ModelProto) -> dict[str, str]:
@@ -48,10 +48,12 @@ def run(model: onnx.ModelProto, sess: ort.InferenceSession, feeds: dict, state: 
     graph_inputs = {i.name for i in sess.get_inputs()}
     all_feeds = {k: v for k, v in feeds.items() if k in graph_inputs}
     all_feeds.update(noise_feeds(model, state, batch))
+    for name, spec in json.loads(meta.get("axonc.random_inputs", "{}")).items():
+        all_feeds[name] = random_input(spec, batch)
     names = [o.name for o in sess.get_outputs()]
     values = dict(zip(names, sess.run(names, all_feeds)))
     structure = json.loads(meta["axonc.outputs"])
-    prediction = tree_map(lambda n: values[n], _tuples(structure))
+    prediction = tree_map(lambda n: values[n], decode_structure(structure))
     new_state: dict = {}
     for name, path in json.loads(meta["axonc.state_outputs"]).items():
         cur = new_state
@@ -59,14 +61,3 @@ def run(model: onnx.ModelProto, sess: ort.InferenceSession, feeds: dict, state: 
             cur = cur.setdefault(key, {})
         cur[path[-1]] = values[name]
     return prediction, new_state
-
-
-def _tuples(structure: Any) -> Any:
-    """JSON lists back to the tuples the reference returns (lists stay lists when tagged)."""
-    if isinstance(structure, dict) and set(structure) == {"tuple"}:
-        return tuple(_tuples(v) for v in structure["tuple"])
-    if isinstance(structure, dict) and set(structure) == {"list"}:
-        return [_tuples(v) for v in structure["list"]]
-    if isinstance(structure, dict) and set(structure) == {"dict"}:
-        return {k: _tuples(v) for k, v in structure["dict"].items()}
-    return structure

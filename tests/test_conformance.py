@@ -1,5 +1,7 @@
 """Conformance with real Axon 0.8.1: rebuild every golden model case and match its outputs.
 
+Every case runs twice: on the reference interpreter and compiled to ONNX on onnxruntime.
+
 Each entry below is the axonc translation of the case's `elixir_code` (kept in
 the JSON file). The harness mirrors the file's: build, init from templates with
 the recorded parameters as the initial state, predict, compare the prediction
@@ -269,14 +271,15 @@ def _mode(case: dict) -> str:
     return case["mode"]
 
 
+@pytest.mark.parametrize("compiler", ["reference", "onnxruntime"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_golden_case_matches_axon(name):
+def test_golden_case_matches_axon(name, compiler):
     case = golden.load(name)
     model = CASES[name]()
     inputs = golden.inputs(case)
     params = golden.tree(case["params"])
     mode = _mode(case)
-    init_fn, predict_fn = ax.build(model, mode=mode)
+    init_fn, predict_fn = ax.build(model, mode=mode, compiler=compiler)
     state = init_fn({k: ax.template(v.shape, v.dtype) for k, v in inputs.items()}, params)
     result = predict_fn(state, inputs)
     expected = golden.tree(case["outputs"])
@@ -292,7 +295,7 @@ def test_mlp_train_with_dropout_matches_axon_except_the_mask():
     case = golden.load("mlp__train")
     model = _mlp(dropout=True)()
     inputs = golden.inputs(case)
-    init_fn, predict_fn = ax.build(model, mode="train")
+    init_fn, predict_fn = ax.build(model, mode="train", compiler="reference")
     state = init_fn(ax.template((8, 8), "f32"), golden.tree(case["params"]))
     result = predict_fn(state, inputs)
     expected_state = golden.tree(case["state"])

@@ -130,21 +130,31 @@ def init(
     return ModelState(data, parameters=params, state=state, frozen=frozen, ties=ties)
 
 
-def predict(model: Axon, state: Any, inputs: Any, *, mode: str = "inference") -> Any:
-    """Run the model once on concrete inputs with the reference interpreter."""
-    if mode not in MODES:
-        raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
+def _state_data(state: Any) -> Mapping[str, Any]:
     data = state.data if isinstance(state, ModelState) else state
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, Mapping):
         raise StateError(
             f"state must be a ModelState or a nested dict of arrays, got {type(state).__name__}"
         )
+    return data
+
+
+def _checked_feeds(model: Axon, state: Any, inputs: Any) -> dict[str, np.ndarray]:
+    """Input arrays by name, validated by dtype and by shape inference over the model."""
+    _state_data(state)
     feeds = _feeds(model, inputs)
-    names = assign_names(model)
-    infer_types(model, {k: type_of(v) for k, v in feeds.items()}, names)
-    out, new_state = run(model, feeds, data, mode, names=names)
+    infer_types(model, {k: type_of(v) for k, v in feeds.items()}, assign_names(model))
+    return feeds
+
+
+def predict(model: Axon, state: Any, inputs: Any, *, mode: str = "inference") -> Any:
+    """Run the model once on concrete inputs with the reference interpreter."""
+    if mode not in MODES:
+        raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
+    feeds = _checked_feeds(model, state, inputs)
+    out, new_state = run(model, feeds, _state_data(state), mode)
     if mode == "train":
         return {"prediction": out, "state": new_state}
     return out
@@ -182,19 +192,45 @@ def _feeds(model: Axon, inputs: Any) -> dict[str, np.ndarray]:
     return feeds
 
 
+COMPILERS = ("onnxruntime", "reference")
+
+
 def build(
-    model: Axon, mode: str = "inference", *, seed: int = 0
+    model: Axon, mode: str = "inference", *, seed: int = 0, compiler: str = "onnxruntime"
 ) -> tuple[Callable[..., ModelState], Callable[..., Any]]:
-    """(init_fn, predict_fn) for `model` in `mode` ("inference" or "train")."""
+    """(init_fn, predict_fn) for `model` in `mode` ("inference" or "train").
+
+    `compiler="onnxruntime"` (the default) runs predict_fn as an ONNX graph compiled
+    once per input signature and cached; `compiler="reference"` runs the numpy
+    interpreter. Models with forward hooks always run on the reference
+    interpreter, since hooks are Python callbacks.
+    """
     if mode not in MODES:
         raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
+    if compiler not in COMPILERS:
+        raise InputError(f"compiler must be one of {', '.join(COMPILERS)}, got {compiler!r}")
     if not isinstance(model, Axon):
         raise InputError(f"build expects an Axon graph, got {type(model).__name__}")
+    if compiler == "onnxruntime" and any(node.hooks for node in model.nodes.values()):
+        compiler = "reference"
 
     def init_fn(template: Any, initial: Any = None) -> ModelState:
         return init(model, template, initial, mode=mode, seed=seed)
 
-    def predict_fn(state: Any, inputs: Any) -> Any:
-        return predict(model, state, inputs, mode=mode)
+    if compiler == "reference":
 
+        def predict_fn(state: Any, inputs: Any) -> Any:
+            return predict(model, state, inputs, mode=mode)
+
+        return init_fn, predict_fn
+
+    from .to_onnx.compiled import CompiledModel
+
+    compiled = CompiledModel(model, mode)
+
+    def predict_fn(state: Any, inputs: Any) -> Any:
+        feeds = _checked_feeds(model, state, inputs)
+        return compiled(state, feeds)
+
+    predict_fn.compiled = compiled  # type: ignore[attr-defined]
     return init_fn, predict_fn

@@ -20,6 +20,7 @@ from ..ir import Axon, as_axon, make_node, topo_order
 from ..registry import Case, Op, Option, check_int, layer_api, register
 from ..shape_inference import NONE, declared_type, infer_types, output_types
 from ..tracing import flatten_types, trace
+from .primitives import truthy, where
 from .special import container
 
 _block_ids = itertools.count()
@@ -54,6 +55,10 @@ class Scope(Op):
 
     def forward(self, ctx, inputs, params, opts):
         return ctx.run(ctx.node.subgraphs["body"], list(inputs), params)
+
+    def onnx(self, ctx, inputs, opts):
+        """The body inline, its parameters looked up under this layer (block_0/dense_0/kernel)."""
+        return ctx.lower(ctx.node.subgraphs["body"], list(inputs), scoped=True)
 
 
 def _arguments(graphs: list[Axon]) -> list[Axon]:
@@ -148,6 +153,9 @@ class Optional(Op):
     def forward(self, ctx, inputs, params, opts):
         return inputs[0]
 
+    def onnx(self, ctx, inputs, opts):
+        return inputs[0]
+
 
 @layer_api
 def optional(x: Axon, *, name: str | None = None) -> Axon:
@@ -173,6 +181,11 @@ class OrElse(Op):
         return x
 
     def forward(self, ctx, inputs, params, opts):
+        x, default = inputs
+        return default if x is NONE else x
+
+    def onnx(self, ctx, inputs, opts):
+        """Resolved at export: a missing input is known when the graph is lowered."""
         x, default = inputs
         return default if x is NONE else x
 
@@ -232,6 +245,38 @@ class Cond(Op):
         parent, on_true, on_false = inputs
         pred = ctx.run(ctx.node.subgraphs["pred"], flatten_types([parent]))
         return on_true if bool(np.asarray(pred)) else on_false
+
+    def onnx(self, ctx, inputs, opts):
+        """Where(pred, true, false), leaf by leaf, with the predicate lowered inline.
+
+        Both branches are inputs of the node, so the graph computes them anyway:
+        a Where on the scalar predicate selects exactly what If would, without
+        subgraphs.
+        """
+        parent, on_true, on_false = inputs
+        body = ctx.node.subgraphs["pred"]
+        pred_type = output_types(
+            body, infer_types(body, arg_types=flatten_types([ctx.in_types[0]]))
+        )
+        pred = ctx.lower(body, flatten_types([parent]), scoped=True)
+        ctx.b.scope = ctx.name
+        c = truthy(ctx.b, pred, pred_type.dtype)
+
+        def select(t: Any, f: Any, out: Any) -> Any:
+            if isinstance(out, (tuple, list)):
+                return type(out)(select(a, b, o) for a, b, o in zip(t, f, out))
+            if isinstance(out, dict):
+                return {k: select(t[k], f[k], out[k]) for k in out}
+            if t is NONE and f is NONE:
+                return NONE
+            if t is NONE or f is NONE:
+                raise GraphError(
+                    "cond: a branch output is missing (ax.NONE) in only one branch; the "
+                    "ONNX graph cannot choose between a tensor and nothing at run time"
+                )
+            return where(ctx.b, c, t, f, out.dtype)
+
+        return select(on_true, on_false, ctx.out_type)
 
 
 @layer_api

@@ -67,6 +67,9 @@ class Nx(Op):
     def forward(self, ctx, inputs, params, opts):
         return ctx.run(ctx.node.subgraphs["body"], flatten_types(list(inputs)))
 
+    def onnx(self, ctx, inputs, opts):
+        return ctx.lower(ctx.node.subgraphs["body"], flatten_types(list(inputs)), scoped=True)
+
     cases = [
         Case("square_plus_one", lambda x: nx(x, lambda t: t * t + 1), [TensorType((None, 3))]),
         Case(
@@ -269,6 +272,24 @@ class Custom(Op):
         values = [layer_param(params, p["name"], ctx) for p in opts["params"]]
         args = flatten_types([*present, *values])
         return ctx.run(self._body(ctx.node, ctx.mode, absent), args)
+
+    def onnx(self, ctx, inputs, opts):
+        """The body traced for this mode and these missing inputs, lowered inline.
+
+        Parameters are initializers; a traced body types its arguments from the
+        lowering's value types, which do not record parameters, so they are added.
+        """
+        absent = _missing(inputs, opts["optional"])
+        if absent is None:
+            return NONE
+        present = [x for i, x in enumerate(inputs) if i not in absent]
+        values = []
+        for p in opts["params"]:
+            name = ctx.param(p["name"])
+            ctx._lowering.value_types[name] = _param_type(p)
+            values.append(name)
+        args = flatten_types([*present, *values])
+        return ctx.lower(self._body(ctx.node, ctx.mode, absent), args, scoped=True)
 
     cases = [
         Case(

@@ -129,6 +129,240 @@ class Primitive(Op):
 
 
 # ---------------------------------------------------------------------------
+# ONNX lowering helpers. Rules compute what the reference computes, in f32 where
+# the reference rounds an f64 result to f32; integer rules are exact (wrapping
+# like numpy). onnxruntime's CPU kernels lack some dtypes (probed on 1.2x):
+# those are computed in a wider type and cast back, which is exact (modular
+# arithmetic for sums/products, order-preserving widening for max/min).
+
+# An integer (or pred) dtype computed in a wider type, bit-exact after the cast back.
+_WIDER = {"s8": "s32", "s16": "s32", "u8": "s32", "u16": "s32", "u32": "s64", "u64": "s64"}
+_ORT_LACKS = {
+    "Max": {"s16", "u16"},
+    "MatMul": {"s8", "s16", "u8", "u16"},
+    "Einsum": {"s8", "s16", "u8", "u16", "u32", "u64"},
+    "ReduceSum": {"s8", "s16", "u8", "u16", "u32", "u64"},
+    "Where": {"s16", "u16", "u64"},
+    "ArgMax": {"s16", "u16", "u32"},
+}
+# unary float functions onnxruntime has no f64 kernel for: computed in f32 (~1e-7 relative)
+_F32_ONLY = {"tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "erf"}
+_I64_MAX, _I64_MIN = 2**63 - 1, -(2**63)
+
+
+def _to(b: Any, x: str, src: str, dst: str) -> str:
+    """`x` (of dtype `src`) as dtype `dst`; no node when they agree."""
+    return x if src == dst else b.cast(x, dst)
+
+
+def _work(dtype: str, op: str) -> str:
+    """The dtype to run ONNX `op` in for `dtype` (a wider one where onnxruntime lacks it)."""
+    return _WIDER[dtype] if dtype in _ORT_LACKS.get(op, ()) else dtype
+
+
+def truthy(b: Any, x: str, dtype: str) -> str:
+    """`x != 0` as pred (NaN is true, as numpy's bool())."""
+    if dtype == "pred":
+        return x
+    return b.op("Not", [b.op("Equal", [x, scalar(b, 0, dtype)])])
+
+
+def where(b: Any, c: str, x: str, y: str, dtype: str) -> str:
+    """Where(c, x, y) for two values of `dtype` (pred and some ints through a wider type)."""
+    work = "u8" if dtype == "pred" else _work(dtype, "Where")
+    out = b.op("Where", [c, _to(b, x, dtype, work), _to(b, y, dtype, work)])
+    return _to(b, out, work, dtype)
+
+
+def _ordered(b: Any, x: str, dtype: str) -> tuple[str, Callable[[str], str]]:
+    """`x` in a dtype onnxruntime can order (max/argmax), and the map back.
+
+    u64 has no wider type: subtracting 2**63 (wrapping) then reading the bits as
+    s64 preserves the order.
+    """
+    if dtype == "u64":
+        offset = scalar(b, 2**63, "u64")
+        y = b.cast(b.op("Sub", [x, offset]), "s64")
+        return y, lambda v: b.op("Add", [b.cast(v, "u64"), offset])
+    work = "u8" if dtype == "pred" else _work(dtype, "ArgMax")
+    return _to(b, x, dtype, work), lambda v: _to(b, v, work, dtype)
+
+
+def scalar(b: Any, value: Any, dtype: str) -> str:
+    """A scalar constant of `dtype` (it may come out as shape (1,): see `rank0`)."""
+    return b.const(value, dtype, "c")
+
+
+def rank0(b: Any, x: str, t: Any) -> str:
+    """`x` reshaped to a scalar when its type `t` is one.
+
+    b.const() (and the ONNX constant folding) store 0-d arrays through
+    np.ascontiguousarray, which makes them shape (1,), so an element-wise result
+    of scalars would come out as (1,).
+    """
+    return b.op("Reshape", [x, b.ints([])]) if isinstance(t, TensorType) and t.rank == 0 else x
+
+
+def _expm1(b: Any, x: str, dt: str) -> str:
+    """exp(x) - 1 by Kahan's trick (u - 1) * x / log(u), exact near 0."""
+    u = b.op("Exp", [x])
+    um1 = b.op("Sub", [u, scalar(b, 1.0, dt)])
+    ratio = b.op("Div", [b.op("Mul", [um1, x]), b.op("Log", [u])])
+    out = b.op("Where", [b.op("IsInf", [u]), u, ratio])
+    out = b.op("Where", [b.op("Equal", [um1, scalar(b, -1.0, dt)]), um1, out])
+    return b.op("Where", [b.op("Equal", [u, scalar(b, 1.0, dt)]), x, out])
+
+
+def _log1p(b: Any, x: str, dt: str) -> str:
+    """log(1 + x) by Kahan's trick log(u) * x / (u - 1), exact near 0."""
+    u = b.op("Add", [x, scalar(b, 1.0, dt)])
+    log_u = b.op("Log", [u])
+    ratio = b.op("Div", [b.op("Mul", [log_u, x]), b.op("Sub", [u, scalar(b, 1.0, dt)])])
+    out = b.op("Where", [b.op("IsInf", [u]), log_u, ratio])
+    out = b.op("Where", [b.op("Equal", [u, scalar(b, 0.0, dt)]), log_u, out])
+    return b.op("Where", [b.op("Equal", [u, scalar(b, 1.0, dt)]), x, out])
+
+
+def _scaled_log(scale: float) -> Callable[[Any, str, str], str]:
+    return lambda b, x, dt: b.op("Mul", [b.op("Log", [x]), scalar(b, scale, dt)])
+
+
+def _simple(op_type: str) -> Callable[[Any, str, str], str]:
+    return lambda b, x, dt: b.op(op_type, [x])
+
+
+# numpy name -> ONNX nodes computing it in the float dtype `dt`
+UNARY_FLOAT_ONNX: dict[str, Callable[[Any, str, str], str]] = {
+    "exp": _simple("Exp"),
+    "expm1": _expm1,
+    "exp2": lambda b, x, dt: b.op("Pow", [scalar(b, 2.0, dt), x]),
+    "log": _simple("Log"),
+    "log1p": _log1p,
+    "log2": _scaled_log(1 / math.log(2.0)),
+    "log10": _scaled_log(1 / math.log(10.0)),
+    "sqrt": _simple("Sqrt"),
+    "sin": _simple("Sin"),
+    "cos": _simple("Cos"),
+    "tan": _simple("Tan"),
+    "arcsin": _simple("Asin"),
+    "arccos": _simple("Acos"),
+    "arctan": _simple("Atan"),
+    "sinh": _simple("Sinh"),
+    "cosh": _simple("Cosh"),
+    "tanh": _simple("Tanh"),
+    "erf": _simple("Erf"),
+}
+
+
+def _sign_bit(b: Any, x: str, dt: str) -> str:
+    """Whether x is negative or -0 (1/x < 0); false for NaN."""
+    return b.op("Less", [b.op("Div", [scalar(b, 1.0, dt), x]), scalar(b, 0.0, dt)])
+
+
+def _arctan2(b: Any, y: str, x: str, dt: str) -> str:
+    """atan2(y, x) from Atan with numpy's quadrants, signed zeros and infinities."""
+    zero, pi = scalar(b, 0.0, dt), scalar(b, math.pi, dt)
+    y_neg = _sign_bit(b, y, dt)
+    signed_pi = b.op("Where", [y_neg, b.op("Neg", [pi]), pi])
+    base = b.op("Atan", [b.op("Div", [y, x])])
+    out = b.op("Where", [b.op("Less", [x, zero]), b.op("Add", [base, signed_pi]), base])
+    # both zero: +-0 for x = +0, +-pi for x = -0
+    both_zero = b.op("And", [b.op("Equal", [x, zero]), b.op("Equal", [y, zero])])
+    out = b.op("Where", [both_zero, b.op("Where", [_sign_bit(b, x, dt), signed_pi, y]), out])
+    # both infinite: +-pi/4 or +-3pi/4
+    quarter = b.op(
+        "Where",
+        [b.op("Less", [x, zero]), scalar(b, 3 * math.pi / 4, dt), scalar(b, math.pi / 4, dt)],
+    )
+    quarter = b.op("Where", [y_neg, b.op("Neg", [quarter]), quarter])
+    both_inf = b.op("And", [b.op("IsInf", [x]), b.op("IsInf", [y])])
+    return b.op("Where", [both_inf, quarter, out])
+
+
+def _float_divmod(b: Any, a: str, c: str, dt: str, want: str) -> str:
+    """numpy's npy_divmod for floats: the floor quotient or the remainder (sign of c)."""
+    zero, one = scalar(b, 0.0, dt), scalar(b, 1.0, dt)
+    mod = b.op("Mod", [a, c], fmod=1)
+    fix = b.op(
+        "And",
+        [
+            b.op("Not", [b.op("Equal", [mod, zero])]),
+            b.op("Xor", [b.op("Less", [c, zero]), b.op("Less", [mod, zero])]),
+        ],
+    )
+    if want == "remainder":
+        out = b.op("Where", [fix, b.op("Add", [mod, c]), mod])
+        signed_zero = b.op("Where", [b.op("Less", [c, zero]), scalar(b, -0.0, dt), zero])
+        return b.op("Where", [b.op("Equal", [mod, zero]), signed_zero, out])
+    quotient = b.op("Div", [a, c])
+    div = b.op("Div", [b.op("Sub", [a, mod]), c])
+    div = b.op("Where", [fix, b.op("Sub", [div, one]), div])
+    floor = b.op("Floor", [div])
+    up = b.op("Greater", [b.op("Sub", [div, floor]), scalar(b, 0.5, dt)])
+    floor = b.op("Where", [up, b.op("Add", [floor, one]), floor])
+    # a zero quotient takes the sign of a / c
+    floor = b.op("Where", [b.op("Equal", [div, zero]), b.op("Mul", [quotient, zero]), floor])
+    return b.op("Where", [b.op("Equal", [c, zero]), quotient, floor])
+
+
+def _int_divmod(b: Any, a: str, c: str, dt: str, want: str) -> str:
+    """numpy's integer floor division / remainder: x // 0 = x % 0 = 0, MIN // -1 = MIN.
+
+    ONNX Div truncates and a zero (or MIN / -1) divisor traps, so the divisor is made
+    safe first and the floor correction applied explicitly.
+    """
+    zero, one = scalar(b, 0, dt), scalar(b, 1, dt)
+    by_zero = b.op("Equal", [c, zero])
+    unsafe = by_zero
+    if dt[0] == "s":
+        by_minus_one = b.op("Equal", [c, scalar(b, -1, dt)])
+        unsafe = b.op("Or", [by_zero, by_minus_one])
+    safe = b.op("Where", [unsafe, one, c])
+    if want == "remainder":
+        return b.op("Mod", [a, safe], fmod=0)  # x % 1 == 0, the answer for 0 and -1
+    q = b.op("Div", [a, safe])
+    if dt[0] == "s":
+        r = b.op("Sub", [a, b.op("Mul", [q, safe])])
+        fix = b.op(
+            "And",
+            [
+                b.op("Not", [b.op("Equal", [r, zero])]),
+                b.op("Xor", [b.op("Less", [r, zero]), b.op("Less", [safe, zero])]),
+            ],
+        )
+        q = b.op("Where", [fix, b.op("Sub", [q, one]), q])
+        q = b.op("Where", [by_minus_one, b.op("Sub", [zero, a]), q])
+    return b.op("Where", [by_zero, zero, q])
+
+
+def _int_power(b: Any, a: str, e: str, dt: str) -> str:
+    """a ** e for integers by square-and-multiply over every bit of e (wrapping as numpy).
+
+    ONNX Pow computes integer powers through floating point, which is not exact
+    once the result overflows (numpy wraps); e < 0 is an error in numpy.
+    """
+    work = _WIDER.get(dt, dt)
+    base = _to(b, a, dt, work)
+    result = scalar(b, 1, work)  # the first Where broadcasts it to the result's shape
+    two = scalar(b, 2, dt)
+    bits = int(dt[1:]) - (1 if dt[0] == "s" else 0)
+    for i in range(bits):
+        odd = b.cast(b.op("Mod", [e, two], fmod=0), "pred")
+        result = b.op("Where", [odd, b.op("Mul", [result, base]), result])
+        if i < bits - 1:
+            base = b.op("Mul", [base, base])
+            e = b.op("Div", [e, two])
+    return _to(b, result, work, dt)
+
+
+def _nan_propagating(b: Any, op_type: str, x: str, y: str) -> str:
+    """Max/Min where a NaN operand gives NaN (numpy's maximum/minimum)."""
+    out = b.op(op_type, [x, y])
+    out = b.op("Where", [b.op("IsNaN", [y]), y, out])
+    return b.op("Where", [b.op("IsNaN", [x]), x, out])
+
+
+# ---------------------------------------------------------------------------
 # unary element-wise ops: name -> (numpy function, kind, doc)
 # kind "float": ints give f32, computed in f64 and rounded; "numeric": same dtype,
 # booleans rejected; "round": numeric, identity on ints; "pred": any dtype -> pred.
@@ -166,6 +400,9 @@ UNARY: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, str]] = {
 }
 
 
+_ROUND_ONNX = {"floor": "Floor", "ceil": "Ceil", "rint": "Round"}  # Round: halves to even
+
+
 class Unary(Primitive):
     """An element-wise function of one tensor."""
 
@@ -197,6 +434,36 @@ class Unary(Primitive):
             return _cast(fn(x.astype(np.float64)), "pred")
         return _cast(fn(x), out)
 
+    def onnx(self, ctx, inputs, opts):
+        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+
+    def _onnx(self, ctx, inputs, opts):
+        b, (x,), src, out = ctx.b, inputs, ctx.in_types[0].dtype, ctx.out_type.dtype
+        short = self.name[3:]
+        if self.kind == "float":
+            work = "f64" if out == "f64" and short not in _F32_ONLY else "f32"
+            y = UNARY_FLOAT_ONNX[short](b, _to(b, x, src, work), work)
+            return _to(b, y, work, out)
+        if self.kind == "test":
+            if not is_float(src):  # integers and booleans are always finite
+                finite = b.op("Equal", [x, x])
+                return finite if short == "isfinite" else b.op("Not", [finite])
+            x = _to(b, x, src, "f32" if src == "f16" else src)
+            if short == "isfinite":
+                return b.op("Not", [b.op("Or", [b.op("IsNaN", [x]), b.op("IsInf", [x])])])
+            return b.op("IsNaN" if short == "isnan" else "IsInf", [x])
+        if short == "logical_not":
+            return b.op("Not", [truthy(b, x, src)])
+        if self.kind == "round":
+            return x if not is_float(src) else b.op(_ROUND_ONNX[short], [x])
+        if short == "negative":
+            return b.op("Sub", [scalar(b, 0, src), x]) if src[0] == "u" else b.op("Neg", [x])
+        if short == "square":
+            return b.op("Mul", [x, x])
+        if short == "sign" and is_float(src):  # NaN stays NaN
+            return b.op("Where", [b.op("IsNaN", [x]), x, b.op("Sign", [x])])
+        return b.op({"abs": "Abs", "sign": "Sign"}[short], [x])
+
 
 # ---------------------------------------------------------------------------
 # binary element-wise ops with broadcasting: name -> (numpy function, kind, doc)
@@ -223,6 +490,16 @@ BINARY: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], str, str
     "logical_and": (np.logical_and, "logical", "x1 and x2 (non-zero is true)."),
     "logical_or": (np.logical_or, "logical", "x1 or x2 (non-zero is true)."),
     "logical_xor": (np.logical_xor, "logical", "x1 xor x2 (non-zero is true)."),
+}
+
+
+_ARITH_ONNX = {"add": "Add", "subtract": "Sub", "multiply": "Mul"}
+_LOGICAL_ONNX = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
+_COMPARE_ONNX = {
+    "less": "Less",
+    "less_equal": "LessOrEqual",
+    "greater": "Greater",
+    "greater_equal": "GreaterOrEqual",
 }
 
 
@@ -261,6 +538,49 @@ class Binary(Primitive):
         if self.kind == "float":
             return _cast(fn(a.astype(np.float64), b.astype(np.float64)), out)
         return _cast(fn(_cast(a, common), _cast(b, common)), out)
+
+    def onnx(self, ctx, inputs, opts):
+        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+
+    def _onnx(self, ctx, inputs, opts):
+        b, short = ctx.b, self.name[3:]
+        (ta, tc), (x, y) = (t.dtype for t in ctx.in_types), inputs
+        common, out = self.dtypes(ta, tc)
+        if self.kind == "logical":
+            return b.op(_LOGICAL_ONNX[short], [truthy(b, x, ta), truthy(b, y, tc)])
+        if self.kind == "float":
+            # integers: divide in f64 and round once, as the reference does
+            work = "f32" if common in ("f16", "f32") or short == "arctan2" else "f64"
+            x, y = _to(b, x, ta, work), _to(b, y, tc, work)
+            z = b.op("Div", [x, y]) if short == "divide" else _arctan2(b, x, y, work)
+            return _to(b, z, work, out)
+        x, y = _to(b, x, ta, common), _to(b, y, tc, common)
+        if self.kind == "compare":
+            if short == "equal":
+                return b.op("Equal", [x, y])
+            if short == "not_equal":
+                return b.op("Not", [b.op("Equal", [x, y])])
+            if common == "pred":
+                x, y = b.cast(x, "u8"), b.cast(y, "u8")
+            return b.op(_COMPARE_ONNX[short], [x, y])
+        if self.kind == "minmax":
+            if common == "pred":
+                return b.op("Or" if short == "maximum" else "And", [x, y])
+            op_type = "Max" if short == "maximum" else "Min"
+            if is_float(common):
+                return _nan_propagating(b, op_type, x, y)
+            work = _work(common, "Max")
+            z = b.op(op_type, [_to(b, x, common, work), _to(b, y, common, work)])
+            return _to(b, z, work, common)
+        if short in ("floor_divide", "remainder"):
+            if not is_float(common):
+                return _int_divmod(b, x, y, common, short)
+            work = "f32" if common == "f16" else common  # numpy's half loops run in f32
+            z = _float_divmod(b, _to(b, x, common, work), _to(b, y, common, work), work, short)
+            return _to(b, z, work, common)
+        if short == "power":
+            return b.op("Pow", [x, y]) if is_float(common) else _int_power(b, x, y, common)
+        return b.op(_ARITH_ONNX[short], [x, y])
 
 
 # ---------------------------------------------------------------------------
@@ -326,6 +646,69 @@ class Reduce(Primitive):
         if self.kind == "sum":
             return _cast(fn(x, axis=axis, keepdims=keep, dtype=to_numpy_dtype(out)), out)
         return _cast(fn(x, axis=axis, keepdims=keep), out)
+
+    def onnx(self, ctx, inputs, opts):
+        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+
+    def _onnx(self, ctx, inputs, opts):
+        b, (x,), t, out = ctx.b, inputs, ctx.in_types[0], ctx.out_type.dtype
+        short, keep = self.name[3:], opts["keepdims"]
+        if self.kind == "arg":
+            return self._onnx_arg(b, x, t, opts["axis"], keep)
+        axes = _norm_axes(opts["axis"], t.rank)
+        if self.kind == "pred":
+            x = truthy(b, x, t.dtype)
+            if not axes:
+                return x
+            # any: some true; all: none false (counted, so an empty reduction is right)
+            if short == "all":
+                x = b.op("Not", [x])
+            count = b.reduce("ReduceSum", b.cast(x, "s64"), axes, keep)
+            hit = b.op("Greater", [count, scalar(b, 0, "s64")])
+            return hit if short == "any" else b.op("Not", [hit])
+        if not axes:  # reducing no axis only converts the dtype
+            return _to(b, x, t.dtype, out)
+        if self.kind == "same":
+            return self._onnx_extreme(b, x, t.dtype, axes, keep)
+        if self.kind == "mean":
+            work = "f32" if t.dtype in ("f16", "f32") else "f64"
+        elif is_float(out):
+            work = "f32" if out == "f16" else out
+        else:
+            work = _work(out, "ReduceSum")
+        op_type = {"sum": "ReduceSum", "prod": "ReduceProd", "mean": "ReduceMean"}[short]
+        y = b.reduce(op_type, _to(b, x, t.dtype, work), axes, keep)
+        return _to(b, y, work, out)
+
+    def _onnx_extreme(self, b, x, dtype, axes, keep):
+        """ReduceMax/ReduceMin with numpy's NaN propagation."""
+        op_type = "ReduceMax" if self.name == "np.max" else "ReduceMin"
+        y, back = _ordered(b, x, dtype)
+        out = back(b.reduce(op_type, y, axes, keep))
+        if not is_float(dtype):
+            return out
+        nan = b.reduce("ReduceMax", b.cast(b.op("IsNaN", [x]), "f32"), axes, keep)
+        has_nan = b.op("Greater", [nan, scalar(b, 0.0, "f32")])
+        return b.op("Where", [has_nan, scalar(b, np.nan, dtype), out])
+
+    def _onnx_arg(self, b, x, t, axis, keep):
+        """ArgMax/ArgMin (first occurrence; the first NaN wins, as in numpy) as s32."""
+        op_type = "ArgMax" if self.name == "np.argmax" else "ArgMin"
+        flat = axis is None
+        if flat:
+            x, axis = b.op("Reshape", [x, b.ints([-1])]), 0
+        axis = _norm_axis(axis, 1 if flat else t.rank)
+        y, _ = _ordered(b, x, t.dtype)
+        idx = b.op(op_type, [y], axis=axis, keepdims=int(keep and not flat))
+        if is_float(t.dtype):
+            nan = b.cast(b.op("IsNaN", [x]), "f32")
+            first_nan = b.op("ArgMax", [nan], axis=axis, keepdims=int(keep and not flat))
+            any_nan = b.reduce("ReduceMax", nan, [axis], bool(keep and not flat))
+            has_nan = b.op("Greater", [any_nan, scalar(b, 0.0, "f32")])
+            idx = b.op("Where", [has_nan, first_nan, idx])
+        if flat and keep:
+            idx = b.op("Reshape", [idx, b.ints([1] * t.rank)])
+        return b.cast(idx, "s32")
 
 
 _REDUCE_OPTIONS = {
@@ -418,6 +801,14 @@ class Where(Primitive):
         out = jnp_promote(_dt(x), _dt(y))
         return _cast(np.where(c.astype(bool), _cast(x, out), _cast(y, out)), out)
 
+    def onnx(self, ctx, inputs, opts):
+        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+
+    def _onnx(self, ctx, inputs, opts):
+        b, (c, x, y), (tc, tx, ty) = ctx.b, inputs, (t.dtype for t in ctx.in_types)
+        out = ctx.out_type.dtype
+        return where(b, truthy(b, c, tc), _to(b, x, tx, out), _to(b, y, ty, out), out)
+
     cases = [
         Case(
             "broadcast",
@@ -460,6 +851,9 @@ class Matmul(Primitive):
             return _cast(np.matmul(a.astype(np.float64), b.astype(np.float64)), out)
         return _cast(np.matmul(_cast(a, out), _cast(b, out)), out)
 
+    def onnx(self, ctx, inputs, opts):
+        return _contract(ctx, inputs, "MatMul", {})
+
     cases = [
         Case(
             "batched",
@@ -472,6 +866,22 @@ class Matmul(Primitive):
             [TensorType((None, 3)), TensorType((3,))],
         ),
     ]
+
+
+def _contract(ctx: Any, inputs: list[str], op_type: str, attrs: dict[str, Any]) -> str:
+    """MatMul/Einsum in the promoted dtype: wrapping integers, booleans as "any product"."""
+    b, out = ctx.b, ctx.out_type.dtype
+    if out == "pred":
+        work = "s32"
+    elif is_float(out):
+        work = "f32" if out == "f16" else out
+    else:
+        work = _work(out, op_type)
+    x, y = (_to(b, v, t.dtype, work) for v, t in zip(inputs, ctx.in_types))
+    z = b.op(op_type, [x, y], **attrs)
+    if out == "pred":
+        return rank0(b, b.op("Greater", [z, scalar(b, 0, "s32")]), ctx.out_type)
+    return _to(b, z, work, out)
 
 
 def _check_tensordot_axes(v: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -507,6 +917,19 @@ class Tensordot(Primitive):
         work = np.float64 if is_float(out) else to_numpy_dtype(out)
         axes = [list(opts["axes"][0]), list(opts["axes"][1])]
         return _cast(np.tensordot(a.astype(work), b.astype(work), axes=axes), out)
+
+    def onnx(self, ctx, inputs, opts):
+        ra, rb = (t.rank for t in ctx.in_types)
+        ax_a, ax_b = _norm_axes(opts["axes"][0], ra), _norm_axes(opts["axes"][1], rb)
+        letters = iter("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        sa = [next(letters) for _ in range(ra)]
+        sb = [next(letters) for _ in range(rb)]
+        for i, j in zip(ax_a, ax_b):
+            sb[j] = sa[i]
+        free = [c for i, c in enumerate(sa) if i not in ax_a]
+        free += [c for j, c in enumerate(sb) if j not in ax_b]
+        equation = f"{''.join(sa)},{''.join(sb)}->{''.join(free)}"
+        return _contract(ctx, inputs, "Einsum", {"equation": equation})
 
     cases = [
         Case(
@@ -569,6 +992,18 @@ class Reshape(Primitive):
         x = np.asarray(inputs[0])
         return np.reshape(x, _reshape_target(x.shape, opts["shape"]))
 
+    def onnx(self, ctx, inputs, opts):
+        b, x, target = ctx.b, inputs[0], opts["shape"]
+        if 0 not in target:  # Reshape's 0 copies the input's dim at that position
+            return b.op("Reshape", [x, b.ints([0 if d is None else d for d in target])])
+        # a literal 0 is a zero-size dim: build the shape, taking kept dims from Shape(x)
+        shape = b.op("Shape", [x])
+        parts = [
+            b.op("Slice", [shape, b.ints([i]), b.ints([i + 1])]) if d is None else b.ints([d])
+            for i, d in enumerate(target)
+        ]
+        return b.op("Reshape", [x, b.op("Concat", parts, axis=0)], allowzero=1)
+
     cases = [
         Case(
             "flatten",
@@ -609,6 +1044,10 @@ class Transpose(Primitive):
         x = np.asarray(inputs[0])
         return np.transpose(x, self.perm(x.ndim, opts["axes"]))
 
+    def onnx(self, ctx, inputs, opts):
+        perm = self.perm(ctx.in_types[0].rank, opts["axes"])
+        return ctx.b.op("Transpose", [inputs[0]], perm=list(perm))
+
     cases = [
         Case(
             "perm",
@@ -633,6 +1072,10 @@ class ExpandDims(Primitive):
 
     def forward(self, ctx, inputs, params, opts):
         return np.expand_dims(inputs[0], opts["axis"])
+
+    def onnx(self, ctx, inputs, opts):
+        axes = sorted(_norm_axes(opts["axis"], ctx.out_type.rank))
+        return ctx.b.op("Unsqueeze", [inputs[0], ctx.b.ints(axes)])
 
     cases = [
         Case(
@@ -671,6 +1114,12 @@ class Squeeze(Primitive):
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
         return np.squeeze(x, self.axes(x.shape, opts["axis"]))
+
+    def onnx(self, ctx, inputs, opts):
+        axes = self.axes(ctx.in_types[0].shape, opts["axis"])
+        if not axes:
+            return inputs[0]
+        return ctx.b.op("Squeeze", [inputs[0], ctx.b.ints(sorted(axes))])
 
     cases = [
         Case(
@@ -717,6 +1166,12 @@ class BroadcastTo(Primitive):
         x = np.asarray(inputs[0])
         return np.broadcast_to(x, self.target(x.shape, opts["shape"])).copy()
 
+    def onnx(self, ctx, inputs, opts):
+        self.target(ctx.in_types[0].shape, opts["shape"])
+        # Expand broadcasts both ways: a 1 where the target is None keeps the input's dim
+        shape = [1 if d is None else d for d in opts["shape"]]
+        return ctx.b.op("Expand", [inputs[0], ctx.b.ints(shape)])
+
     cases = [
         Case(
             "batch",
@@ -758,6 +1213,11 @@ class Concatenate(Primitive):
         out = jnp_promote(*(_dt(x) for x in inputs))
         return np.concatenate([_cast(x, out) for x in inputs], axis=opts["axis"])
 
+    def onnx(self, ctx, inputs, opts):
+        out = ctx.out_type
+        values = [_to(ctx.b, v, t.dtype, out.dtype) for v, t in zip(inputs, ctx.in_types)]
+        return ctx.b.op("Concat", values, axis=_norm_axis(opts["axis"], out.rank))
+
     cases = [
         Case(
             "last",
@@ -794,6 +1254,15 @@ class Stack(Primitive):
         out = jnp_promote(*(_dt(x) for x in inputs))
         return np.stack([_cast(x, out) for x in inputs], axis=opts["axis"])
 
+    def onnx(self, ctx, inputs, opts):
+        b, out = ctx.b, ctx.out_type
+        axis = _norm_axis(opts["axis"], out.rank)
+        values = [
+            b.op("Unsqueeze", [_to(b, v, t.dtype, out.dtype), b.ints([axis])])
+            for v, t in zip(inputs, ctx.in_types)
+        ]
+        return b.op("Concat", values, axis=axis)
+
     cases = [
         Case(
             "new_last",
@@ -823,6 +1292,14 @@ class Take(Primitive):
         a, idx = (np.asarray(v) for v in inputs)
         return np.take(a, idx, axis=opts["axis"])
 
+    def onnx(self, ctx, inputs, opts):
+        b, (a, idx), (ta, ti) = ctx.b, inputs, ctx.in_types
+        if ti.dtype not in ("s32", "s64"):  # Gather takes s32/s64 indices (negative wrap)
+            idx = b.cast(idx, "s64")
+        if opts["axis"] is None:
+            return b.op("Gather", [b.op("Reshape", [a, b.ints([-1])]), idx], axis=0)
+        return b.op("Gather", [a, idx], axis=_norm_axis(opts["axis"], ta.rank))
+
     cases = [
         Case(
             "rows",
@@ -844,6 +1321,12 @@ class Astype(Primitive):
 
     def forward(self, ctx, inputs, params, opts):
         return _cast(inputs[0], opts["dtype"])
+
+    def onnx(self, ctx, inputs, opts):
+        src, dst = ctx.in_types[0].dtype, opts["dtype"]
+        if dst == "pred":
+            return truthy(ctx.b, inputs[0], src)
+        return _to(ctx.b, inputs[0], src, dst)
 
     cases = [
         Case(
@@ -870,6 +1353,13 @@ class FullLike(Primitive):
         x = np.asarray(inputs[0])
         dtype = opts["dtype"] or _dt(x)
         return np.full(x.shape, opts["fill_value"], dtype=to_numpy_dtype(dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        from onnx import numpy_helper
+
+        value = np.full((1,), opts["fill_value"], dtype=to_numpy_dtype(ctx.out_type.dtype))
+        shape = ctx.b.op("Shape", [inputs[0]])
+        return ctx.b.op("ConstantOfShape", [shape], value=numpy_helper.from_array(value))
 
     cases = [
         Case(
@@ -944,6 +1434,19 @@ def _slice_len(e: dict, d: int | None) -> int | None:
     return None
 
 
+def _full_index(index: tuple, rank: int) -> list:
+    """The index with its Ellipsis (or the missing trailing axes) as full slices."""
+    index = list(index)
+    used = sum(1 for e in index if e is not None and e != "...")
+    full = [{"start": None, "stop": None, "step": None}] * (rank - used)
+    if "..." in index:
+        i = index.index("...")
+        index[i : i + 1] = full
+    else:
+        index += full
+    return index
+
+
 @register
 class Getitem(Primitive):
     name = "np.getitem"
@@ -952,15 +1455,10 @@ class Getitem(Primitive):
 
     def infer(self, types, opts, node):
         (t,) = types
-        index = list(opts["index"])
-        used = sum(1 for e in index if e is not None and e != "...")
+        used = sum(1 for e in opts["index"] if e is not None and e != "...")
         if used > t.rank:
             raise ShapeError(f"too many indices ({used}) for a tensor of rank {t.rank}")
-        if "..." in index:
-            i = index.index("...")
-            index[i : i + 1] = [{"start": None, "stop": None, "step": None}] * (t.rank - used)
-        else:
-            index += [{"start": None, "stop": None, "step": None}] * (t.rank - used)
+        index = _full_index(opts["index"], t.rank)
         dims: list[int | None] = []
         axis = 0
         for e in index:
@@ -977,6 +1475,46 @@ class Getitem(Primitive):
 
     def forward(self, ctx, inputs, params, opts):
         return np.array(np.asarray(inputs[0])[_decode_index(opts["index"])])
+
+    def onnx(self, ctx, inputs, opts):
+        """One Slice (ints are one-element slices), one Squeeze for the ints, one Unsqueeze."""
+        b, x, rank = ctx.b, inputs[0], ctx.in_types[0].rank
+        starts, ends, axes, steps = [], [], [], []
+        ints: list[int] = []
+        new_axes: list[int] = []
+        axis = position = 0  # input axis, output position
+        for e in _full_index(opts["index"], rank):
+            if e is None:
+                new_axes.append(position)
+                position += 1
+                continue
+            if isinstance(e, dict):
+                step = 1 if e["step"] is None else e["step"]
+                if (e["start"], e["stop"], step) != (None, None, 1):
+                    # None ends clamp to the first/last element in the step's direction
+                    starts.append(
+                        e["start"] if e["start"] is not None else 0 if step > 0 else _I64_MAX
+                    )
+                    ends.append(
+                        e["stop"] if e["stop"] is not None else _I64_MAX if step > 0 else _I64_MIN
+                    )
+                    axes.append(axis)
+                    steps.append(step)
+                position += 1
+            else:
+                starts.append(e)
+                ends.append(_I64_MAX if e == -1 else e + 1)
+                axes.append(axis)
+                steps.append(1)
+                ints.append(axis)
+            axis += 1
+        if axes:
+            x = b.op("Slice", [x, b.ints(starts), b.ints(ends), b.ints(axes), b.ints(steps)])
+        if ints:
+            x = b.op("Squeeze", [x, b.ints(ints)])
+        if new_axes:
+            x = b.op("Unsqueeze", [x, b.ints(new_axes)])
+        return x
 
     cases = [
         Case(

@@ -194,8 +194,9 @@ class _Recurrent(Op):
         """ONNX values of the initial states: the given ones, or the deterministic initializer's.
 
         `tail` holds 1-D int64 values that follow the batch in the state shape. A random
-        recurrent_initializer draws a tensor whose values depend on the batch size from a
-        host generator, which no ONNX graph reproduces: that configuration is refused.
+        recurrent_initializer's tensor depends on the batch size and numpy's generator, so
+        it is a graph input `<layer>/initial_state` that the runtime draws with the
+        layer's initializer and seed (recorded in the model's metadata).
         """
         b, dt = ctx.b, ctx.out_type[0].dtype
         if states:
@@ -203,16 +204,10 @@ class _Recurrent(Op):
             return [_cast_to(b, s, t.dtype, dt) for s, t in zip(states, types, strict=True)]
         spec = opts["recurrent_initializer"]
         if spec["name"] not in _EXPORTABLE_INITIAL:
-            from ..to_onnx.lower import UnsupportedOpsError
-
-            form = "(c, h)" if self.n_states == 2 else "(h,)"
-            raise UnsupportedOpsError(
-                f"{self.name} layer {ctx.name!r}: without initial states it draws them at run "
-                f"time from recurrent_initializer {spec['name']!r} (seed {opts['seed']}), a "
-                "tensor whose values depend on the batch size, which an ONNX graph cannot "
-                f"reproduce; pass the initial states as inputs ({self.name}(x, {form}, units)) "
-                f"or use a deterministic recurrent_initializer ({', '.join(_EXPORTABLE_INITIAL)})"
-            )
+            # drawn by the host from the layer's initializer and seed, as the reference draws it
+            state_shape = ctx.out_type[1][0].shape
+            drawn = ctx.random_input("initial_state", state_shape, spec, opts["seed"])
+            return [_cast_to(b, drawn, "f32", dt)] * self.n_states
         shape = b.op("Concat", [b.op("Shape", [x], start=0, end=1), *tail], axis=0)
         if spec["name"] == "identity":
             # Nx.eye over the last two axes, broadcast over the leading ones
@@ -264,6 +259,7 @@ def _gate_weights(ctx: Any, params: dict[str, Any], names: list[str], key: str):
 # with a known time dim, else a Scan over the time axis.
 
 # The deterministic recurrent initializers: their (batch, ...) draw is a formula of the shape.
+# Initializers whose initial state an ONNX graph builds itself; others are host-drawn inputs.
 _EXPORTABLE_INITIAL = ("zeros", "ones", "full", "identity")
 # Axon activation -> ONNX RNN activation (the `activations` attribute) and its alpha/beta.
 _RNN_ACTIVATIONS = {

@@ -4,6 +4,10 @@ Node keys are IR node ids with the `Node` under attribute "node"; an edge u -> v
 means u is an input of v (a node's `inputs` tuple stays the authority on order
 and repeats). Graph attributes hold the output container ("output"), the model
 state ("state", a ModelState), the mode and the target.
+
+Layer names are pinned on the way in: every node gets its generated name
+(`dense_0`, ...) as an explicit name, so removing or adding nodes never renames
+the layers left, whose parameters are keyed by name.
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ from typing import Any
 
 import networkx as nx
 
-from ..ir import Axon, Node, tree_leaves, tree_map
+from ..ir import Axon, Node, assign_names, tree_leaves, tree_map
 from ..model_state import ModelState
 
 
 def to_nx(model: Axon, state: ModelState, *, mode: str, target: str) -> nx.DiGraph:
     """The IR graph (and its state) as a DiGraph."""
     g = nx.DiGraph(output=model.output, state=state, mode=mode, target=target)
+    names = assign_names(model)
     for nid, node in model.nodes.items():
+        if node.name is None and nid in names:
+            node = node.replace(name=names[nid])
         g.add_node(nid, node=node)
     for nid, node in model.nodes.items():
         for i in node.inputs:
@@ -97,3 +104,18 @@ def describe(g: nx.DiGraph) -> str:
 
 def graph_attr(g: nx.DiGraph, key: str) -> Any:
     return g.graph[key]
+
+
+def owns_parameters(n: Node) -> bool:
+    """Whether a node may own parameters or state: its op has a params rule or it runs a body.
+
+    Such a node is a distinct layer even when another node looks identical.
+    """
+    from ..registry import Op, get_op
+
+    return bool(n.subgraphs) or type(get_op(n.op)).params is not Op.params
+
+
+def output_ids(g: nx.DiGraph) -> set[int]:
+    """The node ids the graph's output container holds."""
+    return {i for i in tree_leaves(g.graph["output"]) if i is not None}

@@ -94,7 +94,7 @@ class OnnxBuilder:
     def const(self, value: Any, dtype: str | None = None, hint: str = "const") -> str:
         """An initializer holding `value` (deduplicated by dtype, shape and bytes)."""
         arr = np.asarray(value) if dtype is None else np.asarray(value, to_numpy_dtype(dtype))
-        arr = np.ascontiguousarray(arr)
+        arr = np.array(arr, order="C")
         key = (str(arr.dtype), arr.tobytes(), arr.shape)
         if key not in self._consts:
             name = self.fresh(f"{self.scope}/{hint}" if self.scope else hint)
@@ -126,7 +126,7 @@ class OnnxBuilder:
     def initializer(self, name: str, value: np.ndarray) -> str:
         """A named initializer (a parameter), stored under exactly `name`."""
         self.reserve(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers.append(numpy_helper.from_array(np.array(value, order="C"), name))
         return name
 
     def add_input(self, name: str, t: TensorType, dims: Sequence[Any] | None = None) -> str:

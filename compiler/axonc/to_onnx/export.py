@@ -99,8 +99,14 @@ def to_onnx(
     dump_after: set[str] | None = None,
     dump: Any = None,
     report: Any = None,
+    params_as_inputs: bool = False,
 ) -> onnx.ModelProto:
     """Lower `model` with `state` to a checked ONNX model (see module doc).
+
+    With `params_as_inputs` every parameter and state tensor is a graph input
+    (named by its path) instead of an initializer, so one compiled graph serves
+    any parameter values (what ax.build uses); passes that rewrite parameters
+    are then skipped.
 
     `verify_each`, `dump_after` (pass names), `dump(pass_name, graph)` and `report`
     (a passes.PassReport collecting timings) are forwarded to the pass manager.
@@ -111,14 +117,14 @@ def to_onnx(
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedOpsError(f"these ops have no ONNX lowering yet: {', '.join(missing)}")
-    from ..passes import optimize
+    from ..passes import optimize, optimize_onnx
 
     state = state if isinstance(state, ModelState) else ModelState.new(state or {})
     model, state = optimize(
         model,
         state,
         mode=mode,
-        level=opt_level,
+        level=min(opt_level, 1) if params_as_inputs else opt_level,
         target="onnx",
         verify_each=verify_each,
         dump_after=dump_after,
@@ -127,7 +133,7 @@ def to_onnx(
     )
     input_types = template_types(model, template) if template is not None else {}
     b = OnnxBuilder(opset)
-    lowering = Lowering(b, mode, state.data, set(state.state))
+    lowering = Lowering(b, mode, state.data, set(state.state), params_as_inputs)
     lowering.graph_inputs, lowering.input_types, lowering.value_types = {}, {}, {}
     for name, node in input_nodes(model).items():
         t = input_types.get(name)
@@ -159,9 +165,19 @@ def to_onnx(
         "axonc.noise_inputs": json.dumps(
             {"/".join(p): list(shape) for p, shape in lowering.noise.items()}
         ),
+        "axonc.random_inputs": json.dumps(lowering.random_inputs),
         "axonc.source": base64.b64encode(to_bytes(model)).decode("ascii"),
     }
     helper.set_model_props(onnx_model, meta)
+    onnx_model = optimize_onnx(
+        onnx_model,
+        opt_level,
+        mode=mode,
+        verify_each=verify_each,
+        dump_after=dump_after,
+        dump=dump,
+        report=report,
+    )
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
 
@@ -175,6 +191,19 @@ def encode_structure(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {"dict": {k: encode_structure(v) for k, v in tree.items()}}
     return tree
+
+
+def decode_structure(structure: Any) -> Any:
+    """The inverse of encode_structure: tagged JSON back to tuples, lists, dicts of names."""
+    if isinstance(structure, dict) and len(structure) == 1:
+        ((tag, value),) = structure.items()
+        if tag == "tuple":
+            return tuple(decode_structure(v) for v in value)
+        if tag == "list":
+            return [decode_structure(v) for v in value]
+        if tag == "dict":
+            return {k: decode_structure(v) for k, v in value.items()}
+    return structure
 
 
 def _output_dims(t: TensorType) -> list[Any]:

@@ -56,6 +56,24 @@ class LowerContext:
         """
         return self._lowering.noise_input((*self.path, key), shape)
 
+    def random_input(
+        self, key: str, shape: tuple[int | None, ...], initializer: Any, seed: int
+    ) -> str:
+        """A graph input `<layer>/<key>` (f32, None = batch) the runtime draws host-side.
+
+        The runtime fills it with `axonc.initializers.initialize(initializer, shape, "f32",
+        seed)`, exactly what the reference interpreter draws (metadata axonc.random_inputs).
+        """
+        name = "/".join((*self.path, key))
+        dims = ["batch" if d is None else d for d in shape]
+        self.b.add_input(name, TensorType(shape, "f32"), dims)
+        self._lowering.random_inputs[name] = {
+            "shape": list(shape),
+            "initializer": initializer,
+            "seed": seed,
+        }
+        return name
+
     def lower(self, body: Axon, args: list[Any], scoped: bool = False) -> Any:
         """Lower a subgraph inline; `scoped` nests its parameters under this layer."""
         return self._lowering.lower_graph(body, args, self.path if scoped else ())
@@ -80,6 +98,7 @@ class Lowering:
         self.param_names: dict[tuple[str, ...], str] = {}
         self.new_state: dict[tuple[str, ...], str] = {}
         self.noise: dict[tuple[str, ...], tuple[int | None, ...]] = {}
+        self.random_inputs: dict[str, dict[str, Any]] = {}
 
     def param(self, path: tuple[str, ...]) -> str:
         if path not in self.param_names:
@@ -190,4 +209,4 @@ def _dtype(arr: np.ndarray) -> str:
 def _tensor(arr: np.ndarray, name: str):
     from onnx import numpy_helper
 
-    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+    return numpy_helper.from_array(np.array(arr, order="C"), name)

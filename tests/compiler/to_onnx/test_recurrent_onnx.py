@@ -2,11 +2,12 @@
 
 The reference interpreter and the real-Axon golden files are the oracles; these
 tests add the newest opset, a dynamic time dimension, the lowering chosen for
-each configuration and the configurations that are refused.
+each configuration and the host-drawn random initial state.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,11 @@ import pytest
 import axonc as ax
 from axonc.registry import OPS
 from axonc.to_onnx.export import max_opset, to_onnx
-from axonc.to_onnx.lower import UnsupportedOpsError
 from tests import golden, onnx_run, op_cases
 from tests.test_conformance import CASES
 
 # Declared cases whose initial state is drawn from a random recurrent_initializer:
-# refused at export (see test_random_initial_state_is_refused_at_export).
+# a graph input the runtime draws (see test_random_initial_state_is_a_host_drawn_input).
 RANDOM_STATE = {("lstm", "random_state_static"), ("gru", "random_state_static")}
 RANDOM_STATE |= {("conv_lstm", "k1_random_state")}
 FAMILY = ("lstm", "gru", "conv_lstm", "mask")
@@ -28,7 +28,6 @@ EXPORTABLE = [
     pytest.param(name, case, id=f"{name}-{case.name}")
     for name in FAMILY
     for case in OPS[name].cases
-    if (name, case.name) not in RANDOM_STATE
 ]
 
 
@@ -173,14 +172,18 @@ def test_one_export_serves_every_sequence_length(name):
 
 
 @pytest.mark.parametrize(("op", "case"), sorted(RANDOM_STATE))
-def test_random_initial_state_is_refused_at_export(op, case):
+def test_random_initial_state_is_a_host_drawn_input(op, case):
     c = _case(op, case)
     model = op_cases.model(c)
     state = ax.build(model, compiler="reference")[0](op_cases.templates(c, 1))
-    with pytest.raises(UnsupportedOpsError, match=r"recurrent_initializer 'glorot_uniform'") as e:
-        to_onnx(model, state)
-    assert f"{op} layer '{op}_0'" in str(e.value)
-    assert "pass the initial states as inputs" in str(e.value)
+    onnx_model = to_onnx(model, state)
+    meta = {p.key: p.value for p in onnx_model.metadata_props}
+    random_inputs = json.loads(meta["axonc.random_inputs"])
+    assert list(random_inputs) == [f"{op}_0/initial_state"]
+    spec = random_inputs[f"{op}_0/initial_state"]
+    assert spec["initializer"]["name"] == "glorot_uniform"
+    assert spec["shape"][0] is None
+    assert f"{op}_0/initial_state" in {i.name for i in onnx_model.graph.input}
 
 
 def test_mask_truncates_float_tokens_toward_zero():
