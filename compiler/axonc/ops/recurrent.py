@@ -258,8 +258,8 @@ def _gate_weights(ctx: Any, params: dict[str, Any], names: list[str], key: str):
 # activations, ConvLSTM) is unrolled: inlined step by step for unroll="static"
 # with a known time dim, else a Scan over the time axis.
 
-# The deterministic recurrent initializers: their (batch, ...) draw is a formula of the shape.
-# Initializers whose initial state an ONNX graph builds itself; others are host-drawn inputs.
+# The deterministic recurrent initializers: their (batch, ...) draw is a formula of the shape,
+# so an ONNX graph builds it; the others are host-drawn graph inputs.
 _EXPORTABLE_INITIAL = ("zeros", "ones", "full", "identity")
 # Axon activation -> ONNX RNN activation (the `activations` attribute) and its alpha/beta.
 _RNN_ACTIVATIONS = {
