@@ -203,7 +203,8 @@ class _Progress:
     "--opset",
     type=int,
     default=None,
-    help="ONNX opset to target (default 17; the newest supported is checked).",
+    help="ONNX opset to target (default 17; up to the newest the installed onnx and "
+    "onnxruntime support).",
 )
 @click.option(
     "--dump-after",
@@ -259,9 +260,10 @@ def compile(
             progress.echo(f"--- after {name} ---\n{text}")
 
         ir, state = _load_axon(model)
-        onnx_model = export.to_onnx(
+        onnx_model = export.export_onnx(
             ir,
             state,
+            output,
             mode=mode,
             opset=opset,
             opt_level=opt_level,
@@ -270,7 +272,6 @@ def compile(
             dump=dump,
             report=report,
         )
-        _save_onnx(onnx_model, output)
     seconds = time.perf_counter() - start
     if timings:
         click.echo(report.table())
@@ -289,21 +290,6 @@ def _load_axon(path: Path) -> tuple[Any, Any]:
         return serialize.load(path)
     except AxoncError as exc:
         raise UserError(f"{path}: {_one_line(str(exc))}") from exc
-
-
-def _save_onnx(onnx_model: Any, path: Path) -> None:
-    """Save as export.export_onnx does: tensors in a side file beyond protobuf's 2 GB limit."""
-    import onnx
-
-    from .to_onnx.export import EXTERNAL_DATA_THRESHOLD
-
-    large = onnx_model.ByteSize() > EXTERNAL_DATA_THRESHOLD
-    onnx.save_model(
-        onnx_model,
-        os.fspath(path),
-        save_as_external_data=large,
-        location=path.name + ".data" if large else None,
-    )
 
 
 def _size(n: int) -> str:

@@ -228,25 +228,22 @@ def _add_outputs(b: OnnxBuilder, lowering: Lowering, out: Any) -> Any:
     return tree_map(expose, out)
 
 
-def export_onnx(
-    model: Axon,
-    state: Any,
-    path: str | os.PathLike[str],
-    *,
-    mode: str = "inference",
-    opset: int = DEFAULT_OPSET,
-    opt_level: int = 2,
-    template: Any = None,
-) -> onnx.ModelProto:
-    """Export `model` with `state` to an .onnx file (external data beyond 2 GB)."""
-    onnx_model = to_onnx(
-        model, state, mode=mode, opset=opset, opt_level=opt_level, template=template
-    )
+def save_onnx(onnx_model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write an ONNX model; tensors go to `<file>.data` beyond protobuf's 2 GB limit."""
+    path = os.fspath(path)
     large = onnx_model.ByteSize() > EXTERNAL_DATA_THRESHOLD
     onnx.save_model(
         onnx_model,
-        os.fspath(path),
+        path,
         save_as_external_data=large,
-        location=os.path.basename(os.fspath(path)) + ".data" if large else None,
+        location=os.path.basename(path) + ".data" if large else None,
     )
+
+
+def export_onnx(
+    model: Axon, state: Any, path: str | os.PathLike[str], **options: Any
+) -> onnx.ModelProto:
+    """Export `model` with `state` to an .onnx file; `options` are those of `to_onnx`."""
+    onnx_model = to_onnx(model, state, **options)
+    save_onnx(onnx_model, path)
     return onnx_model
