@@ -145,6 +145,9 @@ def _checked_feeds(model: Axon, state: Any, inputs: Any) -> dict[str, np.ndarray
     """Input arrays by name, validated by dtype and by shape inference over the model."""
     _state_data(state)
     feeds = _feeds(model, inputs)
+    for name, node in input_nodes(model).items():
+        if name not in feeds and not node.options["optional"]:
+            raise InputError(f"input {name!r} is required but was not given")
     infer_types(model, {k: type_of(v) for k, v in feeds.items()}, assign_names(model))
     return feeds
 

@@ -274,20 +274,14 @@ class Custom(Op):
         return ctx.run(self._body(ctx.node, ctx.mode, absent), args)
 
     def onnx(self, ctx, inputs, opts):
-        """The body traced for this mode and these missing inputs, lowered inline.
-
-        Parameters are initializers; a traced body types its arguments from the
-        lowering's value types, which do not record parameters, so they are added.
-        """
+        """The body traced for this mode and these missing inputs, lowered inline."""
         absent = _missing(inputs, opts["optional"])
         if absent is None:
             return NONE
         present = [x for i, x in enumerate(inputs) if i not in absent]
         values = []
         for p in opts["params"]:
-            name = ctx.param(p["name"])
-            ctx._lowering.value_types[name] = _param_type(p)
-            values.append(name)
+            values.append(ctx.param(p["name"]))
         args = flatten_types([*present, *values])
         return ctx.lower(self._body(ctx.node, ctx.mode, absent), args, scoped=True)
 

@@ -255,8 +255,10 @@ UNARY_FLOAT_ONNX: dict[str, Callable[[Any, str, str], str]] = {
 
 
 def _sign_bit(b: Any, x: str, dt: str) -> str:
-    """Whether x is negative or -0 (1/x < 0); false for NaN."""
-    return b.op("Less", [b.op("Div", [scalar(b, 1.0, dt), x]), scalar(b, 0.0, dt)])
+    """Whether x is negative or -0 (1/x < 0 tells -0 from +0); false for NaN."""
+    zero = scalar(b, 0.0, dt)
+    reciprocal = b.op("Div", [scalar(b, 1.0, dt), x])
+    return b.op("Or", [b.op("Less", [x, zero]), b.op("Less", [reciprocal, zero])])
 
 
 def _arctan2(b: Any, y: str, x: str, dt: str) -> str:
@@ -266,6 +268,10 @@ def _arctan2(b: Any, y: str, x: str, dt: str) -> str:
     signed_pi = b.op("Where", [y_neg, b.op("Neg", [pi]), pi])
     base = b.op("Atan", [b.op("Div", [y, x])])
     out = b.op("Where", [b.op("Less", [x, zero]), b.op("Add", [base, signed_pi]), base])
+    # x = +-0: +-pi/2 by the sign of y (y / -0 would flip it)
+    half_pi = scalar(b, math.pi / 2, dt)
+    x_zero = b.op("And", [b.op("Equal", [x, zero]), b.op("Not", [b.op("IsNaN", [y])])])
+    out = b.op("Where", [x_zero, b.op("Where", [y_neg, b.op("Neg", [half_pi]), half_pi]), out])
     # both zero: +-0 for x = +0, +-pi for x = -0
     both_zero = b.op("And", [b.op("Equal", [x, zero]), b.op("Equal", [y, zero])])
     out = b.op("Where", [both_zero, b.op("Where", [_sign_bit(b, x, dt), signed_pi, y]), out])
@@ -317,7 +323,7 @@ def _int_divmod(b: Any, a: str, c: str, dt: str, want: str) -> str:
     if dt[0] == "s":
         by_minus_one = b.op("Equal", [c, scalar(b, -1, dt)])
         unsafe = b.op("Or", [by_zero, by_minus_one])
-    safe = b.op("Where", [unsafe, one, c])
+    safe = where(b, unsafe, one, c, dt)
     if want == "remainder":
         return b.op("Mod", [a, safe], fmod=0)  # x % 1 == 0, the answer for 0 and -1
     q = b.op("Div", [a, safe])
@@ -330,9 +336,9 @@ def _int_divmod(b: Any, a: str, c: str, dt: str, want: str) -> str:
                 b.op("Xor", [b.op("Less", [r, zero]), b.op("Less", [safe, zero])]),
             ],
         )
-        q = b.op("Where", [fix, b.op("Sub", [q, one]), q])
-        q = b.op("Where", [by_minus_one, b.op("Sub", [zero, a]), q])
-    return b.op("Where", [by_zero, zero, q])
+        q = where(b, fix, b.op("Sub", [q, one]), q, dt)
+        q = where(b, by_minus_one, b.op("Sub", [zero, a]), q, dt)
+    return where(b, by_zero, zero, q, dt)
 
 
 def _int_power(b: Any, a: str, e: str, dt: str) -> str:

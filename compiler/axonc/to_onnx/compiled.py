@@ -22,6 +22,7 @@ from ..initializers import initialize
 from ..ir import Axon, tree_map
 from ..model_state import ModelState
 from ..ops.dropout import draw
+from ..shape_inference import NONE
 from .export import decode_structure, to_onnx
 
 
@@ -91,7 +92,7 @@ class _Entry:
             else:
                 all_feeds[name] = np.asarray(_lookup(data, tuple(name.split("/"))))
         values = dict(zip(self.output_names, self.session.run(self.output_names, all_feeds)))
-        prediction = tree_map(lambda n: values[n] if n is not None else None, self.structure)
+        prediction = tree_map(lambda n: NONE if n is None else values[n], self.structure)
         if self.mode != "train":
             return prediction
         state: dict[str, Any] = {}

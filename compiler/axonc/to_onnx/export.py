@@ -137,11 +137,11 @@ def to_onnx(
     lowering.graph_inputs, lowering.input_types, lowering.value_types = {}, {}, {}
     for name, node in input_nodes(model).items():
         t = input_types.get(name)
+        if node.options["optional"] and (t is None or t is NONE):
+            continue  # an optional input is part of the graph only when the template gives it
         if t is None and node.options["shape"] is not None:
             t = TensorType(node.options["shape"], node.options["dtype"])
-        if t is None or t is NONE:
-            if node.options["optional"]:
-                continue
+        if t is None:
             raise OptionError(f"input {name!r} has no shape; give ax.input a shape or a template")
         lowering.graph_inputs[name] = b.add_input(name, t, _input_dims(name, t.shape))
         lowering.input_types[name] = t

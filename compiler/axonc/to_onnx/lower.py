@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import TensorType
-from ..errors import AxoncError, GraphError
+from ..errors import AxoncError, GraphError, StateError
 from ..ir import Axon, Node, assign_names, topo_order, tree_map
 from ..registry import Op, get_op
 from ..shape_inference import NONE, infer_types
@@ -99,12 +99,18 @@ class Lowering:
         self.new_state: dict[tuple[str, ...], str] = {}
         self.noise: dict[tuple[str, ...], tuple[int | None, ...]] = {}
         self.random_inputs: dict[str, dict[str, Any]] = {}
+        self.layer_kinds: dict[tuple[str, ...], str] = {}
 
     def param(self, path: tuple[str, ...]) -> str:
         if path not in self.param_names:
             value = _lookup(self.params, path)
             if value is None:
-                raise GraphError(f"no value for parameter {'/'.join(path)!r}; initialise the model")
+                layer, key = "/".join(path[:-1]), path[-1]
+                kind = self.layer_kinds.get(path[:-1], "layer")
+                raise StateError(
+                    f"layer {layer!r} ({kind}) has no value for {key!r}; "
+                    "initialise the model state with init_fn or pass the parameter in"
+                )
             name = "/".join(path)
             arr = np.asarray(value)
             if self.params_as_inputs:
@@ -115,6 +121,7 @@ class Lowering:
             else:
                 self.b.initializer(name, arr)
             self.param_names[path] = name
+            self.value_types[name] = TensorType(arr.shape, _dtype(arr))
         return self.param_names[path]
 
     def noise_input(self, path: tuple[str, ...], shape: tuple[int | None, ...]) -> str:
@@ -149,6 +156,7 @@ class Lowering:
                 self, node, (*prefix, names[nid]), [types[i] for i in node.inputs], types[nid]
             )
             self.b.scope = ctx.name
+            self.layer_kinds[ctx.path] = node.kind
             values[nid] = spec.onnx(ctx, in_values, dict(node.options))
             self.value_types.update(_pair_types(values[nid], types[nid]))
         self.b.scope = ""
