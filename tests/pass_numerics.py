@@ -132,9 +132,6 @@ def onnx_model(
     )
 
 
-
-
-
 def random_state(model: Axon, mode: str = "inference", seed: int = 0) -> ModelState:
     """Initialised state with every float leaf redrawn (variances positive), so folds matter."""
     import axonc as ax
@@ -149,8 +146,10 @@ def random_state(model: Axon, mode: str = "inference", seed: int = 0) -> ModelSt
     flat = {}
     for key, value in state.flatten(include_tied=False).items():
         if value.dtype.kind == "f":
-            draw = rng.uniform(0.5, 2.0, value.shape) if key.endswith("/var") else rng.normal(
-                size=value.shape
+            draw = (
+                rng.uniform(0.5, 2.0, value.shape)
+                if key.endswith("/var")
+                else rng.normal(size=value.shape)
             )
             value = draw.astype(value.dtype)
         flat[key] = value

@@ -34,6 +34,7 @@ from .model_state import ModelState
 from .registry import LAYERS as _LAYERS
 from .serialize import load, save
 from .shape_inference import NONE
+from .to_onnx.export import export_onnx
 
 globals().update(_LAYERS)
 
@@ -47,6 +48,7 @@ __all__ = [
     "attach_hook",
     "build",
     "display",
+    "export_onnx",
     "freeze",
     "get_inputs",
     "get_op_counts",

@@ -189,18 +189,8 @@ def _ordered(b: Any, x: str, dtype: str) -> tuple[str, Callable[[str], str]]:
 
 
 def scalar(b: Any, value: Any, dtype: str) -> str:
-    """A scalar constant of `dtype` (it may come out as shape (1,): see `rank0`)."""
+    """A scalar constant of `dtype`."""
     return b.const(value, dtype, "c")
-
-
-def rank0(b: Any, x: str, t: Any) -> str:
-    """`x` reshaped to a scalar when its type `t` is one.
-
-    b.const() (and the ONNX constant folding) store 0-d arrays through
-    np.ascontiguousarray, which makes them shape (1,), so an element-wise result
-    of scalars would come out as (1,).
-    """
-    return b.op("Reshape", [x, b.ints([])]) if isinstance(t, TensorType) and t.rank == 0 else x
 
 
 def _expm1(b: Any, x: str, dt: str) -> str:
@@ -441,7 +431,7 @@ class Unary(Primitive):
         return _cast(fn(x), out)
 
     def onnx(self, ctx, inputs, opts):
-        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+        return self._onnx(ctx, inputs, opts)
 
     def _onnx(self, ctx, inputs, opts):
         b, (x,), src, out = ctx.b, inputs, ctx.in_types[0].dtype, ctx.out_type.dtype
@@ -546,7 +536,7 @@ class Binary(Primitive):
         return _cast(fn(_cast(a, common), _cast(b, common)), out)
 
     def onnx(self, ctx, inputs, opts):
-        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+        return self._onnx(ctx, inputs, opts)
 
     def _onnx(self, ctx, inputs, opts):
         b, short = ctx.b, self.name[3:]
@@ -654,7 +644,7 @@ class Reduce(Primitive):
         return _cast(fn(x, axis=axis, keepdims=keep), out)
 
     def onnx(self, ctx, inputs, opts):
-        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+        return self._onnx(ctx, inputs, opts)
 
     def _onnx(self, ctx, inputs, opts):
         b, (x,), t, out = ctx.b, inputs, ctx.in_types[0], ctx.out_type.dtype
@@ -808,7 +798,7 @@ class Where(Primitive):
         return _cast(np.where(c.astype(bool), _cast(x, out), _cast(y, out)), out)
 
     def onnx(self, ctx, inputs, opts):
-        return rank0(ctx.b, self._onnx(ctx, inputs, opts), ctx.out_type)
+        return self._onnx(ctx, inputs, opts)
 
     def _onnx(self, ctx, inputs, opts):
         b, (c, x, y), (tc, tx, ty) = ctx.b, inputs, (t.dtype for t in ctx.in_types)
@@ -886,7 +876,7 @@ def _contract(ctx: Any, inputs: list[str], op_type: str, attrs: dict[str, Any]) 
     x, y = (_to(b, v, t.dtype, work) for v, t in zip(inputs, ctx.in_types))
     z = b.op(op_type, [x, y], **attrs)
     if out == "pred":
-        return rank0(b, b.op("Greater", [z, scalar(b, 0, "s32")]), ctx.out_type)
+        return b.op("Greater", [z, scalar(b, 0, "s32")])
     return _to(b, z, work, out)
 
 

@@ -31,6 +31,7 @@ from .onnx_graph import (
     pinned,
     producer,
     remove_node,
+    rename_output,
     replace_uses,
     set_inputs,
     users,
@@ -94,11 +95,7 @@ class _Rewriter:
             return False
         x, y = t.input[0], t.output[0]
         if perm == sorted(perm):
-            if replace_uses(g, y, x):
-                remove_node(g, nid)
-                self._drop_if_dead(producer(g, x))
-                return True
-            return False
+            return self._remove_identity(nid, x, y)
         up = producer(g, x)
         if up is not None and onnx_node(g, up).op_type == "Transpose":
             inner = _perm(onnx_node(g, up))
@@ -132,6 +129,27 @@ class _Rewriter:
         self.work.append(
             make_node(g, "Transpose", [inner_out], [out], t.name or "Transpose", perm=perm)
         )
+        self._requeue_readers(out)
+        return True
+
+    def _requeue_readers(self, value: str) -> None:
+        """Transposes reading `value` may now merge with the one producing it."""
+        g = self.g
+        self.work.extend(u for u in users(g, value) if onnx_node(g, u).op_type == "Transpose")
+
+    def _remove_identity(self, nid: int, x: str, y: str) -> bool:
+        """Drop an identity Transpose: its readers read x, or x's producer produces y."""
+        g = self.g
+        if replace_uses(g, y, x):
+            remove_node(g, nid)
+            self._drop_if_dead(producer(g, x))
+            self._requeue_readers(x)
+            return True
+        up = producer(g, x)
+        if up is None or users(g, x) != {nid} or pinned(g, x):
+            return False  # y is a graph output and x cannot take its name
+        remove_node(g, nid)
+        rename_output(g, up, x, y)
         return True
 
     def _drop_if_dead(self, nid: int | None) -> None:

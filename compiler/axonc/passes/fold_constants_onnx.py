@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+import onnx
 from onnx.reference import ReferenceEvaluator
 
 from .manager import register_pass
-from .onnx_graph import add_initializer, constant, onnx_node, opset, pinned, remove_node
+from .onnx_graph import add_initializer, attr, constant, onnx_node, opset, pinned, remove_node
 
 EXACT_OPS = frozenset(
     {
@@ -37,6 +38,17 @@ EXACT_OPS = frozenset(
 
 # A folded initializer may have at most this many elements more than its inputs together.
 MAX_GROWTH = 1 << 16
+
+
+def _evaluate(n: onnx.NodeProto, values: dict[str, np.ndarray], version: int) -> list | None:
+    """The node's outputs on constant inputs (None if the evaluator cannot run it)."""
+    if n.op_type == "Transpose":  # the common case (kernel re-layouts), without the evaluator
+        perm = attr(n, "perm")
+        return [np.transpose(values[n.input[0]], None if perm is None else list(perm))]
+    try:
+        return ReferenceEvaluator(n, opsets={"": version}).run(None, values)
+    except Exception:
+        return None
 
 
 @register_pass("fold_constants_onnx", level=1, cleanup=True, stage="onnx")

@@ -257,5 +257,23 @@ def replace_uses(g: nx.DiGraph, old: str, new: str) -> bool:
 def add_initializer(g: nx.DiGraph, name: str, value: np.ndarray) -> str:
     """Store `value` as an initializer under `name` (a name nothing else defines)."""
     g.graph["names"].add(name)
-    g.graph["initializers"][name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
+    g.graph["initializers"][name] = numpy_helper.from_array(np.array(value, order="C"), name)
     return name
+
+
+def rename_output(g: nx.DiGraph, nid: int, old: str, new: str) -> None:
+    """Make node `nid` produce `new` instead of `old` (nothing may read `old` any more,
+    and no other node may produce `new`)."""
+    if users(g, old):
+        raise GraphError(f"cannot rename {old!r}: it is still read")
+    if g.graph["producer"].get(new, nid) != nid:
+        raise GraphError(f"cannot rename {old!r} to {new!r}: another node produces it")
+    n = g.nodes[nid]["node"]
+    outs = [new if o == old else o for o in n.output]
+    del n.output[:]
+    n.output.extend(outs)
+    del g.graph["producer"][old]
+    g.graph["producer"][new] = nid
+    g.graph["names"].add(new)
+    for u in users(g, new):
+        g.add_edge(nid, u)

@@ -108,7 +108,7 @@ def to_onnx(
     any parameter values (what ax.build uses); passes that rewrite parameters
     are then skipped.
 
-    `verify_each`, `dump_after` (pass names), `dump(pass_name, graph)` and `report`
+    `verify_each`, `dump_after` (pass names), `dump(pass_name, text)` and `report`
     (a passes.PassReport collecting timings) are forwarded to the pass manager.
     """
     if mode not in MODES:

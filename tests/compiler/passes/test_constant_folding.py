@@ -84,7 +84,9 @@ def test_a_result_much_larger_than_its_inputs_is_not_folded():
 @pytest.mark.parametrize("mode", ["inference", "train"])
 def test_integer_constants_keep_their_dtype(mode):
     x = ax.input("x", (None, 3), dtype="s32")
-    c = ax.add(ax.constant(np.array([1, 2, 3], np.int32)), ax.constant(np.array([1, 1, 1], np.int32)))
+    c = ax.add(
+        ax.constant(np.array([1, 2, 3], np.int32)), ax.constant(np.array([1, 1, 1], np.int32))
+    )
     model = ax.multiply(x, c)
     new, _, changed = check_ir_passes(model, random_state(model, mode), FOLD, mode)
     assert changed

@@ -137,7 +137,9 @@ def test_a_tied_kernel_is_left_alone():
     model = ax.batch_norm(ax.dense(d0, 3, use_bias=False))
     state = random_state(model)
     tied = ModelState(
-        state.data, state=state.state, ties={("dense_1", "kernel"): (("dense_0", "kernel"), "transpose")}
+        state.data,
+        state=state.state,
+        ties={("dense_1", "kernel"): (("dense_0", "kernel"), "transpose")},
     )
     _, _, changed = check_ir_passes(model, tied, FOLD)
     assert not changed
