@@ -236,7 +236,9 @@ def save_onnx(onnx_model: onnx.ModelProto, path: str | os.PathLike[str]) -> None
         onnx_model,
         path,
         save_as_external_data=large,
+        all_tensors_to_one_file=True,
         location=os.path.basename(path) + ".data" if large else None,
+        size_threshold=0,
     )
 
 
