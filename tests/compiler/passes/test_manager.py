@@ -1,6 +1,5 @@
 """The pass manager: pipelines by level/stage/mode, reports, verify-each, dumps, linear time."""
 
-
 import networkx as nx
 import numpy as np
 import onnx
