@@ -8,8 +8,10 @@ the model file. Every name follows Elixir's Axon.
 from . import (
     display,
     initializers,
+    losses,
     numpy,
     ops,  # noqa: F401  (registers every op and layer constructor)
+    train,
 )
 from .build import build, predict
 from .dtypes import TensorType, template
@@ -57,6 +59,7 @@ __all__ = [
     "get_parameters",
     "initializers",
     "load",
+    "losses",
     "map_nodes",
     "numpy",
     "predict",
@@ -67,5 +70,6 @@ __all__ = [
     "template",
     "trace_forward",
     "trace_init",
+    "train",
     *_LAYERS,
 ]

@@ -117,6 +117,17 @@ class Op:
         """
         raise NotImplementedError(f"op {self.name!r} has no ONNX lowering")
 
+    def vjp(
+        self, ctx: Any, inputs: list[Any], output: Any, cot: Any, opts: dict[str, Any]
+    ) -> list[Any]:
+        """The gradient rule: cotangents of the inputs given the output's cotangent `cot`.
+
+        `inputs`, `output` and `cot` are symbolic tensors (axonc.numpy and Python
+        operators build the result); return one cotangent per input (None where the
+        input gets none) and report parameter gradients with `ctx.add_param_grad`.
+        """
+        raise NotImplementedError(f"op {self.name!r} has no gradient rule")
+
     def normalize_options(self, given: Mapping[str, Any], layer: str) -> dict[str, Any]:
         """Fill defaults, reject unknown options and run each option's check."""
         unknown = sorted(set(given) - set(self.options))
