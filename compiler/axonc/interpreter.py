@@ -29,6 +29,7 @@ class Context:
         self.node = node
         self.name = name
         self.mode = runner.mode
+        self.root = runner.root
         self.new_state: dict[str, Any] = {}
 
     def set_state(self, key: str, value: Any) -> None:
@@ -37,15 +38,16 @@ class Context:
 
     def run(self, body: Axon, args: list[Any], params: Mapping[str, Any] | None = None) -> Any:
         """Run a subgraph (a traced body or a block) on concrete arguments."""
-        out, state = run(body, {}, params or {}, self.mode, args=args)
+        out, state = run(body, {}, params or {}, self.mode, args=args, root=self.root)
         if state:
             self.new_state.update(state)
         return out
 
 
 class _Runner:
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, root: Mapping[str, Any]):
         self.mode = mode
+        self.root = root  # the whole parameter/state map (subgraphs see a scoped one)
 
 
 def run(
@@ -56,6 +58,7 @@ def run(
     *,
     args: list[Any] | None = None,
     names: Mapping[int, str] | None = None,
+    root: Mapping[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Evaluate `model` on concrete inputs; returns (outputs, updated state by layer).
 
@@ -65,7 +68,7 @@ def run(
     if mode not in MODES:
         raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
     names = names if names is not None else assign_names(model)
-    runner = _Runner(mode)
+    runner = _Runner(mode, params if root is None else root)
     values: dict[int, Any] = {}
     new_state: dict[str, Any] = {}
     for nid in topo_order(model.nodes, model.output):

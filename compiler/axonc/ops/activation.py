@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import numpy as anp
 from ..dtypes import TensorType
 from ..errors import OptionError, ShapeError
 from ..ir import Axon, make_node
@@ -165,11 +166,72 @@ def _lower(b: Any, act: str, x: str, opts: dict[str, Any], dtype: str) -> str:
     return b.op(simple[act], [x])
 
 
+def _sig(x: Any) -> Any:
+    return 0.5 * (anp.tanh(0.5 * x) + 1.0)
+
+
+def _vjp(act: str, x: Any, y: Any, cot: Any, opts: dict[str, Any]) -> Any:
+    """The cotangent of an activation's input: cot times the derivative at x (y = f(x))."""
+    if act in ("log_softmax", "log_sumexp", "softmax"):
+        axis = opts["axis"]
+        if act == "softmax":
+            return y * (cot - anp.sum(cot * y, axis=axis, keepdims=True))
+        if act == "log_softmax":
+            return cot - anp.exp(y) * anp.sum(cot, axis=axis, keepdims=True)
+        return cot * anp.exp(x - y)
+    if act in ("celu", "elu", "leaky_relu"):
+        alpha = opts["alpha"]
+        slope = {
+            "celu": lambda: anp.exp(x / alpha),
+            "elu": lambda: alpha * anp.exp(x),
+            "leaky_relu": lambda: alpha,
+        }[act]()
+        return cot * anp.where(x > 0, 1.0, slope)
+    if act in ("hard_sigmoid", "hard_silu"):
+        z = opts["alpha"] * x + opts["beta"]
+        d_hs = anp.where((z > 0) & (z < 1), opts["alpha"], 0.0)
+        if act == "hard_sigmoid":
+            return cot * d_hs
+        return cot * (anp.clip(z, 0.0, 1.0) + x * d_hs)
+    derivative = {
+        "exp": lambda: y,
+        "gelu": lambda: (
+            0.5 * (1.0 + anp.erf(x * (1 / math.sqrt(2.0))))
+            + x * anp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        ),
+        "hard_tanh": lambda: anp.where((x > -1) & (x < 1), 1.0, 0.0),
+        "linear": lambda: None,
+        "log_sigmoid": lambda: 1.0 - _sig(x),
+        "mish": lambda: _mish_derivative(x),
+        "relu": lambda: anp.where(x > 0, 1.0, 0.0),
+        "relu6": lambda: anp.where((x > 0) & (x < 6), 1.0, 0.0),
+        "selu": lambda: SELU_SCALE * anp.where(x > 0, 1.0, SELU_ALPHA * anp.exp(x)),
+        "sigmoid": lambda: y * (1.0 - y),
+        "silu": lambda: _sig(x) * (1.0 + x * (1.0 - _sig(x))),
+        "softplus": lambda: _sig(x),
+        "softsign": lambda: 1.0 / anp.square(1.0 + anp.abs(x)),
+        "tanh": lambda: 1.0 - y * y,
+    }[act]()
+    return cot if derivative is None else cot * derivative
+
+
+def _mish_derivative(x: Any) -> Any:
+    sp = anp.log1p(anp.exp(-anp.abs(x))) + anp.maximum(x, 0.0)
+    t = anp.tanh(sp)
+    return t + x * (1.0 - t * t) * _sig(x)
+
+
 class Activation(Op):
     """Shared rules of the element-wise activations (one subclass per activation)."""
 
     family = "activation"
     formula: Callable[..., np.ndarray]
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        if not np.issubdtype(x.dtype, np.floating):
+            return [None]
+        return [_vjp(self.name, x, output, cot, opts)]
 
     def onnx(self, ctx, inputs, opts):
         (x,) = inputs

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..dtypes import TensorType, dtype_name, normalize_shape, type_of
-from ..errors import GraphError, ShapeError
+from ..errors import GraphError, ShapeError, StateError
 from ..ir import Axon, Node, make_node, merge_nodes, new_id, tree_leaves, tree_map
 from ..registry import Case, Op, Option, check_bool, layer_api, register
 
@@ -77,6 +78,52 @@ def _check_value(v: Any) -> np.ndarray:
     return arr
 
 
+def _check_leaf_path(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(k, str) and k for k in v):
+        raise TypeError(f"expected a non-empty path of strings (('dense_0', 'kernel')), got {v!r}")
+    return tuple(v)
+
+
+@register
+class Parameter(Op):
+    """Reads one leaf of the whole parameter/state map by its full path.
+
+    Gradient and optimizer graphs use it to refer to a parameter outside the layer
+    that owns it (the layer itself reads its parameters by its own name).
+    """
+
+    name = "parameter"
+    family = "special"
+    doc = "The value of the parameter or state leaf at `path` (e.g. ('dense_0', 'kernel'))."
+    arity = 0
+    options = {
+        "path": Option(check=_check_leaf_path, doc="the leaf's full path"),
+        "shape": Option(check=lambda v: normalize_shape(v, "parameter shape"), doc="its shape"),
+        "dtype": Option("f32", dtype_name, "its dtype"),
+    }
+
+    def infer(self, types, opts, node):
+        return TensorType(opts["shape"], opts["dtype"])
+
+    def forward(self, ctx, inputs, params, opts):
+        value: Any = ctx.root
+        for key in opts["path"]:
+            if not isinstance(value, Mapping) or key not in value:
+                raise StateError(
+                    f"the state has no value for {'/'.join(opts['path'])!r}; initialise it"
+                )
+            value = value[key]
+        return np.asarray(value)
+
+    def onnx(self, ctx, inputs, opts):
+        return ctx.param_at(opts["path"])
+
+
+def parameter(path: tuple[str, ...], shape: tuple[int, ...], dtype: str = "f32") -> Axon:
+    """A node reading the state leaf at `path` (used by gradient and optimizer graphs)."""
+    return make_node("parameter", [], {"path": path, "shape": shape, "dtype": dtype})
+
+
 @register
 class Constant(Op):
     name = "constant"
@@ -127,6 +174,22 @@ class Container(Op):
 
     def onnx(self, ctx, inputs, opts):
         return tree_map(lambda i: inputs[i], opts["structure"])
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        cots: list[Any] = [None] * len(inputs)
+
+        def collect(index: Any, c: Any) -> None:
+            if isinstance(index, (tuple, list)):
+                for i, ci in zip(index, c if c is not None else [None] * len(index)):
+                    collect(i, ci)
+            elif isinstance(index, dict):
+                for k, i in index.items():
+                    collect(i, None if c is None else c[k])
+            elif c is not None:
+                cots[index] = c if cots[index] is None else cots[index] + c
+
+        collect(opts["structure"], cot)
+        return cots
 
 
 def _index_structure(tree: Any, handles: list[Axon]) -> Any:
@@ -189,6 +252,19 @@ class Elem(Op):
 
     def onnx(self, ctx, inputs, opts):
         return _get(inputs[0], opts["path"], "elem")
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The container's cotangent: `cot` at this element's path, None (zero) elsewhere."""
+
+        def place(t: Any, path: tuple) -> Any:
+            if not path:
+                return cot
+            head, rest = path[0], path[1:]
+            if isinstance(t, dict):
+                return {k: place(v, rest) if k == head else None for k, v in t.items()}
+            return type(t)(place(v, rest) if i == head else None for i, v in enumerate(t))
+
+        return [place(ctx.in_types[0], opts["path"])]
 
 
 def elem(x: Axon, *path: int | str) -> Axon:

@@ -43,6 +43,10 @@ class LowerContext:
         """The ONNX value holding this layer's parameter or state `key` (a path)."""
         return self._lowering.param((*self.path, *key))
 
+    def param_at(self, path: tuple[str, ...]) -> str:
+        """The ONNX value of any parameter or state leaf, by its full path."""
+        return self._lowering.param(tuple(path))
+
     def set_state(self, key: str, value: str, t: TensorType) -> None:
         """Report the updated value (of type `t`) of this layer's state `key` (train mode)."""
         self._lowering.new_state[(*self.path, key)] = value

@@ -19,7 +19,7 @@ from axonc.shape_inference import infer_types, output_types
 from tests import op_cases
 
 # Ops that only exist inside other constructs and are exercised through them.
-STRUCTURAL = {"input", "argument", "elem", "container"}
+STRUCTURAL = {"input", "argument", "elem", "container", "parameter"}
 
 SWEEP = [
     pytest.param(op, case, mode, id=f"{op.name}-{case.name}-{mode}")
