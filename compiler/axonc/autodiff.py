@@ -141,8 +141,8 @@ def gradients(
             continue
         path = (names[nid],) if nid in names else ()
         ctx = VJPContext(b, node, path)
-        inputs = [_as_tensor(b, i) for i in node.inputs]
-        in_cots = get_op(node.op).vjp(ctx, inputs, b.tensor(nid), cots[nid], dict(node.options))
+        args = [_as_tensor(b, i) for i in node.inputs]
+        in_cots = get_op(node.op).vjp(ctx, args, b.tensor(nid), cots[nid], dict(node.options))
         for i, c in zip(node.inputs, in_cots):
             if c is None or i not in needed:
                 continue
@@ -191,8 +191,19 @@ def _needs_gradient(
 
 
 def tensor_of(model: Axon, trace: int | None = None) -> Any:
-    """The model's output as symbolic tensors of a (new) trace, for building a loss on it."""
-    trace = next(_traces) if trace is None else trace
+    """The model's output as symbolic tensors of a (new) trace, for building a loss on it.
+
+    A `container` output node is opened up, so the result mirrors the output's
+    structure (a tuple / list / dict of tensors).
+    """
     from .ir import tree_map
 
-    return tree_map(lambda nid: Tensor(Axon(nid, model.nodes), trace), model.output)
+    trace = next(_traces) if trace is None else trace
+
+    def leaf(nid: int) -> Any:
+        node = model.nodes[nid]
+        if node.op == "container":
+            return tree_map(lambda i: leaf(node.inputs[i]), node.options["structure"])
+        return Tensor(Axon(nid, model.nodes), trace)
+
+    return tree_map(leaf, model.output)

@@ -15,9 +15,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, broadcast_shapes, dtype_name, nx_result_dtype, to_numpy_dtype
+from .. import numpy as anp
+from ..dtypes import (
+    TensorType,
+    broadcast_shapes,
+    dtype_name,
+    is_float,
+    nx_result_dtype,
+    to_numpy_dtype,
+)
 from ..errors import GraphError, ShapeError
-from ..ir import Axon, make_node, tree_leaves
+from ..ir import Axon, make_node, tree_leaves, tree_map
 from ..registry import Case, Op, Option, check_int, layer_api, register
 from ..shape_inference import NONE
 from .special import container, elem
@@ -46,6 +54,20 @@ def _graph_list(x: Any, y: Any, what: str) -> list[Axon]:
     if y is None:
         raise GraphError(f"{what}: expected two graphs or a list of graphs, got one graph")
     return [x, y]
+
+
+def _unbroadcast(g: Any, shape: tuple, out_shape: tuple) -> Any:
+    """Sum `g` (of the broadcast `out_shape`) back to an input's `shape`: over the leading
+    axes the input lacks and, keeping them, over its size-1 axes that were broadcast."""
+    lead = len(out_shape) - len(shape)
+    if lead:
+        g = anp.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and out_shape[lead + i] != 1)
+    return anp.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+def _axis_slice(axis: int, start: int | None, stop: int | None) -> tuple:
+    return (*(slice(None),) * axis, slice(start, stop))
 
 
 # ---------------------------------------------------------------------------
@@ -82,6 +104,23 @@ class _ElementWise(Op):
         for v in values[1:]:
             out = ctx.b.op(self.onnx_op, [out, v])
         return out
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """cot (negated for the subtrahends; times the other factors for multiply, in the
+        merged dtype) summed back over each input's broadcast axes, in its own dtype."""
+        out_shape = ctx.out_type.shape
+        cots: list[Any] = []
+        for i, (x, t) in enumerate(zip(inputs, ctx.in_types, strict=True)):
+            if not is_float(t.dtype):
+                cots.append(None)
+                continue
+            g = -cot if self.name == "subtract" and i > 0 else cot
+            if self.name == "multiply":
+                for j, y in enumerate(inputs):
+                    if j != i:
+                        g = g * y.astype(cot.dtype)
+            cots.append(_unbroadcast(g, t.shape, out_shape).astype(x.dtype))
+        return cots
 
 
 def _define(
@@ -173,6 +212,36 @@ class Concatenate(Op):
     def onnx(self, ctx, inputs, opts):
         axis = _normalize_axis(opts["axis"], ctx.in_types[0].rank)
         return ctx.b.op("Concat", _onnx_merged(ctx, inputs, ctx.in_types), axis=axis)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Each input's slice of cot. Offsets are static: inputs before the one piece whose
+        size along the axis may be dynamic are counted from the start, those after it
+        from the end."""
+        types = ctx.in_types
+        axis = _normalize_axis(opts["axis"], types[0].rank)
+        sizes = [t.shape[axis] for t in types]
+        dynamic = [i for i, n in enumerate(sizes) if n is None]
+        if len(dynamic) > 1:
+            raise ShapeError(
+                f"the concatenate gradient needs static sizes along axis {axis} for all but one "
+                f"input, got sizes {', '.join('?' if n is None else str(n) for n in sizes)}"
+            )
+        split = dynamic[0] if dynamic else len(sizes)
+        bounds: list[tuple[int | None, int | None]] = []
+        start = 0
+        for n in sizes[:split]:
+            bounds.append((start, start + n))
+            start += n
+        if dynamic:
+            after = sum(sizes[split + 1 :])
+            bounds.append((start, -after if after else None))
+            for n in sizes[split + 1 :]:
+                bounds.append((-after, -after + n if after > n else None))
+                after -= n
+        return [
+            cot[_axis_slice(axis, lo, hi)].astype(x.dtype) if is_float(t.dtype) else None
+            for x, t, (lo, hi) in zip(inputs, types, bounds, strict=True)
+        ]
 
     cases: ClassVar[list[Case]] = [
         Case(
@@ -284,6 +353,31 @@ class Split(Op):
             start += n
         return tuple(pieces)
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The pieces' cotangents joined back along the axis; a None piece is zeros, and
+        so is the tail that sizes adding up to less than the axis dropped."""
+        (x,) = inputs
+        t = ctx.in_types[0]
+        given = [c for c in cot if c is not None]
+        if not is_float(t.dtype) or not given:
+            return [None]
+        axis = _normalize_axis(opts["axis"], t.rank)
+        sizes = _split_sizes(t.shape[axis], opts["splits"])
+        pieces, start = [], 0
+        for c, n in zip(cot, sizes, strict=True):
+            if n == 0:
+                continue
+            if c is None:
+                # equal parts of a dynamic axis all have the shape of a given piece
+                c = anp.zeros_like(
+                    given[0] if n is None else x[_axis_slice(axis, start, start + n)]
+                )
+            pieces.append(c.astype(x.dtype))
+            start = None if n is None else start + n
+        if start is not None and t.shape[axis] is not None and start < t.shape[axis]:
+            pieces.append(anp.zeros_like(x[_axis_slice(axis, start, None)]))
+        return [pieces[0] if len(pieces) == 1 else anp.concatenate(pieces, axis=axis)]
+
     cases: ClassVar[list[Case]] = [
         Case("equal_2", lambda x: container(split(x, 2)), [TensorType((None, 6))]),
         Case("sizes", lambda x: container(split(x, [1, 3, 2])), [TensorType((None, 6))]),
@@ -385,6 +479,26 @@ class StackColumns(Op):
             b.op("Unsqueeze", [v, b.ints([-1], "axes")]) for v in _onnx_merged(ctx, leaves, types)
         ]
         return b.op("Concat", columns, axis=-1)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The container's cotangent: column j of cot for the j-th stacked leaf, None for
+        the ignored entries and integer leaves."""
+        tree, ignore = ctx.in_types[0], opts["ignore"]
+        if any(t is NONE for t in tree_leaves(tree)):
+            return [None]
+        column = iter(range(ctx.out_type.shape[-1]))
+
+        def leaf(t: TensorType) -> Any:
+            j = next(column)
+            return cot[..., j].astype(to_numpy_dtype(t.dtype)) if is_float(t.dtype) else None
+
+        def skipped(v: Any) -> Any:
+            return tree_map(lambda _: None, v)
+
+        if isinstance(tree, dict):
+            return [{k: skipped(v) if k in ignore else tree_map(leaf, v) for k, v in tree.items()}]
+        entries = [skipped(v) if i in ignore else tree_map(leaf, v) for i, v in enumerate(tree)]
+        return [type(tree)(entries)]
 
     cases: ClassVar[list[Case]] = [
         Case(

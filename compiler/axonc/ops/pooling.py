@@ -9,6 +9,14 @@ Adaptive pools are not PyTorch bins: `stride = in // out`,
 `window = in - (out - 1) * stride`, valid padding. Global pools reduce every
 spatial axis. Pools have no parameters and act the same in both modes.
 
+Gradients (`vjp`): windowed and adaptive pools spread each output's cotangent over
+its window with the `np.windows` / `np.windows_transpose` primitives defined here
+(window extraction and its scatter-add transpose, each the other's VJP); max
+pooling sends it to the FIRST maximum of each window (row-major tap order), like
+XLA's select-and-scatter choosing one element; global max pooling splits it
+equally among tied maxima (jax's reduce_max rule); blur_pool's transpose is
+itself (a symmetric kernel with 'same' zero padding).
+
 `blur_pool` is Axon 0.8's fixed `[1, 2, 1]` (x) `[1, 2, 1] / 16` depthwise blur with
 zero padding 1 and stride 1. Axon 0.8.1 only runs it with `channels="first"`: with
 `channels="last"` it transposes its filter and then reads the padding from the
@@ -20,11 +28,13 @@ the same blur in both layouts. It also accepts 1-D and 3-D inputs (the separable
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, float_or_f32, float_or_f32_np
+from .. import numpy as anp
+from ..dtypes import TensorType, float_or_f32, float_or_f32_np, is_float
 from ..errors import OptionError, ShapeError
 from ..ir import Axon, make_node
 from ..registry import (
@@ -32,11 +42,13 @@ from ..registry import (
     Op,
     Option,
     check_bool,
+    check_float,
     check_int_or_tuple,
     check_optional,
     layer_api,
     register,
 )
+from ..tracing import apply
 from ._spatial import (
     check_channels,
     check_padding,
@@ -45,6 +57,7 @@ from ._spatial import (
     spatial_axes,
     window_out,
 )
+from .primitives import Primitive
 
 
 def _check_norm(v: Any) -> int | float:
@@ -342,6 +355,18 @@ class _WindowPool(Op):
         axes, kernel, strides, dilations, pads = self.geometry(x.ndim, opts)
         return _pool(self.kind, x, axes, kernel, strides, dilations, pads, opts.get("norm"))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        if not is_float(ctx.in_types[0].dtype):
+            return [None]
+        _, kernel, strides, dilations, pads = self.geometry(x.ndim, opts)
+        norm = opts.get("norm")
+        return [
+            _window_vjp(
+                self.kind, x, output, cot, opts["channels"], kernel, strides, dilations, pads, norm
+            )
+        ]
+
     def onnx(self, ctx, inputs, opts):
         _, kernel, strides, dilations, pads = self.geometry(ctx.in_types[0].rank, opts)
         return _onnx_pool(
@@ -525,6 +550,20 @@ class _AdaptivePool(Op):
         valid = ((0, 0),) * len(axes)
         return _pool(self.kind, x, axes, windows, strides, ones, valid, opts.get("norm"))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        if not is_float(ctx.in_types[0].dtype):
+            return [None]
+        axes, _, windows, strides = self.geometry(ctx.in_types[0].shape, opts)
+        ones = (1,) * len(axes)
+        valid = ((0, 0),) * len(axes)
+        norm = opts.get("norm")
+        return [
+            _window_vjp(
+                self.kind, x, output, cot, opts["channels"], windows, strides, ones, valid, norm
+            )
+        ]
+
     def onnx(self, ctx, inputs, opts):
         axes, _, windows, strides = self.geometry(ctx.in_types[0].shape, opts)
         ones = (1,) * len(axes)
@@ -650,6 +689,26 @@ class _GlobalPool(Op):
                 np.sum(np.power(xf, opts["norm"]), axis=axes, keepdims=keep), opts["norm"]
             )
         return np.asarray(out).astype(float_or_f32_np(x.dtype))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Broadcast the cotangent back over the spatial axes. Max: split equally among the
+        elements equal to the maximum (jax's reduce_max rule; random inputs have no ties)."""
+        (x,) = inputs
+        if not is_float(ctx.in_types[0].dtype):
+            return [None]
+        axes = tuple(spatial_axes(x.ndim, opts["channels"]))
+        if not opts["keep_axes"]:
+            cot, output = anp.expand_dims(cot, axes), anp.expand_dims(output, axes)
+        if self.kind == "max":
+            hit = anp.equal(x, output)
+            count = anp.sum(anp.where(hit, 1.0, 0.0).astype(cot.dtype), axis=axes, keepdims=True)
+            grad = anp.where(hit, cot / count, 0.0)
+        elif self.kind == "avg":
+            ones = anp.ones_like(x, dtype=cot.dtype)
+            grad = ones * (cot / anp.sum(ones, axis=axes, keepdims=True))
+        else:
+            grad = _lp_input_factor(x, opts["norm"]) * _lp_scale(output, cot, opts["norm"])
+        return [grad.astype(x.dtype)]
 
     def onnx(self, ctx, inputs, opts):
         b, t = ctx.b, ctx.in_types[0]
@@ -782,6 +841,14 @@ class BlurPool(Op):
             )
         return out.astype(float_or_f32_np(x.dtype))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """A convolution with a symmetric kernel and 'same' zero padding: its transpose
+        is the same blur."""
+        if not is_float(ctx.in_types[0].dtype):
+            return [None]
+        blurred = apply("blur_pool", [cot], {"channels": opts["channels"]})
+        return [blurred.astype(inputs[0].dtype)]
+
     def onnx(self, ctx, inputs, opts):
         b, t = ctx.b, ctx.in_types[0]
         work = _onnx_compute_dtype(t.dtype, "avg")
@@ -821,3 +888,397 @@ def blur_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
     Options: channels ("last"). Works for both layouts (Axon 0.8.1 crashes for "last").
     """
     return make_node("blur_pool", [x], opts, name=name)
+
+
+# ---------------------------------------------------------------------------
+# Window extraction and its transpose: the primitives pooling gradients are made of.
+# Both work on channels-first values (N, C, spatial...). `np.windows` lays every
+# (strided, dilated, padded) window out on trailing axes, (N, C, out..., k...);
+# `np.windows_transpose` scatter-adds such windows back onto an input-shaped
+# tensor (padded positions dropped), so each is the other's VJP.
+
+
+_check_geometry_ints = check_int_or_tuple(1)
+
+
+class _WindowPrimitive(Primitive):
+    """Shared options and geometry of np.windows and np.windows_transpose."""
+
+    options: ClassVar[dict[str, Option]] = {
+        "window": Option(check=_check_geometry_ints, doc="window size, an int or one per dim"),
+        "strides": Option(1, _check_geometry_ints, "window strides, an int or one per dim"),
+        "pads": Option(
+            "valid", check_padding, "'valid', 'same' or (lo, hi) pairs; negative pads crop"
+        ),
+        "dilations": Option(1, _check_geometry_ints, "window dilation, an int or one per dim"),
+    }
+
+    def geometry(self, n: int, opts: dict[str, Any]) -> tuple[tuple, tuple, tuple, tuple]:
+        """(window, strides, dilations, (lo, hi) pads) for n spatial dims."""
+        try:
+            window = per_dim(opts["window"], n, "window")
+            strides = per_dim(opts["strides"], n, "strides")
+            dilations = per_dim(opts["dilations"], n, "dilations")
+            pads = resolve_padding(opts["pads"], window, dilations)
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        return window, strides, dilations, pads
+
+    def out_sizes(self, spatial: tuple, opts: dict[str, Any]) -> tuple[int | None, ...]:
+        window, strides, dilations, pads = self.geometry(len(spatial), opts)
+        outs = []
+        for i, size in enumerate(spatial):
+            out = window_out(size, window[i], strides[i], *pads[i], dilations[i])
+            if out == 0:
+                raise ShapeError(
+                    f"the window (size {window[i]}, dilation {dilations[i]}) is larger than "
+                    f"spatial dim {i} of size {size} padded by {pads[i]}"
+                )
+            outs.append(out)
+        return tuple(outs)
+
+
+def _padded(x: np.ndarray, pads: tuple[tuple[int, int], ...], fill: float) -> np.ndarray:
+    """`x` padded with `fill` on its spatial axes (2, 3, ...); negative pads crop."""
+    width = [(0, 0)] * 2 + [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    x = np.pad(x, width, constant_values=fill)
+    crop = [slice(None)] * 2 + [
+        slice(max(-lo, 0), x.shape[2 + i] - max(-hi, 0)) for i, (lo, hi) in enumerate(pads)
+    ]
+    return x[tuple(crop)]
+
+
+def _tap_slices(
+    offsets: tuple[int, ...], strides: tuple, dilations: tuple, outs: tuple
+) -> tuple[slice, ...]:
+    """Where one window tap (its offsets in the window) reads the padded input, per output."""
+    spatial = [
+        slice(o * d, o * d + (n - 1) * s + 1, s)
+        for o, s, d, n in zip(offsets, strides, dilations, outs, strict=True)
+    ]
+    return (slice(None), slice(None), *spatial)
+
+
+def _one_hot_taps(window: tuple[int, ...]) -> np.ndarray:
+    """The (K, 1, k...) kernel whose output channel t picks window tap t (row-major)."""
+    size = math.prod(window)
+    return np.eye(size).reshape(size, 1, *window)
+
+
+# Conv / ConvTranspose run in f32 (f16 and f64 are cast; onnxruntime's CPU kernels are f32).
+_CONV_WORK = "f32"
+
+
+@register
+class Windows(_WindowPrimitive):
+    name = "np.windows"
+    doc = (
+        "Every window of a channels-first x: (N, C, spatial...) -> (N, C, out..., window...), "
+        "padding with `pad_value` (negative pads crop)."
+    )
+    options: ClassVar[dict[str, Option]] = {
+        **_WindowPrimitive.options,
+        "pad_value": Option(0.0, check_float(), "the value padded positions read (-inf allowed)"),
+    }
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if t.rank < 3 or not is_float(t.dtype):
+            raise ShapeError(
+                f"np.windows expects a float input (N, C, spatial...) of rank >= 3, got {t!r}"
+            )
+        window = self.geometry(t.rank - 2, opts)[0]
+        return t.with_shape((*t.shape[:2], *self.out_sizes(t.shape[2:], opts), *window))
+
+    def forward(self, ctx, inputs, params, opts):
+        x = np.asarray(inputs[0])
+        window, strides, dilations, pads = self.geometry(x.ndim - 2, opts)
+        outs = self.out_sizes(x.shape[2:], opts)
+        xp = _padded(x, pads, opts["pad_value"])
+        taps = [
+            xp[_tap_slices(o, strides, dilations, outs)]
+            for o in itertools.product(*(range(k) for k in window))
+        ]
+        return np.stack(taps, axis=-1).reshape(*x.shape[:2], *outs, *window)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        return [apply("np.windows_transpose", [cot, inputs[0]], _geometry_opts(opts))]
+
+    def onnx(self, ctx, inputs, opts):
+        """A Conv with one one-hot kernel per window tap over (N*C, 1, spatial...), then
+        reshapes: exact (each output is 1 * x plus zeros). Padded positions read 0 in
+        the Conv; another pad value is put there with Where on the windows of ones."""
+        b, t = ctx.b, ctx.in_types[0]
+        n = t.rank - 2
+        window, strides, dilations, pads = self.geometry(n, opts)
+        work = _CONV_WORK
+        x = inputs[0] if work == t.dtype else b.cast(inputs[0], work)
+        x, pads = _onnx_crop(b, x, pads)
+        lead = b.op("Shape", [x], start=0, end=2)
+        folded = b.op("Reshape", [x, b.ints([-1, 1, *([0] * n)], "fold_shape")])
+        taps = b.const(_one_hot_taps(window), work, "taps")
+
+        def conv(v: str) -> str:
+            return b.op(
+                "Conv",
+                [v, taps],
+                kernel_shape=list(window),
+                strides=list(strides),
+                dilations=list(dilations),
+                pads=_onnx_flat_pads(pads),
+            )
+
+        y = conv(folded)  # (N*C, K, out...)
+        if opts["pad_value"] != 0.0 and any(lo > 0 or hi > 0 for lo, hi in pads):
+            one_shape = b.op("Concat", [b.ints([1, 1]), b.op("Shape", [folded], start=2)], axis=0)
+            ones = b.op("Expand", [b.const(np.ones((1,) * t.rank), work, "one"), one_shape])
+            padded = b.op("Less", [conv(ones), b.const(0.5, work, "half")])
+            y = b.op("Where", [padded, b.const(opts["pad_value"], work, "pad_value"), y])
+        size = math.prod(window)
+        outs = b.op("Shape", [y], start=2)
+        y = b.op("Reshape", [y, b.op("Concat", [lead, b.ints([size]), outs], axis=0)])
+        y = b.op("Transpose", [y], perm=[0, 1, *range(3, 3 + n), 2])
+        y = b.op("Reshape", [y, b.op("Concat", [lead, outs, b.ints(window)], axis=0)])
+        return y if work == t.dtype else b.cast(y, t.dtype)
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "1d_k3_s2",
+            lambda x: make_node("np.windows", [x], {"window": 3, "strides": 2}),
+            [TensorType((None, 2, 9))],
+        ),
+        Case(
+            "2d_same_dilated_pad_value",
+            lambda x: make_node(
+                "np.windows",
+                [x],
+                {
+                    "window": (3, 2),
+                    "strides": (1, 2),
+                    "pads": "same",
+                    "dilations": (2, 1),
+                    "pad_value": -5.0,
+                },
+            ),
+            [TensorType((None, 3, 6, 5))],
+        ),
+        Case(
+            "2d_crop_and_pad",
+            lambda x: make_node(
+                "np.windows", [x], {"window": 2, "pads": [(-1, 2), (1, -1)], "strides": 1}
+            ),
+            [TensorType((None, 1, 5, 6))],
+        ),
+        Case(
+            "3d",
+            lambda x: make_node("np.windows", [x], {"window": (2, 1, 2), "strides": (2, 1, 1)}),
+            [TensorType((None, 2, 4, 3, 4))],
+        ),
+        Case(
+            "2d_dynamic_spatial",
+            lambda x: make_node(
+                "np.windows", [x], {"window": 2, "strides": 1, "pads": [(1, 0), (0, 1)]}
+            ),
+            [TensorType((None, 2, None, None))],
+        ),
+    ]
+
+
+@register
+class WindowsTranspose(_WindowPrimitive):
+    name = "np.windows_transpose"
+    doc = (
+        "Scatter-adds windows (N, C, out..., window...) back onto the shape of `like` "
+        "(N, C, spatial...), dropping padded positions: the transpose of np.windows."
+    )
+    arity = 2
+
+    def infer(self, types, opts, node):
+        g, like = types
+        n = like.rank - 2
+        if n < 1 or g.rank != 2 + 2 * n or not is_float(g.dtype):
+            raise ShapeError(
+                f"np.windows_transpose expects float windows (N, C, out..., window...) and a "
+                f"like tensor (N, C, spatial...), got {g!r} and {like!r}"
+            )
+        window = self.geometry(n, opts)[0]
+        expected = (*like.shape[:2], *self.out_sizes(like.shape[2:], opts), *window)
+        if any(
+            a is not None and b is not None and a != b
+            for a, b in zip(g.shape, expected, strict=True)
+        ):
+            raise ShapeError(
+                f"np.windows_transpose: windows of shape {g.shape} do not match the windows "
+                f"{expected} of a {like.shape} input"
+            )
+        shape = tuple(a if a is not None else b for a, b in zip(g.shape[:2], like.shape[:2]))
+        return TensorType((*shape, *like.shape[2:]), g.dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        g, like = np.asarray(inputs[0]), np.asarray(inputs[1])
+        n = like.ndim - 2
+        window, strides, dilations, pads = self.geometry(n, opts)
+        outs = self.out_sizes(like.shape[2:], opts)
+        crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
+        padded = [
+            size - clo - chi + max(lo, 0) + max(hi, 0)
+            for size, (clo, chi), (lo, hi) in zip(like.shape[2:], crops, pads, strict=True)
+        ]
+        acc = np.zeros((*g.shape[:2], *padded), np.float64)
+        flat = g.astype(np.float64).reshape(*g.shape[: 2 + n], -1)
+        for t, offsets in enumerate(itertools.product(*(range(k) for k in window))):
+            acc[_tap_slices(offsets, strides, dilations, outs)] += flat[..., t]
+        inner = [
+            slice(max(lo, 0), p - max(hi, 0)) for (lo, hi), p in zip(pads, padded, strict=True)
+        ]
+        keep = (slice(None), slice(None), *inner)
+        out = np.pad(acc[keep], [(0, 0), (0, 0), *crops])
+        return out.astype(g.dtype)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        return [apply("np.windows", [cot], _geometry_opts(opts)), None]
+
+    def onnx(self, ctx, inputs, opts):
+        """ConvTranspose with the one-hot tap kernels of np.windows over (N*C, K, out...),
+        padded at the end up to the padded input size (known only at run time for a
+        dynamic spatial dim), then the padding sliced away and cropped dims restored."""
+        b, tg, tl = ctx.b, ctx.in_types[0], ctx.in_types[1]
+        n = tl.rank - 2
+        window, strides, dilations, pads = self.geometry(n, opts)
+        work = _CONV_WORK
+        g = inputs[0] if work == tg.dtype else b.cast(inputs[0], work)
+        size = math.prod(window)
+        lead = b.op("Shape", [g], start=0, end=2)
+        outs = b.op("Shape", [g], start=2, end=2 + n)
+        g = b.op("Reshape", [g, b.op("Concat", [b.ints([-1]), outs, b.ints([size])], axis=0)])
+        g = b.op("Transpose", [g], perm=[0, n + 1, *range(1, n + 1)])
+        z = b.op(
+            "ConvTranspose",
+            [g, b.const(_one_hot_taps(window), work, "taps")],
+            kernel_shape=list(window),
+            strides=list(strides),
+            dilations=list(dilations),
+        )  # (N*C, 1, (out - 1) * stride + effective window...)
+        crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
+        pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+        grow = [lo + hi - clo - chi for (lo, hi), (clo, chi) in zip(pads, crops, strict=True)]
+        target = b.op("Add", [b.op("Shape", [inputs[1]], start=2), b.ints(grow, "grow")])
+        extra = b.op("Sub", [target, b.op("Shape", [z], start=2)])
+        z = b.op("Pad", [z, b.op("Concat", [b.ints([0] * (n + 4)), extra], axis=0)])
+        if any(lo or hi for lo, hi in pads):
+            starts = [lo for lo, _ in pads]
+            ends = [-hi if hi else np.iinfo(np.int64).max for _, hi in pads]
+            axes = list(range(2, 2 + n))
+            z = b.op("Slice", [z, b.ints(starts, "starts"), b.ints(ends, "ends"), b.ints(axes)])
+        if any(lo or hi for lo, hi in crops):
+            flat = [0, 0, *(lo for lo, _ in crops), 0, 0, *(hi for _, hi in crops)]
+            z = b.op("Pad", [z, b.ints(flat, "pads")])
+        z = b.op("Reshape", [z, b.op("Concat", [lead, b.op("Shape", [z], start=2)], axis=0)])
+        return z if work == tg.dtype else b.cast(z, tg.dtype)
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "1d_k3_s2",
+            lambda g, x: make_node("np.windows_transpose", [g, x], {"window": 3, "strides": 2}),
+            [TensorType((None, 2, 4, 3)), TensorType((None, 2, 9))],
+        ),
+        Case(
+            "2d_same_dilated",
+            lambda g, x: make_node(
+                "np.windows_transpose",
+                [g, x],
+                {"window": (3, 2), "strides": (1, 2), "pads": "same", "dilations": (2, 1)},
+            ),
+            [TensorType((None, 3, 6, 3, 3, 2)), TensorType((None, 3, 6, 5))],
+        ),
+        Case(
+            "2d_crop_and_pad",
+            lambda g, x: make_node(
+                "np.windows_transpose", [g, x], {"window": 2, "pads": [(-1, 2), (1, -1)]}
+            ),
+            [TensorType((None, 1, 5, 5, 2, 2)), TensorType((None, 1, 5, 6))],
+        ),
+        Case(
+            "3d_stride_leaves_a_tail",
+            lambda g, x: make_node(
+                "np.windows_transpose", [g, x], {"window": (2, 1, 2), "strides": (2, 1, 3)}
+            ),
+            [TensorType((None, 2, 2, 3, 1, 2, 1, 2)), TensorType((None, 2, 5, 3, 4))],
+        ),
+        Case(
+            "2d_dynamic_spatial",
+            lambda g, x: make_node(
+                "np.windows_transpose", [g, x], {"window": 2, "strides": 1, "pads": "same"}
+            ),
+            [TensorType((None, 2, None, None, 2, 2)), TensorType((None, 2, None, None))],
+        ),
+    ]
+
+
+def _geometry_opts(opts: dict[str, Any]) -> dict[str, Any]:
+    return {k: opts[k] for k in ("window", "strides", "pads", "dilations")}
+
+
+# ---------------------------------------------------------------------------
+# Gradient rules of the pools
+
+
+def _to_first(t: Any, channels: str) -> Any:
+    rank = t.ndim
+    return t if channels == "first" else anp.transpose(t, (0, rank - 1, *range(1, rank - 1)))
+
+
+def _from_first(t: Any, channels: str) -> Any:
+    rank = t.ndim
+    return t if channels == "first" else anp.transpose(t, (0, *range(2, rank), 1))
+
+
+def _lp_scale(y: Any, cot: Any, norm: int | float) -> Any:
+    """cot * d(S ** (1/p)) / dS * p = cot * y ** (1 - p), taken as 0 where y = 0 (an
+    all-zero window, where the norm has no derivative)."""
+    safe = anp.where(y != 0, y, 1.0)
+    return anp.where(y != 0, cot * anp.power(safe, 1 - norm), 0.0)
+
+
+def _lp_input_factor(x: Any, norm: int | float) -> Any:
+    """x ** (p - 1), the other factor of the Lp norm's derivative."""
+    return anp.power(x, norm - 1)
+
+
+def _window_vjp(
+    kind: str,
+    x: Any,
+    y: Any,
+    cot: Any,
+    channels: str,
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    norm: int | float | None,
+) -> Any:
+    """The input cotangent of a max / avg / lp window pool.
+
+    Each output's cotangent is spread over its window's taps -- max: all of it to the
+    first maximum of the window (row-major tap order; XLA's select-and-scatter also
+    picks one element per window), avg: 1/K each, lp: cot * y**(1-p) each, then
+    multiplied by x**(p-1) -- and np.windows_transpose scatter-adds the taps back onto
+    the input (padded positions dropped), so overlapping windows add up.
+    """
+    xf, cf = _to_first(x, channels), _to_first(cot, channels)
+    n = len(kernel)
+    size = math.prod(kernel)
+    keep = (None,) * (2 + n)  # np.reshape / broadcast_to keep these (maybe dynamic) dims
+    geometry = {"window": kernel, "strides": strides, "pads": pads, "dilations": dilations}
+    if kind == "max":
+        windows = apply("np.windows", [xf], {**geometry, "pad_value": -np.inf})
+        first = anp.argmax(anp.reshape(windows, (*keep, size)), axis=-1, keepdims=True)
+        hit = anp.equal(first, np.arange(size, dtype=np.int32))
+        taps = anp.where(hit, anp.expand_dims(cf, -1), 0.0)
+    else:
+        share = cf * (1.0 / size) if kind == "avg" else _lp_scale(_to_first(y, channels), cf, norm)
+        taps = anp.broadcast_to(anp.expand_dims(share, -1), (*keep, size))
+    grad = apply("np.windows_transpose", [anp.reshape(taps, (*keep, *kernel)), xf], geometry)
+    if kind == "lp":
+        grad = grad * _lp_input_factor(xf, norm)
+    return _from_first(grad, channels).astype(x.dtype)

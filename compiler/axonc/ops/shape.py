@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, to_numpy_dtype
+from .. import numpy as anp
+from ..dtypes import TensorType, is_float, to_numpy_dtype
 from ..errors import ShapeError
 from ..ir import Axon, make_node
 from ..registry import (
@@ -30,7 +31,24 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..tracing import apply
 from ._spatial import check_channels, int_pairs, spatial_axes
+
+
+def _reshape_back(cot: Any, shape: tuple, keep_batch: bool) -> Any:
+    """`cot` reshaped to an input's `shape`: its batch dim kept in place when it sits at
+    axis 0 of both, at most one other dynamic dim inferred (-1)."""
+    target = [
+        None if d is None and i == 0 and keep_batch else -1 if d is None else d
+        for i, d in enumerate(shape)
+    ]
+    if target.count(-1) > 1:
+        raise ShapeError(
+            f"the gradient cannot restore an input shape {_fmt(shape)} with more than one "
+            "dynamic dim besides the batch; give the input static dims"
+        )
+    return anp.reshape(cot, tuple(target))
+
 
 # ---------------------------------------------------------------------------
 # flatten
@@ -56,6 +74,11 @@ class Flatten(Op):
 
     def onnx(self, ctx, inputs, opts):
         return ctx.b.op("Flatten", [inputs[0]], axis=1)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        if not is_float(ctx.in_types[0].dtype):
+            return [None]
+        return [_reshape_back(cot, ctx.in_types[0].shape, keep_batch=True)]
 
     cases: ClassVar[list[Case]] = [
         Case("rank3", lambda x: flatten(x), [TensorType((None, 3, 4))]),
@@ -168,6 +191,12 @@ class Reshape(Op):
         shape = b.op("Concat", pieces, axis=0)
         return b.op("Reshape", [inputs[0], shape], allowzero=int(literal_zero))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        t = ctx.in_types[0]
+        if not is_float(t.dtype):
+            return [None]
+        return [_reshape_back(cot, t.shape, keep_batch=opts["new_shape"][:1] == ("batch",))]
+
     cases: ClassVar[list[Case]] = [
         Case("batch_3x4", lambda x: reshape(x, ("batch", 3, 4)), [TensorType((None, 12))]),
         Case("batch_auto", lambda x: reshape(x, ("batch", "auto", 2)), [TensorType((None, 3, 4))]),
@@ -236,6 +265,12 @@ class Transpose(Op):
     def onnx(self, ctx, inputs, opts):
         perm = _resolve_permutation(opts["permutation"], ctx.in_types[0].rank)
         return ctx.b.op("Transpose", [inputs[0]], perm=list(perm))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        if not is_float(ctx.in_types[0].dtype):
+            return [None]
+        perm = _resolve_permutation(opts["permutation"], ctx.in_types[0].rank)
+        return [anp.transpose(cot, tuple(int(i) for i in np.argsort(perm)))]
 
     cases: ClassVar[list[Case]] = [
         Case("perm_021", lambda x: transpose(x, [0, 2, 1]), [TensorType((None, 3, 4))]),
@@ -312,6 +347,13 @@ class Pad(Op):
         flat = [lo for lo, _ in pads] + [hi for _, hi in pads]
         value = b.const(np.asarray(opts["value"]).astype(to_numpy_dtype(t.dtype)), hint="value")
         return b.op("Pad", [inputs[0], b.ints(flat, "pads"), value], mode="constant")
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The opposite padding: crop what was padded, pad with zeros what was cropped."""
+        if not is_float(ctx.in_types[0].dtype):
+            return [None]
+        config = [(-lo, -hi) for lo, hi in opts["config"]]
+        return [apply("pad", [cot], {"config": config, "channels": opts["channels"]})]
 
     cases: ClassVar[list[Case]] = [
         Case("nhwc", lambda x: pad(x, [(1, 2), (0, 1)]), [TensorType((None, 3, 4, 2))]),
@@ -490,6 +532,33 @@ class Resize(Op):
             if axis != last:
                 x = b.op("Transpose", [x], perm=perm)
         return x if work == t.dtype else b.cast(x, t.dtype)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Each axis is x . W for an {in, out} matrix W (nearest: the one-hot matrix of
+        its source indices), so the cotangent goes back through W's transpose, axis by
+        axis in reverse order; for nearest that scatter-adds onto the sampled inputs."""
+        t = ctx.in_types[0]
+        if not is_float(t.dtype):
+            return [None]
+        for axis, size in reversed(self._sizes(t.rank, opts)):
+            n = t.shape[axis]
+            if n is None:
+                raise ShapeError(
+                    f"the resize gradient needs a static size for spatial axis {axis}, got "
+                    f"input shape {_fmt(t.shape)}"
+                )
+            if n == size:
+                continue
+            if opts["method"] == "nearest":
+                w = np.zeros((n, size))
+                w[nearest_indices(n, size), np.arange(size)] = 1.0
+            else:
+                w = resize_weights(n, size, opts["method"], opts["antialias"])
+            perm = list(range(t.rank))
+            perm[axis], perm[-1] = perm[-1], axis  # a swap is its own inverse
+            moved = anp.transpose(cot, perm)
+            cot = anp.transpose(anp.matmul(moved, w.T.astype(to_numpy_dtype(t.dtype))), perm)
+        return [cot]
 
     cases: ClassVar[list[Case]] = [
         Case("nearest_up", lambda x: resize(x, (5, 5)), [TensorType((None, 3, 3, 2))]),
