@@ -15,12 +15,29 @@ rounded to float32 and a mask element keeps its input when
 uniforms makes exactly the same decisions.
 
 ONNX: inference mode lowers to Identity. The train-mode graph takes the
-uniforms as a noise input of the mask's shape (`ctx.noise`, drawn by the host
-runtime with `draw(key, shape)` and cast to float32) and does not output a new
+uniforms as a noise input `<layer>/noise` of the mask's shape (drawn by the
+host runtime with `draw(key, shape)` and cast to float32) and does not output a new
 key: the graph cannot run Philox, so the host runtime advances the key itself
 (the `next_key` that `draw` returns), exactly as the reference does. The
 noise input's only dynamic dim is the batch, so a train-mode export needs the
 other dims of the input static.
+
+Gradients: inference mode is the identity, so the cotangent passes through.
+In train mode the gradient must use exactly the forward pass's mask. The mask
+is a function of the layer's uniforms, so the gradient graph does not copy a
+mask; it reads the same uniforms again through the primitive `dropout_noise`
+(options: the dropout layer's path and whether its mask is spatial):
+- reference: it draws `draw(key, shape)` from that layer's `key` state, the
+  very call the forward makes, without reporting a new key, so forward and
+  backward see identical uniforms (and a finite-difference check, which keeps
+  the state fixed, sees the same mask on every evaluation);
+- ONNX: it is the layer's noise graph input `<layer>/noise`. The forward
+  rule and `dropout_noise` both obtain it with `ctx.noise(..., layer=)`, which creates
+  the input on first use and returns the same one afterwards, so a graph
+  holding both has ONE noise input per layer, fed by the host as before.
+The VJP then recomputes keep = noise < 1 - rate (in float32, as the forward)
+and applies the derivative of `apply` on the kept / dropped branches. The key
+is integer state: no gradient flows into it.
 
 `seed` defaults to None, which draws a fresh 32-bit seed when the layer is
 created (Axon draws `:erlang.system_time()`), so two dropout layers never share
@@ -31,17 +48,21 @@ masks by accident; the drawn seed is stored in the layer's options, so a built
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import numpy as anp
 from ..dtypes import TensorType
 from ..errors import GraphError, ShapeError, StateError
 from ..initializers import initialize
 from ..interpreter import layer_param
 from ..ir import Axon, make_node
-from ..registry import Case, Op, Option, ParamSpec, layer_api, register
+from ..registry import Case, Op, Option, ParamSpec, check_bool, layer_api, register
+from ..tracing import apply as apply_primitive
 from .activation import SELU_ALPHA, SELU_SCALE
+from .special import container
 
 _U32 = 0xFFFFFFFF
 # SELU's negative saturation value -alpha * scale, used by the alpha dropouts.
@@ -89,6 +110,88 @@ def _keep_threshold(rate: float) -> np.float32:
     return np.float32(1.0 - rate)
 
 
+def noise_shape(shape: tuple, spatial: bool) -> tuple:
+    """The mask's shape: the input's, or with channels 1 for the spatial variants (Axon)."""
+    return (*shape[:-1], 1) if spatial else tuple(shape)
+
+
+def _static_noise_shape(ctx: Any, spatial: bool) -> tuple:
+    """The ONNX noise input's shape; a GraphError unless only the batch dim is dynamic."""
+    shape = noise_shape(ctx.in_types[0].shape, spatial)
+    if None in shape[1:]:
+        raise GraphError(
+            f"layer {ctx.name!r}: a train-mode ONNX graph takes the dropout noise as an "
+            f"input whose only dynamic dim is the batch, but the mask shape is {shape}; "
+            "give the input static non-batch dims (a template) to export it"
+        )
+    return shape
+
+
+def _check_layer_path(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = (v,)
+    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(k, str) and k for k in v):
+        raise TypeError(f"expected a layer path of non-empty strings (('dropout_0',)), got {v!r}")
+    return tuple(v)
+
+
+@register
+class DropoutNoise(Op):
+    """The uniforms a train-mode dropout layer draws its mask from (see the module doc).
+
+    Gradient graphs use it to rebuild the forward pass's mask exactly; its input
+    only gives the shape (the batch size), so it has no gradient.
+    """
+
+    name = "dropout_noise"
+    family = "dropout"
+    doc = "The f32 uniforms of dropout layer `layer`'s train-mode mask (the mask's shape)."
+    arity = 1
+    options = {
+        "layer": Option(check=_check_layer_path, doc="path of the dropout layer (('dropout_0',))"),
+        "spatial": Option(False, check_bool, "the mask has channels 1 (spatial variants)"),
+    }
+    cases = [
+        Case(
+            "with_its_dropout",
+            lambda x: container(
+                (dropout(x, rate=0.3, seed=11, name="drop"), dropout_noise(x, ("drop",)))
+            ),
+            [TensorType((None, 5))],
+            modes=("train",),
+        ),
+    ]
+
+    def infer(self, types, opts, node):
+        (t,) = types
+        if t.rank < 1:
+            raise ShapeError(f"dropout_noise needs an input of rank >= 1, got {t!r}")
+        return TensorType(noise_shape(t.shape, opts["spatial"]), "f32")
+
+    def forward(self, ctx, inputs, params, opts):
+        value: Any = ctx.root
+        for k in (*opts["layer"], "key"):
+            if not isinstance(value, Mapping) or k not in value:
+                raise StateError(
+                    f"dropout_noise reads the train-mode key of layer {'/'.join(opts['layer'])!r}, "
+                    "but the state has none; initialise the model state in train mode"
+                )
+            value = value[k]
+        shape = noise_shape(np.shape(inputs[0]), opts["spatial"])
+        return draw(value, shape)[0].astype(np.float32)
+
+    def onnx(self, ctx, inputs, opts):
+        return ctx.noise(_static_noise_shape(ctx, opts["spatial"]), layer=opts["layer"])
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        return [None]
+
+
+def dropout_noise(x: Axon, layer: tuple[str, ...], *, spatial: bool = False) -> Axon:
+    """A node holding the uniforms of dropout layer `layer` (for gradient graphs)."""
+    return make_node("dropout_noise", [x], {"layer": layer, "spatial": spatial})
+
+
 class _Dropout(Op):
     """Shared rules: options, the train-only `key` state, identity in inference mode."""
 
@@ -129,15 +232,27 @@ class _Dropout(Op):
             raise StateError(
                 f"layer {ctx.name!r}: 'key' must be a u32[2] PRNG key, got shape {key.shape}"
             )
-        uniform, next_key = draw(key, self.noise_shape(x.shape))
+        uniform, next_key = draw(key, noise_shape(x.shape, self.spatial))
         keep = np.broadcast_to(uniform.astype(np.float32) < _keep_threshold(opts["rate"]), x.shape)
         ctx.set_state("key", next_key)
         out = self.apply(x.astype(np.float64), keep, opts["rate"])
         return out.astype(x.dtype if x.dtype.kind == "f" else np.float32)
 
-    def noise_shape(self, shape: tuple) -> tuple:
-        """The mask's shape: the input's, or with channels 1 for the spatial variants (Axon)."""
-        return (*shape[:-1], 1) if self.spatial else tuple(shape)
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        if not np.issubdtype(x.dtype, np.floating):
+            return [None]
+        if ctx.mode != "train":
+            return [cot]
+        uniform = apply_primitive(
+            "dropout_noise", [x], {"layer": ctx.path, "spatial": self.spatial}
+        )
+        keep = uniform < _keep_threshold(opts["rate"])
+        return [self.apply_vjp(x, keep, cot, opts["rate"]).astype(x.dtype)]
+
+    def apply_vjp(self, x: Any, keep: Any, cot: Any, rate: float) -> Any:
+        """The input cotangent of `apply` (symbolic tensors; `keep` broadcasts against x)."""
+        return anp.where(keep, cot * (1.0 / (1.0 - rate)), 0.0)
 
     def onnx(self, ctx, inputs, opts):
         (x,) = inputs
@@ -148,14 +263,7 @@ class _Dropout(Op):
         dtype = t.dtype if t.dtype in ("f16", "f32", "f64") else "f32"
         if dtype != t.dtype:
             x = b.cast(x, dtype)
-        shape = self.noise_shape(t.shape)
-        if None in shape[1:]:
-            raise GraphError(
-                f"layer {ctx.name!r}: a train-mode ONNX graph takes the dropout noise as an "
-                f"input whose only dynamic dim is the batch, but the mask shape is {shape}; "
-                "give the input static non-batch dims (a template) to export it"
-            )
-        uniform = ctx.noise(shape)
+        uniform = ctx.noise(_static_noise_shape(ctx, self.spatial))
         keep = b.op("Less", [uniform, b.const(_keep_threshold(opts["rate"]), "f32", "keep")])
         return self.lower_apply(b, x, keep, opts["rate"], dtype)
 
@@ -231,6 +339,9 @@ class AlphaDropout(_Dropout):
         b = -a * ALPHA_P * rate
         return a * np.where(keep, x, ALPHA_P) + b
 
+    def apply_vjp(self, x, keep, cot, rate):
+        return anp.where(keep, cot * (1.0 / np.sqrt((1.0 - rate) * ALPHA_P**2)), 0.0)
+
     def lower_apply(self, b, x, keep, rate, dtype):
         keep_prob = 1.0 - rate
         a = 1.0 / np.sqrt(keep_prob * ALPHA_P**2)
@@ -256,6 +367,12 @@ class FeatureAlphaDropout(_Dropout):
     def apply(self, x, keep, rate):
         selu = SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
         return np.where(keep, x / (1.0 - rate), -selu)
+
+    def apply_vjp(self, x, keep, cot, rate):
+        neg_selu_slope = -SELU_SCALE * anp.where(
+            x > 0, 1.0, SELU_ALPHA * anp.exp(anp.minimum(x, 0.0))
+        )
+        return anp.where(keep, cot * (1.0 / (1.0 - rate)), cot * neg_selu_slope)
 
     def lower_apply(self, b, x, keep, rate, dtype):
         scaled = b.op("Div", [x, b.const(1.0 - rate, dtype, "keep_prob")])

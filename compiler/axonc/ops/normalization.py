@@ -18,14 +18,25 @@ with running statistics on the ONNX channel axis 1 use BatchNormalization.
 ONNX's LayerNormalization normalises over every axis from `axis` on (not the
 channel axis alone) and GroupNormalization changed meaning between opsets 18
 and 21, so neither is used.
+
+Gradients (`vjp`): with running statistics (inference, `use_running_stats`) the
+layer is affine in x, so dx = cot * gamma / sqrt(var + eps) and the state gets
+no gradient. With statistics of the input itself (train-mode batch/instance
+norm, layer/group/rms norm in both modes) the gradient flows through the mean
+and variance as in Axon: with xhat = (x - M(x)) / sqrt(M((x - M(x))^2) + eps)
+and M the mean over the normalisation set broadcast back,
+dx = (g - M(g) - xhat * M(g * xhat)) / sqrt(var + eps) for g = cot * gamma.
+The state update is a side output: no gradient flows into or out of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import numpy as anp
 from ..dtypes import TensorType, float_or_f32_np, is_float
 from ..errors import ShapeError, StateError
 from ..initializers import check_initializer
@@ -124,6 +135,48 @@ def _onnx_normalize(
     """gamma * centered / sqrt(var + eps) + beta."""
     std = b.op("Sqrt", [b.op("Add", [var, b.const(eps, dtype, "epsilon")])])
     return b.op("Add", [b.op("Mul", [b.op("Div", [centered, std]), gamma]), beta])
+
+
+def _param_along(ctx: Any, key: str, x: Any, axis: int) -> Any:
+    """Parameter/state `key` {C} as a tensor in x's dtype, shaped to broadcast along `axis`."""
+    vec = ctx.param(key)
+    shape = [1] * x.ndim
+    shape[axis] = vec.shape[0]
+    return anp.reshape(vec.astype(x.dtype), tuple(shape))
+
+
+def _sum_except(t: Any, axis: int) -> Any:
+    """Sum over every axis but `axis`: a {C} vector."""
+    return anp.sum(t, axis=tuple(i for i in range(t.ndim) if i != axis))
+
+
+def _affine_grads(ctx: Any, cot: Any, normed: Any, axis: int, keys: tuple[str, ...]) -> None:
+    """Gradients of gamma (cot * normed summed per channel) and beta (cot summed) if wanted."""
+    for key, term in (("gamma", lambda: cot * normed), ("beta", lambda: cot)):
+        if key in keys and ctx.wants_param(key):
+            grad = _sum_except(term(), axis)
+            ctx.add_param_grad(key, grad.astype(ctx.param(key).dtype))
+
+
+def _standardized_vjp(
+    ctx: Any, x: Any, cot: Any, axis: int, eps: float, set_mean: Callable[[Any], Any]
+) -> Any:
+    """Input cotangent of gamma * xhat + beta, xhat standardised with `set_mean` statistics.
+
+    `set_mean(t)` is the mean of t over each normalisation set, broadcast back to
+    t's shape. Also adds the gamma and beta gradients.
+    """
+    centered = x - set_mean(x)
+    inv_std = 1.0 / anp.sqrt(set_mean(centered * centered) + eps)
+    xhat = centered * inv_std
+    _affine_grads(ctx, cot, xhat, axis, ("gamma", "beta"))
+    g = cot * _param_along(ctx, "gamma", x, axis)
+    return (inv_std * (g - set_mean(g) - xhat * set_mean(g * xhat))).astype(x.dtype)
+
+
+def _axes_mean(axes: tuple[int, ...]) -> Callable[[Any], Any]:
+    """The set mean over `axes` (kept as size-1 dims, so it broadcasts back)."""
+    return lambda t: anp.mean(t, axis=axes, keepdims=True)
 
 
 _GAMMA_GLOROT = Option(
@@ -225,6 +278,17 @@ class _StatefulNorm(_Norm):
             mean, var = ra_mean, ra_var
         out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
         return out.astype(float_or_f32_np(x.dtype))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        axis, eps = opts["channel_index"] % x.ndim, opts["epsilon"]
+        if ctx.mode == "train" and not opts["use_running_stats"]:
+            set_mean = _axes_mean(self.reduction_axes(x.ndim, axis))
+            return [_standardized_vjp(ctx, x, cot, axis, eps, set_mean)]
+        mean, var = (_param_along(ctx, k, x, axis) for k in ("mean", "var"))
+        inv_std = 1.0 / anp.sqrt(var + eps)
+        _affine_grads(ctx, cot, (x - mean) * inv_std, axis, ("gamma", "beta"))
+        return [(cot * _param_along(ctx, "gamma", x, axis) * inv_std).astype(x.dtype)]
 
     def onnx(self, ctx, inputs, opts):
         b, t = ctx.b, ctx.in_types[0]
@@ -383,6 +447,11 @@ class LayerNorm(_Norm):
         out = gamma / np.sqrt(var + opts["epsilon"]) * (xd - mean) + beta
         return out.astype(float_or_f32_np(x.dtype))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        axis = opts["channel_index"] % x.ndim
+        return [_standardized_vjp(ctx, x, cot, axis, opts["epsilon"], _axes_mean((axis,)))]
+
     def onnx(self, ctx, inputs, opts):
         t = ctx.in_types[0]
         x, dtype = _onnx_float(ctx, inputs[0])
@@ -456,6 +525,26 @@ class GroupNorm(_Norm):
         var = grouped.var(axis=axes, keepdims=True)
         normed = ((grouped - mean) / np.sqrt(var + opts["epsilon"])).reshape(x.shape)
         return (normed * gamma + beta).astype(float_or_f32_np(x.dtype))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        axis = opts["channel_index"] % x.ndim
+        c, g = x.shape[axis], opts["num_groups"]
+        # Per-channel means over the spatial axes ((N, C), channels last), averaged within
+        # each group by a block matrix: every channel of a group covers equally many
+        # elements, so this is the group mean, and no dynamic dim is ever reshaped.
+        averaging = np.kron(np.eye(g), np.full((c // g, c // g), g / c)).astype(x.dtype)
+        spatial = tuple(i for i in range(1, x.ndim) if i != axis)
+        shape = [1] * x.ndim
+        shape[axis] = c
+        if axis:
+            shape[0] = -1
+
+        def set_mean(t: Any) -> Any:
+            per_channel = anp.mean(t, axis=spatial) if spatial else t
+            return anp.reshape(anp.matmul(per_channel, averaging), tuple(shape))
+
+        return [_standardized_vjp(ctx, x, cot, axis, opts["epsilon"], set_mean)]
 
     def onnx(self, ctx, inputs, opts):
         # Split the channel axis into (groups, rest) with the following axes merged into
@@ -533,6 +622,17 @@ class RmsNorm(_Norm):
         if opts["upcast"] == "normalization":
             normed = normed.astype(float_or_f32_np(x.dtype)).astype(np.float64)
         return (normed * (opts["shift"] + gamma)).astype(float_or_f32_np(x.dtype))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        # y = x * r * s with r = (mean(x^2) + eps)^(-1/2) and s = shift + gamma;
+        # dr/dx = -r^3 x / C, so dx = r * g - x * r^3 * mean(g * x) for g = cot * s.
+        (x,) = inputs
+        axis = opts["channel_index"] % x.ndim
+        inv_rms = 1.0 / anp.sqrt(anp.mean(x * x, axis=axis, keepdims=True) + opts["epsilon"])
+        _affine_grads(ctx, cot, x * inv_rms, axis, ("gamma",))
+        g = cot * (_param_along(ctx, "gamma", x, axis) + opts["shift"])
+        mean_gx = anp.mean(g * x, axis=axis, keepdims=True)
+        return [(inv_rms * g - x * (inv_rms * inv_rms * inv_rms) * mean_gx).astype(x.dtype)]
 
     def onnx(self, ctx, inputs, opts):
         b, t = ctx.b, ctx.in_types[0]

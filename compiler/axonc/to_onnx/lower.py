@@ -52,13 +52,20 @@ class LowerContext:
         self._lowering.new_state[(*self.path, key)] = value
         self._lowering.value_types[value] = t
 
-    def noise(self, shape: tuple[int | None, ...], key: str = "noise") -> str:
-        """A graph input of uniform [0, 1) f32 samples of `shape` (None = the batch size).
+    def noise(
+        self,
+        shape: tuple[int | None, ...],
+        key: str = "noise",
+        layer: tuple[str, ...] | None = None,
+    ) -> str:
+        """The graph input `<layer>/<key>` of uniform [0, 1) f32 samples of `shape` (None = batch).
 
         Train-mode randomness (dropout masks) is an input, so a run is reproducible
-        from whatever seeded generator feeds it (see spec/onnx.md).
+        from whatever seeded generator feeds it (see spec/onnx.md). `layer` defaults to
+        this node's path; asking again for the same input returns it (the forward rule
+        and a gradient graph share one noise input per layer).
         """
-        return self._lowering.noise_input((*self.path, key), shape)
+        return self._lowering.noise_input((*(layer or self.path), key), shape)
 
     def random_input(
         self, key: str, shape: tuple[int | None, ...], initializer: Any, seed: int
@@ -131,7 +138,11 @@ class Lowering:
     def noise_input(self, path: tuple[str, ...], shape: tuple[int | None, ...]) -> str:
         name = "/".join(path)
         if path in self.noise:
-            raise GraphError(f"noise input {name!r} requested twice")
+            if tuple(self.noise[path]) != tuple(shape):
+                raise GraphError(
+                    f"noise input {name!r} requested with shapes {self.noise[path]} and {shape}"
+                )
+            return name
         dims = ["batch" if d is None else d for d in shape]
         self.b.add_input(name, TensorType(shape, "f32"), dims)
         self.noise[path] = shape
