@@ -28,7 +28,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, with_f32_params, with_f32_params_np
+from .. import numpy as anp
+from ..dtypes import (
+    TensorType,
+    float_or_f32,
+    is_float,
+    jnp_promote,
+    to_numpy_dtype,
+    with_f32_params,
+    with_f32_params_np,
+)
 from ..errors import OptionError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
@@ -44,7 +53,15 @@ from ..registry import (
     layer_api,
     register,
 )
-from ._spatial import channel_axis, check_channels, check_padding, per_dim, resolve_padding
+from ..tracing import apply
+from ._spatial import (
+    channel_axis,
+    check_channels,
+    check_padding,
+    int_pairs,
+    per_dim,
+    resolve_padding,
+)
 from .activation import apply_activation
 
 Pads = tuple[tuple[int, int], ...]
@@ -431,6 +448,428 @@ def _onnx_conv_transpose(ctx: Any, x: str, geo: Geometry, kernel: str, bias: str
     return y
 
 
+# ---- the general convolution primitive and its gradient ----------------------
+#
+# Layer ops read their kernels as parameters, so their gradients (and the
+# gradient of a gradient) need a convolution whose kernel is a tensor input:
+# `conv_general_dilated`, lax.conv_general_dilated's semantics on channels-first
+# data and OIHW kernels. `conv_vjp` is its transpose rule, written with itself.
+
+
+def _check_pairs(v: Any) -> Pads:
+    pairs = int_pairs(v)
+    if not pairs:
+        raise ValueError(f"expected a non-empty list of (lo, hi) int pairs, got {v!r}")
+    return pairs
+
+
+def _check_axes(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not v:
+        raise TypeError(f"expected a non-empty list of axes, got {v!r}")
+    return tuple(check_int(0)(a) for a in v)
+
+
+def _dilated(size: int, d: int) -> int:
+    return (size - 1) * d + 1 if size > 0 else 0
+
+
+@register
+class ConvGeneralDilated(Op):
+    name = "conv_general_dilated"
+    family = "conv"
+    doc = (
+        "lax.conv_general_dilated on (N, C, *spatial) data and an (O, C/groups, *k) kernel "
+        "input: input dilation, (lo, hi) padding (negative crops), strides, kernel dilation."
+    )
+    arity = 2
+    options: ClassVar[dict[str, Option]] = {
+        "strides": Option(1, check_int_or_tuple(1), "window strides, an int or one per dim"),
+        "padding": Option(check=_check_pairs, doc="(lo, hi) per spatial dim; negative crops"),
+        "lhs_dilation": Option(1, check_int_or_tuple(1), "input dilation (interior zeros)"),
+        "rhs_dilation": Option(1, check_int_or_tuple(1), "kernel dilation"),
+        "feature_group_count": Option(1, check_int(1), "contiguous channel groups"),
+    }
+
+    def geometry(
+        self, x: TensorType, w: TensorType, opts: dict[str, Any]
+    ) -> tuple[tuple[int | None, ...], Geometry]:
+        """The kernel's spatial dims (None if dynamic) and the per-dim options."""
+        if x.rank < 3 or w.rank != x.rank:
+            raise ShapeError(
+                f"conv_general_dilated expects data (N, C, *spatial) and a kernel "
+                f"(O, C/groups, *k) of the same rank >= 3, got {x.shape} and {w.shape}"
+            )
+        n = x.rank - 2
+        if len(opts["padding"]) != n:
+            raise ShapeError(
+                f"padding has {len(opts['padding'])} pairs but the data has {n} spatial dims"
+            )
+        try:
+            strides, ldil, rdil = (
+                per_dim(opts[k], n, k) for k in ("strides", "lhs_dilation", "rhs_dilation")
+            )
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        kernel = w.shape[2:]
+        geo = Geometry(tuple(k or 1 for k in kernel), strides, opts["padding"], ldil, rdil)
+        return kernel, geo
+
+    def infer(self, types, opts, node):
+        x, w = types
+        kernel, geo = self.geometry(x, w, opts)
+        groups = opts["feature_group_count"]
+        c, ci, o = x.shape[1], w.shape[1], w.shape[0]
+        if c is not None and ci is not None and c != ci * groups:
+            raise ShapeError(
+                f"the data has {c} channels but the kernel reads {ci} per group x {groups} groups"
+            )
+        if o is not None and o % groups:
+            raise ShapeError(f"{o} output channels are not divisible into {groups} groups")
+        spatial = [
+            None if k is None else geo.out_dim(i, d)
+            for i, (k, d) in enumerate(zip(kernel, x.shape[2:], strict=True))
+        ]
+        dtype = float_or_f32(jnp_promote(x.dtype, w.dtype))
+        return TensorType((x.shape[0], o, *spatial), dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        x, w = (np.asarray(v) for v in inputs)
+        _, geo = self.geometry(
+            TensorType(x.shape, str(x.dtype)), TensorType(w.shape, str(w.dtype)), opts
+        )
+        y = conv_nd(
+            x,
+            w,
+            strides=geo.strides,
+            padding=geo.padding,
+            input_dilation=geo.input_dilation,
+            kernel_dilation=geo.kernel_dilation,
+            groups=opts["feature_group_count"],
+        )
+        dtype = float_or_f32(jnp_promote(str(x.dtype), str(w.dtype)))
+        return y.astype(to_numpy_dtype(dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        b = ctx.b
+        (tx, tw), out = ctx.in_types, ctx.out_type
+        x, w = (v if t.dtype == "f32" else b.cast(v, "f32") for v, t in zip(inputs, ctx.in_types))
+        kernel, geo = self.geometry(tx, tw, opts)
+        if any(d != 1 for d in geo.input_dilation):
+            x = _onnx_dilate_any(b, x, tx.shape[1], geo.input_dilation)
+        x, pads = _onnx_crop_pad(b, x, geo.padding, value_pad=False)
+        attrs: dict[str, Any] = {}
+        if None not in kernel:
+            attrs["kernel_shape"] = list(kernel)
+        y = b.op(
+            "Conv",
+            [x, w],
+            strides=list(geo.strides),
+            dilations=list(geo.kernel_dilation),
+            pads=pads,
+            group=opts["feature_group_count"],
+            **attrs,
+        )
+        return y if out.dtype == "f32" else b.cast(y, out.dtype)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        x, w = inputs
+        _, geo = self.geometry(x.type, w.type, opts)
+        dtype = cot.dtype
+        dx, dw = conv_vjp(
+            x.astype(dtype),
+            w.astype(dtype),
+            cot,
+            geo,
+            opts["feature_group_count"],
+            want_x=is_float(x.type.dtype),
+            want_w=is_float(w.type.dtype),
+        )
+        return [
+            None if dx is None else dx.astype(x.dtype),
+            None if dw is None else dw.astype(w.dtype),
+        ]
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "conv1d_valid",
+            lambda x, w: make_node("conv_general_dilated", [x, w], {"padding": [(0, 0)]}),
+            [TensorType((None, 3, 7)), TensorType((4, 3, 3))],
+        ),
+        Case(
+            "conv2d_everything",
+            lambda x, w: make_node(
+                "conv_general_dilated",
+                [x, w],
+                {
+                    "strides": (2, 1),
+                    "padding": [(2, -1), (-1, 3)],
+                    "lhs_dilation": (1, 2),
+                    "rhs_dilation": (2, 1),
+                    "feature_group_count": 2,
+                },
+            ),
+            [TensorType((None, 4, 6, 4)), TensorType((6, 2, 2, 3))],
+        ),
+        Case(
+            "conv3d_strided_f64",
+            lambda x, w: make_node(
+                "conv_general_dilated",
+                [x, w],
+                {"strides": 2, "padding": [(1, 1), (0, 1), (1, 0)], "rhs_dilation": (1, 1, 2)},
+            ),
+            [TensorType((None, 2, 4, 3, 5), "f64"), TensorType((3, 2, 2, 2, 2))],
+        ),
+        Case(
+            "conv1d_dynamic_length_input_dilation",
+            lambda x, w: make_node(
+                "conv_general_dilated",
+                [x, w],
+                {"strides": 2, "padding": [(1, 2)], "lhs_dilation": 2, "feature_group_count": 3},
+            ),
+            [TensorType((None, 3, None)), TensorType((3, 1, 3))],
+        ),
+    ]
+
+
+def conv_general(x: Any, w: Any, **opts: Any) -> Any:
+    """conv_general_dilated on tensors (recorded) or arrays (computed)."""
+    return apply("conv_general_dilated", [x, w], opts)
+
+
+def _flip_spatial(w: Any) -> Any:
+    return w[(slice(None), slice(None), *(slice(None, None, -1),) * (w.ndim - 2))]
+
+
+def _swap01(t: Any) -> Any:
+    return anp.transpose(t, (1, 0, *range(2, t.ndim)))
+
+
+def _grouped_features(xt: Any, groups: int) -> Any:
+    """(G*cg, N, *sp) -> (cg, G*N, *sp) with feature index g*N + n, so a G-grouped conv
+    pairs each channel group of the data with its block of output channels."""
+    if groups == 1:
+        return xt
+    if xt.shape[0] is None:
+        raise ShapeError(
+            f"the kernel gradient of a {groups}-group convolution needs a static channel "
+            f"count, got data {xt.shape} (channels first)"
+        )
+    cg = xt.shape[0] // groups
+    spatial = xt.shape[2:]
+    if None in spatial:
+        parts = [xt[g * cg : (g + 1) * cg] for g in range(groups)]
+        return anp.concatenate(parts, axis=1)
+    flat = anp.transpose(anp.reshape(xt, (groups, cg, -1)), (1, 0, 2))
+    return anp.reshape(flat, (cg, -1, *spatial))
+
+
+def conv_vjp(
+    x: Any,
+    w: Any,
+    cot: Any,
+    geo: Geometry,
+    groups: int,
+    *,
+    want_x: bool = True,
+    want_w: bool = True,
+) -> tuple[Any, Any]:
+    """Cotangents of y = conv_general_dilated(x, w, geo, groups) for the output's `cot`.
+
+    All three are channels-first tensors of one float dtype. The data cotangent is a
+    conv of `cot` (dilated by the strides) with the flipped, group-transposed kernel;
+    the kernel cotangent is a conv of the batch-transposed data with the
+    batch-transposed `cot` as its kernel (strides and kernel dilation swap roles).
+    Where a dynamic spatial dim leaves the uncovered tail of the padded input
+    ((padded - k_eff) mod stride elements) unknown, generous padding is used and
+    the result is cut to size: by `fit_to_like` for the data, by slicing the static
+    kernel shape for the kernel.
+    """
+    n = x.ndim - 2
+    kernel = w.shape[2:]
+    if None in kernel or w.shape[0] is None:
+        raise ShapeError(
+            "the gradient of a convolution needs static kernel spatial dims and output "
+            f"channels, got a kernel {w.shape}"
+        )
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, geo.kernel_dilation, strict=True)]
+    tails: list[int | None] = []
+    for i, size in enumerate(x.shape[2:]):
+        if geo.strides[i] == 1:
+            tails.append(0)
+        elif size is None:
+            tails.append(None)
+        else:
+            lo, hi = geo.padding[i]
+            padded = _dilated(size, geo.input_dilation[i]) + lo + hi
+            tails.append((padded - k_eff[i]) % geo.strides[i])
+    dx = dw = None
+    if want_x:
+        # (G*og, cg, k) -> (G*cg, og, k); cg may be dynamic (a kernel made from data)
+        og = w.shape[0] // groups
+        wt = anp.reshape(w, (groups, og, -1, *kernel))
+        wt = anp.transpose(wt, (0, 2, 1, *range(3, n + 3)))
+        wt = _flip_spatial(anp.reshape(wt, (-1, og, *kernel)))
+        pads = tuple(
+            (e - 1 - lo, e - 1 - hi + (s - 1 if t is None else t))
+            for e, (lo, hi), s, t in zip(k_eff, geo.padding, geo.strides, tails, strict=True)
+        )
+        dx = conv_general(
+            cot,
+            wt,
+            strides=geo.input_dilation,
+            padding=pads,
+            lhs_dilation=geo.strides,
+            rhs_dilation=geo.kernel_dilation,
+            feature_group_count=groups,
+        )
+        dynamic = [2 + i for i, t in enumerate(tails) if t is None]
+        if dynamic:
+            dx = fit_to_like(dx, x, dynamic)
+    if want_w:
+        pads = tuple((lo, hi - (t or 0)) for (lo, hi), t in zip(geo.padding, tails, strict=True))
+        dwt = conv_general(
+            _grouped_features(_swap01(x), groups),
+            _swap01(cot),
+            strides=geo.kernel_dilation,
+            padding=pads,
+            lhs_dilation=geo.input_dilation,
+            rhs_dilation=geo.strides,
+            feature_group_count=groups,
+        )
+        if None in tails:
+            dwt = dwt[(slice(None), slice(None), *(slice(0, k) for k in kernel))]
+            dwt = anp.reshape(dwt, (w.shape[1], w.shape[0], *kernel))
+        dw = _swap01(dwt)
+    return dx, dw
+
+
+def _onnx_dilate_any(b: Any, x: str, channels: int | None, dilation: tuple[int, ...]) -> str:
+    """Input dilation for a known or unknown channel count: with an unknown one, the
+    channels fold into the batch for a single-channel ConvTranspose and unfold after."""
+    if channels is not None:
+        return _onnx_dilate(b, x, channels, dilation)
+    n = len(dilation)
+    folded = b.op("Reshape", [x, b.ints([-1, 1, *(0,) * n], "fold_channels")])
+    y = _onnx_dilate(b, folded, 1, dilation)
+    lead = b.op("Slice", [b.op("Shape", [x]), b.ints([0]), b.ints([2]), b.ints([0])])
+    spatial = b.op("Slice", [b.op("Shape", [y]), b.ints([2]), b.ints([_INT64_MAX]), b.ints([0])])
+    return b.op("Reshape", [y, b.op("Concat", [lead, spatial], axis=0)])
+
+
+@register
+class FitToLike(Op):
+    name = "fit_to_like"
+    family = "conv"
+    doc = "Cut or zero-pad the end of each listed axis of the first input to the second's size."
+    arity = 2
+    options: ClassVar[dict[str, Option]] = {
+        "axes": Option(check=_check_axes, doc="the axes to fit (the others are kept)")
+    }
+
+    def _axes(self, a: TensorType, like: TensorType, opts: dict[str, Any]) -> tuple[int, ...]:
+        axes = opts["axes"]
+        if any(ax >= min(a.rank, like.rank) for ax in axes):
+            raise ShapeError(
+                f"fit_to_like axes {axes} are out of range for shapes {a.shape} and {like.shape}"
+            )
+        return axes
+
+    def infer(self, types, opts, node):
+        a, like = types
+        axes = self._axes(a, like, opts)
+        return a.with_shape(tuple(like.shape[i] if i in axes else d for i, d in enumerate(a.shape)))
+
+    def forward(self, ctx, inputs, params, opts):
+        a, like = (np.asarray(v) for v in inputs)
+        axes = opts["axes"]
+        a = a[tuple(slice(0, like.shape[i]) if i in axes else slice(None) for i in range(a.ndim))]
+        pad = [(0, like.shape[i] - a.shape[i] if i in axes else 0) for i in range(a.ndim)]
+        return np.pad(a, pad)
+
+    def onnx(self, ctx, inputs, opts):
+        b, (a, like) = ctx.b, inputs
+        rank, axes = ctx.in_types[0].rank, list(opts["axes"])
+        idx = b.ints(axes, "axes")
+        target = b.op("Gather", [b.op("Shape", [like]), idx], axis=0)
+        have = b.op("Gather", [b.op("Shape", [a]), idx], axis=0)
+        grow = b.op("Max", [b.op("Sub", [target, have]), b.ints([0] * len(axes))])
+        his = [
+            b.op("Slice", [grow, b.ints([axes.index(i)]), b.ints([axes.index(i) + 1])])
+            if i in axes
+            else b.ints([0])
+            for i in range(rank)
+        ]
+        pads = b.op("Concat", [b.ints([0] * rank), *his], axis=0)
+        padded = b.op("Pad", [a, pads])
+        return b.op("Slice", [padded, b.ints([0] * len(axes)), target, idx])
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        return [fit_to_like(cot, inputs[0], opts["axes"]), None]
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "crop_and_pad",
+            lambda a, like: make_node("fit_to_like", [a, like], {"axes": (1, 2)}),
+            [TensorType((None, 5, 2, 3)), TensorType((None, 3, 4))],
+        ),
+        Case(
+            "dynamic_target",
+            lambda a, like: make_node("fit_to_like", [a, like], {"axes": (1,)}),
+            [TensorType((None, 4, 2)), TensorType((None, None))],
+        ),
+    ]
+
+
+def fit_to_like(a: Any, like: Any, axes: Any) -> Any:
+    """`a` cut or zero-padded at the end of `axes` to `like`'s sizes there."""
+    return apply("fit_to_like", [a, like], {"axes": tuple(axes)})
+
+
+def _conv_geo(x: Any, w: Any, geo: Geometry, groups: int) -> Any:
+    """One convolution pass of a layer as a conv_general_dilated node (channels first)."""
+    return conv_general(
+        x,
+        w,
+        strides=geo.strides,
+        padding=geo.padding,
+        lhs_dilation=geo.input_dilation,
+        rhs_dilation=geo.kernel_dilation,
+        feature_group_count=groups,
+    )
+
+
+def _t_to_first(x: Any, channels: str) -> Any:
+    if channels == "first":
+        return x
+    return anp.transpose(x, (0, x.ndim - 1, *range(1, x.ndim - 1)))
+
+
+def _t_from_first(y: Any, channels: str) -> Any:
+    if channels == "first":
+        return y
+    return anp.transpose(y, (0, *range(2, y.ndim), 1))
+
+
+def _t_kernel_oihw(k: Any, channels: str) -> Any:
+    """A layer kernel (HWIO for channels last) as an OIHW tensor."""
+    if channels == "first":
+        return k
+    n = k.ndim - 2
+    return anp.transpose(k, (n + 1, n, *range(n)))
+
+
+def _t_kernel_layer(k: Any, channels: str) -> Any:
+    """An OIHW tensor in the layer's kernel layout (the inverse of `_t_kernel_oihw`)."""
+    if channels == "first":
+        return k
+    n = k.ndim - 2
+    return anp.transpose(k, (*range(2, n + 2), 1, 0))
+
+
+def _bias_grad(cot_first: Any) -> Any:
+    return anp.sum(cot_first, axis=(0, *range(2, cot_first.ndim)))
+
+
 def _common_options(*, input_dilation: bool = True) -> dict[str, Option]:
     opts = {
         "kernel_size": Option(
@@ -521,6 +960,27 @@ class _SingleConv(Op):
         else:
             y = _onnx_conv(ctx, x, cin, geo, groups, kernel, bias)
         return _onnx_output(ctx, y, ch)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        geo, _, groups, _ = self._resolve(ctx.in_types[0], opts)
+        ch = opts["channels"]
+        g = _t_to_first(cot, ch)
+        w = _t_kernel_oihw(ctx.param("kernel").astype(cot.dtype), ch)
+        dx, dw = conv_vjp(
+            _t_to_first(x.astype(cot.dtype), ch),
+            w,
+            g,
+            geo,
+            groups,
+            want_x=is_float(x.type.dtype),
+            want_w=ctx.wants_param("kernel"),
+        )
+        if dw is not None:
+            ctx.add_param_grad("kernel", _t_kernel_layer(dw, ch))
+        if opts["use_bias"]:
+            ctx.add_param_grad("bias", _bias_grad(g))
+        return [None if dx is None else _t_from_first(dx, ch).astype(x.dtype)]
 
 
 @register
@@ -827,6 +1287,40 @@ class _SeparableConv(Op):
             bias = ctx.param(f"bias_{i}") if opts["use_bias"] else None
             y = _onnx_conv(ctx, y, c, geo, c, kernel, bias)
         return _onnx_output(ctx, y, ch)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Recompute each pass's input, then pull the cotangent back pass by pass."""
+        (x,) = inputs
+        geos, cin = self._passes(ctx.in_types[0], opts)
+        ch, dtype = opts["channels"], cot.dtype
+        groups = [cin] + [cin * opts["channel_multiplier"]] * (len(geos) - 1)
+        kernels = [
+            _t_kernel_oihw(ctx.param(f"kernel_{i}").astype(dtype), ch)
+            for i in range(1, len(geos) + 1)
+        ]
+        ys = [_t_to_first(x.astype(dtype), ch)]
+        for i in range(1, len(geos)):
+            y = _conv_geo(ys[-1], kernels[i - 1], geos[i - 1], groups[i - 1])
+            if opts["use_bias"]:
+                bias = ctx.param(f"bias_{i}").astype(dtype)
+                y = y + anp.reshape(bias, (-1, *(1,) * (y.ndim - 2)))
+            ys.append(y)
+        g = _t_to_first(cot, ch)
+        for i in reversed(range(len(geos))):
+            if opts["use_bias"]:
+                ctx.add_param_grad(f"bias_{i + 1}", _bias_grad(g))
+            g, dw = conv_vjp(
+                ys[i],
+                kernels[i],
+                g,
+                geos[i],
+                groups[i],
+                want_x=i > 0 or is_float(x.type.dtype),
+                want_w=ctx.wants_param(f"kernel_{i + 1}"),
+            )
+            if dw is not None:
+                ctx.add_param_grad(f"kernel_{i + 1}", _t_kernel_layer(dw, ch))
+        return [None if g is None else _t_from_first(g, ch).astype(x.dtype)]
 
 
 @register

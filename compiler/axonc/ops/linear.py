@@ -13,12 +13,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, is_int, same_dim, with_f32_params, with_f32_params_np
+from .. import numpy as anp
+from ..dtypes import (
+    TensorType,
+    is_float,
+    is_int,
+    same_dim,
+    to_numpy_dtype,
+    with_f32_params,
+    with_f32_params_np,
+)
 from ..errors import InputError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
 from ..ir import Axon, make_node
 from ..registry import Case, Op, Option, ParamSpec, check_bool, check_int, layer_api, register
+from ..tracing import apply
 from .activation import apply_activation
 
 
@@ -75,6 +85,12 @@ class Bias(Op):
         _last_dim(t, "the input")
         return TensorType(t.shape, with_f32_params(t.dtype))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        size = ctx.param("bias").shape[0]
+        ctx.add_param_grad("bias", anp.sum(anp.reshape(cot, (-1, size)), axis=0))
+        return [cot.astype(x.dtype) if np.issubdtype(x.dtype, np.floating) else None]
+
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
         b = np.asarray(layer_param(params, "bias", ctx))
@@ -127,6 +143,20 @@ class Dense(Op):
         if opts["use_bias"]:
             out = out + np.asarray(layer_param(params, "bias", ctx), dtype=np.float64)
         return out.astype(with_f32_params_np(x.dtype))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        (x,) = inputs
+        kernel = ctx.param("kernel")
+        fan_in, units = kernel.shape
+        flat_cot = anp.reshape(cot, (-1, units))
+        if ctx.wants_param("kernel"):
+            flat_x = anp.reshape(x, (-1, fan_in)).astype(flat_cot.dtype)
+            ctx.add_param_grad("kernel", anp.matmul(flat_x.T, flat_cot))
+        if opts["use_bias"]:
+            ctx.add_param_grad("bias", anp.sum(flat_cot, axis=0))
+        if not np.issubdtype(x.dtype, np.floating):
+            return [None]
+        return [anp.matmul(cot, kernel.T).astype(x.dtype)]
 
     def onnx(self, ctx, inputs, opts):
         dtype = ctx.out_type.dtype
@@ -219,6 +249,29 @@ class Bilinear(Op):
         out = ctx.b.op("Einsum", [a, kernel, c], equation="...i,oij,...j->...o")
         return ctx.b.op("Add", [out, _param_as(ctx, "bias", dtype)]) if opts["use_bias"] else out
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        a, c = inputs
+        kernel = ctx.param("kernel").astype(cot.dtype)
+        units, n1, n2 = kernel.shape
+        af, cf = a.astype(cot.dtype), c.astype(cot.dtype)
+        if ctx.wants_param("kernel"):
+            flat_cot = anp.reshape(cot, (-1, units))
+            outer = anp.expand_dims(anp.reshape(af, (-1, n1)), -1) * anp.expand_dims(
+                anp.reshape(cf, (-1, n2)), 1
+            )
+            grad = anp.matmul(flat_cot.T, anp.reshape(outer, (-1, n1 * n2)))
+            ctx.add_param_grad("kernel", anp.reshape(grad, (units, n1, n2)))
+        if opts["use_bias"]:
+            ctx.add_param_grad("bias", anp.sum(anp.reshape(cot, (-1, units)), axis=0))
+        # m[..., i, j] = sum_o cot[..., o] K[o, i, j]
+        m = anp.tensordot(cot, kernel, axes=([cot.ndim - 1], [0]))
+        da = anp.sum(m * anp.expand_dims(cf, -2), axis=-1) if is_float(a.type.dtype) else None
+        dc = anp.sum(m * anp.expand_dims(af, -1), axis=-2) if is_float(c.type.dtype) else None
+        return [
+            None if da is None else da.astype(a.dtype),
+            None if dc is None else dc.astype(c.dtype),
+        ]
+
     cases: ClassVar[list[Case]] = [
         Case(
             "rank2", lambda a, c: bilinear(a, c, 2), [TensorType((None, 3)), TensorType((None, 4))]
@@ -300,6 +353,13 @@ class Embedding(Op):
             ids = ctx.b.cast(ids, "s64")
         return ctx.b.op("Gather", [ctx.param("kernel"), ids], axis=0)
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Rows of the cotangent summed into the table rows their ids name; ids get none."""
+        ids = inputs[0]
+        if ctx.wants_param("kernel"):
+            ctx.add_param_grad("kernel", scatter_add(ids, cot, opts["vocab_size"]))
+        return [None]
+
     cases: ClassVar[list[Case]] = [
         Case(
             "rank2",
@@ -317,6 +377,91 @@ class Embedding(Op):
             int_inputs={0: 6},
         ),
     ]
+
+
+@register
+class ScatterAdd(Op):
+    name = "scatter_add"
+    family = "linear"
+    doc = (
+        "Rows summed by index: out = zeros((rows, *tail)); out[ids[k]] += updates[k] for every "
+        "index position k (np.add.at), updates shaped ids.shape + tail."
+    )
+    arity = 2
+    options: ClassVar[dict[str, Option]] = {
+        "rows": Option(check=check_int(1), doc="number of rows of the result")
+    }
+
+    def infer(self, types, opts, node):
+        ids, updates = types
+        if not is_int(ids.dtype):
+            raise ShapeError(f"scatter_add: ids must be integers, got {ids.dtype}")
+        lead = updates.shape[: ids.rank]
+        if updates.rank < ids.rank or not all(
+            same_dim(a, b) for a, b in zip(ids.shape, lead, strict=True)
+        ):
+            raise ShapeError(
+                f"scatter_add: updates {updates.shape} must start with the ids' shape {ids.shape}"
+            )
+        return TensorType((opts["rows"], *updates.shape[ids.rank :]), updates.dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        ids, updates = (np.asarray(v) for v in inputs)
+        out = np.zeros((opts["rows"], *updates.shape[ids.ndim :]), updates.dtype)
+        bad = (ids < 0) | (ids >= opts["rows"])
+        if bad.any():
+            raise InputError(
+                f"scatter_add: index {ids[bad].flat[0]} is out of range for {opts['rows']} rows"
+            )
+        np.add.at(out, ids, updates)
+        return out
+
+    def onnx(self, ctx, inputs, opts):
+        """ScatterND with reduction "add" (opset 16+) into zeros, the ids as (K, 1) rows."""
+        b = ctx.b
+        if ctx.opset < 16:
+            raise ShapeError(f"scatter_add needs ONNX opset >= 16 (ScatterND add), got {ctx.opset}")
+        (ti, tu), out = ctx.in_types, ctx.out_type
+        ids, updates = inputs
+        if ti.dtype != "s64":
+            ids = b.cast(ids, "s64")
+        tail = list(tu.shape[ti.rank :])
+        if None in tail:
+            raise ShapeError(f"scatter_add: the row shape must be static for ONNX, got {tu.shape}")
+        ids = b.op("Reshape", [ids, b.ints([-1, 1], "ids_shape")])
+        updates = b.op("Reshape", [updates, b.ints([-1, *tail], "updates_shape")])
+        zeros = b.const(np.zeros(out.shape, to_numpy_dtype(out.dtype)), hint="scatter_zeros")
+        return b.op("ScatterND", [zeros, ids, updates], reduction="add")
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        ids, updates = inputs
+        return [None, anp.take(cot, ids, axis=0).astype(updates.dtype)]
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "rows",
+            lambda i, u: make_node("scatter_add", [i, u], {"rows": 4}),
+            [TensorType((None, 3), "s32"), TensorType((None, 3, 2))],
+            int_inputs={0: 4},
+        ),
+        Case(
+            "scalar_rows_u8_ids",
+            lambda i, u: make_node("scatter_add", [i, u], {"rows": 3}),
+            [TensorType((None,), "u8"), TensorType((None,))],
+            int_inputs={0: 3},
+        ),
+        Case(
+            "f64_updates",
+            lambda i, u: make_node("scatter_add", [i, u], {"rows": 5}),
+            [TensorType((None, 2), "s64"), TensorType((None, 2, 3), "f64")],
+            int_inputs={0: 5},
+        ),
+    ]
+
+
+def scatter_add(ids: Any, updates: Any, rows: int) -> Any:
+    """`np.add.at(zeros((rows, ...)), ids, updates)` on tensors (recorded) or arrays."""
+    return apply("scatter_add", [ids, updates], {"rows": rows})
 
 
 @layer_api
