@@ -129,6 +129,48 @@ class Primitive(Op):
 
 
 # ---------------------------------------------------------------------------
+# gradient (vjp) helpers. Rules build the cotangents with axonc.numpy on symbolic
+# tensors (imported lazily: axonc.numpy itself imports this module's tables).
+
+
+def _anp() -> Any:
+    from .. import numpy as anp
+
+    return anp
+
+
+def _is_float_tensor(x: Any) -> bool:
+    return is_float(x.type.dtype)
+
+
+def _as_dtype_of(g: Any, x: Any) -> Any:
+    """`g` cast to `x`'s dtype (no node when they agree)."""
+    return g if g.type.dtype == x.type.dtype else _anp().astype(g, x.type.dtype)
+
+
+def _sum_to(g: Any, shape: tuple) -> Any:
+    """Undo numpy broadcasting: sum `g` over the axes broadcasting added to reach `shape`.
+
+    Leading extra axes are summed away and the axes where `shape` has 1 (and `g`
+    does not) are summed keeping them; a None (dynamic) dim of `shape` matches
+    `g`'s dim there.
+    """
+    anp = _anp()
+    lead = g.ndim - len(shape)
+    if lead:
+        g = anp.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+    return anp.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+def _operand_cot(x: Any, g: Any) -> Any:
+    """The cotangent of a broadcast operand `x` of an element-wise op: None unless float."""
+    if not _is_float_tensor(x):
+        return None
+    return _as_dtype_of(_sum_to(g, x.shape), x)
+
+
+# ---------------------------------------------------------------------------
 # ONNX lowering helpers. Rules compute what the reference computes, in f32 where
 # the reference rounds an f64 result to f32; integer rules are exact (wrapping
 # like numpy). onnxruntime's CPU kernels lack some dtypes (probed on 1.2x):
@@ -399,6 +441,43 @@ UNARY: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, str]] = {
 _ROUND_ONNX = {"floor": "Floor", "ceil": "Ceil", "rint": "Round"}  # Round: halves to even
 
 
+def _zero_gradient(anp: Any, x: Any, y: Any, g: Any) -> Any:
+    """Piecewise-constant functions (sign, floor, ...): a zero cotangent (as jax)."""
+    return anp.zeros_like(x)
+
+
+_LN2, _LN10, _TWO_OVER_SQRT_PI = math.log(2.0), math.log(10.0), 2.0 / math.sqrt(math.pi)
+
+# numpy name -> the input cotangent given (anp, x, y = f(x), g = the output cotangent)
+UNARY_VJP: dict[str, Callable[[Any, Any, Any, Any], Any]] = {
+    "exp": lambda anp, x, y, g: g * y,
+    "expm1": lambda anp, x, y, g: g * (y + 1.0),
+    "exp2": lambda anp, x, y, g: g * y * _LN2,
+    "log": lambda anp, x, y, g: g / x,
+    "log1p": lambda anp, x, y, g: g / (x + 1.0),
+    "log2": lambda anp, x, y, g: g / (x * _LN2),
+    "log10": lambda anp, x, y, g: g / (x * _LN10),
+    "sqrt": lambda anp, x, y, g: g * 0.5 / y,
+    "sin": lambda anp, x, y, g: g * anp.cos(x),
+    "cos": lambda anp, x, y, g: -g * anp.sin(x),
+    "tan": lambda anp, x, y, g: g * (1.0 + y * y),
+    "arcsin": lambda anp, x, y, g: g / anp.sqrt(1.0 - x * x),
+    "arccos": lambda anp, x, y, g: -g / anp.sqrt(1.0 - x * x),
+    "arctan": lambda anp, x, y, g: g / (1.0 + x * x),
+    "sinh": lambda anp, x, y, g: g * anp.cosh(x),
+    "cosh": lambda anp, x, y, g: g * anp.sinh(x),
+    "tanh": lambda anp, x, y, g: g * (1.0 - y * y),
+    "erf": lambda anp, x, y, g: g * _TWO_OVER_SQRT_PI * anp.exp(-(x * x)),
+    "negative": lambda anp, x, y, g: -g,
+    "abs": lambda anp, x, y, g: g * anp.sign(x),  # 0 at x = 0, as jax
+    "sign": _zero_gradient,
+    "square": lambda anp, x, y, g: g * (2.0 * x),
+    "floor": _zero_gradient,
+    "ceil": _zero_gradient,
+    "rint": _zero_gradient,
+}
+
+
 class Unary(Primitive):
     """An element-wise function of one tensor."""
 
@@ -429,6 +508,13 @@ class Unary(Primitive):
         if self.kind == "test" and not is_float(_dt(x)):
             return _cast(fn(x.astype(np.float64)), "pred")
         return _cast(fn(x), out)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """cot times f'(x); boolean results (tests, logical_not) and integer inputs get None."""
+        (x,) = inputs
+        if self.kind in ("pred", "test") or not _is_float_tensor(x):
+            return [None]
+        return [_as_dtype_of(UNARY_VJP[self.name[3:]](_anp(), x, output, cot), x)]
 
     def onnx(self, ctx, inputs, opts):
         return self._onnx(ctx, inputs, opts)
@@ -499,6 +585,42 @@ _COMPARE_ONNX = {
 }
 
 
+def _tie_share(anp: Any, mine: Any, other: Any, y: Any) -> Any:
+    """maximum/minimum: 1 where this operand is the result, 0.5 on a tie, else 0 (as jax)."""
+    return anp.where(mine == y, anp.where(other == y, 0.5, 1.0), 0.0)
+
+
+def _power_vjp(anp: Any, a: Any, b: Any, y: Any, g: Any) -> tuple[Any, Any]:
+    """d(a**b): b * a**(b-1) (0 where b = 0) and a**b * log(a) (log(1) where a = 0), as jax."""
+    da = anp.where(b == 0, 0.0, b * anp.power(a, b - 1))
+    db = y * anp.log(anp.where(a == 0, 1.0, a))
+    return g * da, g * db
+
+
+def _arctan2_vjp(anp: Any, a: Any, b: Any, y: Any, g: Any) -> tuple[Any, Any]:
+    """atan2(a, b): d/da = b / (a^2 + b^2), d/db = -a / (a^2 + b^2)."""
+    r2 = a * a + b * b
+    return g * b / r2, -g * a / r2
+
+
+# numpy name -> (cot of x1, cot of x2) at the output's shape given (anp, x1, x2, y, g);
+# the rule un-broadcasts them to each operand.
+BINARY_VJP: dict[str, Callable[[Any, Any, Any, Any, Any], tuple[Any, Any]]] = {
+    "add": lambda anp, a, b, y, g: (g, g),
+    "subtract": lambda anp, a, b, y, g: (g, -g),
+    "multiply": lambda anp, a, b, y, g: (g * b, g * a),
+    "divide": lambda anp, a, b, y, g: (g / b, -g * y / b),
+    # piecewise constant in both operands (zero almost everywhere, as jax)
+    "floor_divide": lambda anp, a, b, y, g: (anp.zeros_like(a), anp.zeros_like(b)),
+    # a - floor(a / b) * b
+    "remainder": lambda anp, a, b, y, g: (g, -g * anp.floor_divide(a, b)),
+    "power": _power_vjp,
+    "arctan2": _arctan2_vjp,
+    "maximum": lambda anp, a, b, y, g: (g * _tie_share(anp, a, b, y), g * _tie_share(anp, b, a, y)),
+    "minimum": lambda anp, a, b, y, g: (g * _tie_share(anp, a, b, y), g * _tie_share(anp, b, a, y)),
+}
+
+
 class Binary(Primitive):
     """An element-wise function of two tensors, broadcast together."""
 
@@ -534,6 +656,15 @@ class Binary(Primitive):
         if self.kind == "float":
             return _cast(fn(a.astype(np.float64), b.astype(np.float64)), out)
         return _cast(fn(_cast(a, common), _cast(b, common)), out)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Each float operand's cotangent, summed over the axes it was broadcast along;
+        comparisons and logical ops (boolean results) get None."""
+        a, b = inputs
+        if self.kind in ("compare", "logical"):
+            return [None, None]
+        ga, gb = BINARY_VJP[self.name[3:]](_anp(), a, b, output, cot)
+        return [_operand_cot(a, ga), _operand_cot(b, gb)]
 
     def onnx(self, ctx, inputs, opts):
         return self._onnx(ctx, inputs, opts)
@@ -643,6 +774,36 @@ class Reduce(Primitive):
             return _cast(fn(x, axis=axis, keepdims=keep, dtype=to_numpy_dtype(out)), out)
         return _cast(fn(x, axis=axis, keepdims=keep), out)
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """sum/mean spread the cotangent back; prod divides out each element (zeros handled
+        exactly); max/min share it equally among the elements equal to the result (as jax);
+        any/all/argmax/argmin and integer inputs get None."""
+        (x,) = inputs
+        if self.kind in ("pred", "arg") or not _is_float_tensor(x):
+            return [None]
+        anp, short = _anp(), self.name[3:]
+        axes = _norm_axes(opts["axis"], x.ndim)
+        if not axes:  # reducing no axis is the identity
+            return [_as_dtype_of(cot, x)]
+        g = cot if opts["keepdims"] else anp.expand_dims(cot, axes)
+        if short in ("max", "min"):
+            y = output if opts["keepdims"] else anp.expand_dims(output, axes)
+            hits = (x == y).astype(cot.dtype)
+            return [_as_dtype_of(hits * (g / anp.sum(hits, axis=axes, keepdims=True)), x)]
+        g = _spread(g, x, axes)
+        if short == "mean":
+            count = _count(x, axes)
+            g = g / count
+        elif short == "prod":
+            zero = x == 0
+            x_nz = anp.where(zero, 1.0, x)
+            p_nz = anp.prod(x_nz, axis=axes, keepdims=True)
+            zeros = anp.sum(zero.astype(x.type.dtype), axis=axes, keepdims=True)
+            # no zero: prod / x; one zero: the product of the others at it; more: 0
+            others = anp.where(zeros == 0, p_nz / x_nz, anp.where(zero & (zeros == 1), p_nz, 0.0))
+            g = g * others
+        return [_as_dtype_of(g, x)]
+
     def onnx(self, ctx, inputs, opts):
         return self._onnx(ctx, inputs, opts)
 
@@ -705,6 +866,27 @@ class Reduce(Primitive):
         if flat and keep:
             idx = b.op("Reshape", [idx, b.ints([1] * t.rank)])
         return b.cast(idx, "s32")
+
+
+def _spread(g: Any, x: Any, axes: tuple[int, ...]) -> Any:
+    """`g` (size 1 along the reduced `axes`) broadcast back to `x`'s shape.
+
+    broadcast_to when the reduced dims are static (its None target dims keep g's
+    dynamic dims); adding zeros shaped like `x` when one of them is dynamic.
+    """
+    anp = _anp()
+    if all(x.shape[a] is not None for a in axes):
+        return anp.broadcast_to(g, tuple(d if i in axes else None for i, d in enumerate(x.shape)))
+    return g + anp.zeros_like(x, g.type.dtype)
+
+
+def _count(x: Any, axes: tuple[int, ...]) -> Any:
+    """How many elements a reduction over `axes` of `x` combines (a tensor if dynamic)."""
+    dims = [x.shape[a] for a in axes]
+    if None not in dims:
+        return math.prod(dims)
+    anp = _anp()
+    return anp.sum(anp.ones_like(x), axis=axes, keepdims=True)
 
 
 _REDUCE_OPTIONS = {
@@ -797,6 +979,16 @@ class Where(Primitive):
         out = jnp_promote(_dt(x), _dt(y))
         return _cast(np.where(c.astype(bool), _cast(x, out), _cast(y, out)), out)
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent goes to the selected branch (zero elsewhere); the condition gets None."""
+        c, x, y = inputs
+        anp = _anp()
+        return [
+            None,
+            _operand_cot(x, anp.where(c, cot, 0.0)),
+            _operand_cot(y, anp.where(c, 0.0, cot)),
+        ]
+
     def onnx(self, ctx, inputs, opts):
         return self._onnx(ctx, inputs, opts)
 
@@ -847,6 +1039,28 @@ class Matmul(Primitive):
             return _cast(np.matmul(a.astype(np.float64), b.astype(np.float64)), out)
         return _cast(np.matmul(_cast(a, out), _cast(b, out)), out)
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """g @ b^T and a^T @ g, summed over broadcast batch dims (1-D operands as matrices)."""
+        a, b = inputs
+        anp = _anp()
+        a2 = anp.expand_dims(a, 0) if a.ndim == 1 else a
+        b2 = anp.expand_dims(b, -1) if b.ndim == 1 else b
+        g = anp.expand_dims(cot, -1) if b.ndim == 1 else cot
+        g = anp.expand_dims(g, -2) if a.ndim == 1 else g
+        out = []
+        for x, x2, grad, squeeze in (
+            (a, a2, lambda: anp.matmul(g, _swap_last(b2)), 0),
+            (b, b2, lambda: anp.matmul(_swap_last(a2), g), -1),
+        ):
+            if not _is_float_tensor(x):
+                out.append(None)
+                continue
+            gx = _sum_to(grad(), x2.shape)
+            if x.ndim == 1:
+                gx = anp.squeeze(gx, squeeze)
+            out.append(_as_dtype_of(gx, x))
+        return out
+
     def onnx(self, ctx, inputs, opts):
         return _contract(ctx, inputs, "MatMul", {})
 
@@ -862,6 +1076,13 @@ class Matmul(Primitive):
             [TensorType((None, 3)), TensorType((3,))],
         ),
     ]
+
+
+def _swap_last(x: Any) -> Any:
+    """`x` with its last two axes swapped."""
+    perm = list(range(x.ndim))
+    perm[-2:] = perm[-1], perm[-2]
+    return _anp().transpose(x, perm)
 
 
 def _contract(ctx: Any, inputs: list[str], op_type: str, attrs: dict[str, Any]) -> str:
@@ -913,6 +1134,28 @@ class Tensordot(Primitive):
         work = np.float64 if is_float(out) else to_numpy_dtype(out)
         axes = [list(opts["axes"][0]), list(opts["axes"][1])]
         return _cast(np.tensordot(a.astype(work), b.astype(work), axes=axes), out)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Contract the cotangent with the other operand over its free axes, then permute
+        the result into the operand's axis order."""
+        a, b = inputs
+        anp = _anp()
+        ax_a, ax_b = _norm_axes(opts["axes"][0], a.ndim), _norm_axes(opts["axes"][1], b.ndim)
+        free_a = [i for i in range(a.ndim) if i not in ax_a]
+        free_b = [j for j in range(b.ndim) if j not in ax_b]
+        n_a = len(free_a)
+        out: list[Any] = [None, None]
+        if _is_float_tensor(a):
+            # axes: a's free ones, then b's contracted ones in b's order (paired a axes)
+            ga = anp.tensordot(cot, b, (list(range(n_a, cot.ndim)), free_b))
+            src = free_a + [ax_a[ax_b.index(j)] for j in sorted(ax_b)]
+            out[0] = _as_dtype_of(anp.transpose(ga, [src.index(i) for i in range(a.ndim)]), a)
+        if _is_float_tensor(b):
+            # axes: a's contracted ones in a's order (paired b axes), then b's free ones
+            gb = anp.tensordot(a, cot, (free_a, list(range(n_a))))
+            src = [ax_b[ax_a.index(i)] for i in sorted(ax_a)] + free_b
+            out[1] = _as_dtype_of(anp.transpose(gb, [src.index(j) for j in range(b.ndim)]), b)
+        return out
 
     def onnx(self, ctx, inputs, opts):
         ra, rb = (t.rank for t in ctx.in_types)
@@ -988,6 +1231,22 @@ class Reshape(Primitive):
         x = np.asarray(inputs[0])
         return np.reshape(x, _reshape_target(x.shape, opts["shape"]))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Reshape the cotangent back: static dims as they are, a dynamic dim the forward
+        kept in place as None (keep), one other dynamic dim as -1."""
+        (x,) = inputs
+        if not _is_float_tensor(x):
+            return [None]
+        kept = {i for i, d in enumerate(opts["shape"]) if d is None}
+        back = [d if d is not None else None if i in kept else -1 for i, d in enumerate(x.shape)]
+        if back.count(-1) > 1:
+            raise ShapeError(
+                f"the gradient of reshape {x.shape} -> {opts['shape']} needs the input's shape "
+                "at run time: more than one dynamic dim is not kept in place (give the target a "
+                "None at the positions of dynamic dims it keeps)"
+            )
+        return [_as_dtype_of(_anp().reshape(cot, tuple(back)), x)]
+
     def onnx(self, ctx, inputs, opts):
         b, x, target = ctx.b, inputs[0], opts["shape"]
         if 0 not in target:  # Reshape's 0 copies the input's dim at that position
@@ -1040,6 +1299,15 @@ class Transpose(Primitive):
         x = np.asarray(inputs[0])
         return np.transpose(x, self.perm(x.ndim, opts["axes"]))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent transposed by the inverse permutation."""
+        (x,) = inputs
+        if not _is_float_tensor(x):
+            return [None]
+        perm = self.perm(x.ndim, opts["axes"])
+        inverse = [perm.index(i) for i in range(x.ndim)]
+        return [_anp().transpose(cot, inverse)]
+
     def onnx(self, ctx, inputs, opts):
         perm = self.perm(ctx.in_types[0].rank, opts["axes"])
         return ctx.b.op("Transpose", [inputs[0]], perm=list(perm))
@@ -1068,6 +1336,13 @@ class ExpandDims(Primitive):
 
     def forward(self, ctx, inputs, params, opts):
         return np.expand_dims(inputs[0], opts["axis"])
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent with the new axes squeezed out."""
+        (x,) = inputs
+        if not _is_float_tensor(x):
+            return [None]
+        return [_anp().squeeze(cot, _norm_axes(opts["axis"], cot.ndim))]
 
     def onnx(self, ctx, inputs, opts):
         axes = sorted(_norm_axes(opts["axis"], ctx.out_type.rank))
@@ -1110,6 +1385,14 @@ class Squeeze(Primitive):
     def forward(self, ctx, inputs, params, opts):
         x = np.asarray(inputs[0])
         return np.squeeze(x, self.axes(x.shape, opts["axis"]))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent with the removed axes put back."""
+        (x,) = inputs
+        if not _is_float_tensor(x):
+            return [None]
+        axes = self.axes(x.shape, opts["axis"])
+        return [_anp().expand_dims(cot, axes) if axes else cot]
 
     def onnx(self, ctx, inputs, opts):
         axes = self.axes(ctx.in_types[0].shape, opts["axis"])
@@ -1162,6 +1445,11 @@ class BroadcastTo(Primitive):
         x = np.asarray(inputs[0])
         return np.broadcast_to(x, self.target(x.shape, opts["shape"])).copy()
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent summed over the broadcast axes."""
+        (x,) = inputs
+        return [_operand_cot(x, cot)]
+
     def onnx(self, ctx, inputs, opts):
         self.target(ctx.in_types[0].shape, opts["shape"])
         # Expand broadcasts both ways: a 1 where the target is None keeps the input's dim
@@ -1209,6 +1497,37 @@ class Concatenate(Primitive):
         out = jnp_promote(*(_dt(x) for x in inputs))
         return np.concatenate([_cast(x, out) for x in inputs], axis=opts["axis"])
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Each input's part of the cotangent, sliced from the start up to a dynamic size
+        and from the end after it (one input may have a dynamic size along the axis)."""
+        axis = _norm_axis(opts["axis"], cot.ndim)
+        sizes = [x.shape[axis] for x in inputs]
+        dynamic = [i for i, d in enumerate(sizes) if d is None]
+        if len(dynamic) > 1:
+            raise ShapeError(
+                f"the gradient of concatenate needs static sizes along axis {axis} for all but "
+                f"one input, got {sizes}"
+            )
+        split = dynamic[0] if dynamic else len(sizes)
+        bounds: list[tuple[int | None, int | None]] = []
+        start = 0
+        for d in sizes[:split]:
+            bounds.append((start, start + d))
+            start += d
+        tail = []
+        end = 0
+        for d in reversed(sizes[split + 1 :]):
+            tail.append((-(end + d), -end or None))
+            end += d
+        if dynamic:
+            bounds.append((start or None, -end or None))
+        bounds += reversed(tail)
+        lead = (slice(None),) * axis
+        return [
+            _as_dtype_of(cot[(*lead, slice(lo, hi))], x) if _is_float_tensor(x) else None
+            for x, (lo, hi) in zip(inputs, bounds)
+        ]
+
     def onnx(self, ctx, inputs, opts):
         out = ctx.out_type
         values = [_to(ctx.b, v, t.dtype, out.dtype) for v, t in zip(inputs, ctx.in_types)]
@@ -1250,6 +1569,14 @@ class Stack(Primitive):
         out = jnp_promote(*(_dt(x) for x in inputs))
         return np.stack([_cast(x, out) for x in inputs], axis=opts["axis"])
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Each input's slice of the cotangent along the new axis."""
+        lead = (slice(None),) * _norm_axis(opts["axis"], cot.ndim)
+        return [
+            _as_dtype_of(cot[(*lead, i)], x) if _is_float_tensor(x) else None
+            for i, x in enumerate(inputs)
+        ]
+
     def onnx(self, ctx, inputs, opts):
         b, out = ctx.b, ctx.out_type
         axis = _norm_axis(opts["axis"], out.rank)
@@ -1288,6 +1615,16 @@ class Take(Primitive):
         a, idx = (np.asarray(v) for v in inputs)
         return np.take(a, idx, axis=opts["axis"])
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Scatter-add of the cotangent at the indices (repeated indices add up)."""
+        a, idx = inputs
+        if not _is_float_tensor(a):
+            return [None, None]
+        from ..tracing import apply
+
+        g = _as_dtype_of(cot, a)
+        return [apply("np.take_grad", [g, idx, a], {"axis": opts["axis"]}), None]
+
     def onnx(self, ctx, inputs, opts):
         b, (a, idx), (ta, ti) = ctx.b, inputs, ctx.in_types
         if ti.dtype not in ("s32", "s64"):  # Gather takes s32/s64 indices (negative wrap)
@@ -1307,6 +1644,139 @@ class Take(Primitive):
 
 
 @register
+class TakeGrad(Primitive):
+    name = "np.take_grad"
+    doc = (
+        "The transpose of take: zeros with `updates` added at `indices` along `axis` (numpy's "
+        "np.add.at; repeated indices add up); `like` gives the size there (axis None: its shape)."
+    )
+    arity = 3
+    options = {"axis": Option(None, _check_optional_axis, "the axis; None = flattened `like`")}
+
+    def infer(self, types, opts, node):
+        u, idx, like = types
+        if not is_float(u.dtype):
+            raise ShapeError(f"take_grad: updates must be floats (a cotangent), got {u.dtype}")
+        if not is_int(idx.dtype):
+            raise ShapeError(f"take_grad: indices must be integers, got {idx.dtype}")
+        if opts["axis"] is None:
+            if u.rank != idx.rank:
+                raise ShapeError(
+                    f"take_grad: updates {u.shape} must have the indices' shape {idx.shape}"
+                )
+            for a, b in zip(u.shape, idx.shape):
+                _merge_dim(a, b, "take_grad: updates and indices")
+            return TensorType(like.shape, u.dtype)
+        rank = u.rank - idx.rank + 1
+        if rank < 1 or like.rank != rank:
+            raise ShapeError(
+                f"take_grad: updates {u.shape} with indices {idx.shape} give rank {rank}, "
+                f"but `like` {like.shape} has rank {like.rank}"
+            )
+        k = _norm_axis(opts["axis"], rank)
+        for a, b in zip(u.shape[k : k + idx.rank], idx.shape):
+            _merge_dim(a, b, "take_grad: updates and indices")
+        return TensorType((*u.shape[:k], like.shape[k], *u.shape[k + idx.rank :]), u.dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        u, idx, like = (np.asarray(v) for v in inputs)
+        axis = opts["axis"]
+        if axis is None:
+            out = np.zeros(like.size, np.float64)
+            np.add.at(out, idx.reshape(-1), u.reshape(-1))
+            return _cast(out.reshape(like.shape), _dt(u))
+        k = _norm_axis(axis, u.ndim - idx.ndim + 1)
+        out = np.zeros((*u.shape[:k], like.shape[k], *u.shape[k + idx.ndim :]), np.float64)
+        np.add.at(out, (*(slice(None),) * k, idx), u.astype(np.float64))
+        return _cast(out, _dt(u))
+
+    def onnx(self, ctx, inputs, opts):
+        """ScatterElements(reduction="add") into zeros, the indices made non-negative and
+        expanded to the updates' shape (their dims flattened into one)."""
+        from onnx import numpy_helper
+
+        b, (u, idx, like) = ctx.b, inputs
+        tu, ti, _ = ctx.in_types
+        work = "f32" if tu.dtype == "f16" else tu.dtype
+        u = _to(b, u, tu.dtype, work)
+        idx = b.op("Reshape", [_to(b, idx, ti.dtype, "s64"), b.ints([-1])])
+        like_shape = b.op("Shape", [like])
+        axis = opts["axis"]
+        if axis is None:
+            rank, k = 1, 0
+            size = b.reduce("ReduceProd", like_shape, [0], True)
+            u = b.op("Reshape", [u, b.ints([-1])])
+            out_shape = size
+        else:
+            rank = tu.rank - ti.rank + 1
+            k = _norm_axis(axis, rank)
+            size = b.op("Slice", [like_shape, b.ints([k]), b.ints([k + 1])])
+            u_shape = b.op("Shape", [u])
+            parts = []
+            if k:
+                parts.append(b.op("Slice", [u_shape, b.ints([0]), b.ints([k])]))
+            parts.append(b.ints([-1]))
+            if k + 1 < rank:
+                parts.append(b.op("Slice", [u_shape, b.ints([k + ti.rank]), b.ints([_I64_MAX])]))
+            u = b.op("Reshape", [u, b.op("Concat", parts, axis=0)])
+            out_shape = b.op(
+                "Concat",
+                [
+                    *([b.op("Slice", [u_shape, b.ints([0]), b.ints([k])])] if k else []),
+                    size,
+                    *(
+                        [b.op("Slice", [u_shape, b.ints([k + ti.rank]), b.ints([_I64_MAX])])]
+                        if k + 1 < rank
+                        else []
+                    ),
+                ],
+                axis=0,
+            )
+        negative = b.op("Less", [idx, scalar(b, 0, "s64")])
+        idx = b.op("Where", [negative, b.op("Add", [idx, size]), idx])
+        idx = b.op("Reshape", [idx, b.ints([1] * k + [-1] + [1] * (rank - k - 1))])
+        idx = b.op("Expand", [idx, b.op("Shape", [u])])
+        zero = numpy_helper.from_array(np.zeros((1,), to_numpy_dtype(work)))
+        zeros = b.op("ConstantOfShape", [out_shape], value=zero)
+        out = b.op("ScatterElements", [zeros, idx, u], axis=k, reduction="add")
+        if axis is None:
+            out = b.op("Reshape", [out, like_shape])
+        return _to(b, out, work, tu.dtype)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """take of the cotangent at the same indices; indices and `like` get None."""
+        u, idx, _ = inputs
+        return [_as_dtype_of(_anp().take(cot, idx, axis=opts["axis"]), u), None, None]
+
+    cases = [
+        Case(
+            "rows",
+            lambda u, i, like: make_node("np.take_grad", [u, i, like], {"axis": 0}),
+            [TensorType((None, 2, 3)), TensorType((None, 2), "s32"), TensorType((5, 3))],
+            int_inputs={1: 5},
+        ),
+        Case(
+            "flat",
+            lambda u, i, like: make_node("np.take_grad", [u, i, like]),
+            [TensorType((None, 2)), TensorType((None, 2), "s32"), TensorType((4, 3))],
+            int_inputs={1: 12},
+        ),
+        Case(
+            "columns_dynamic_batch",
+            lambda u, i, like: make_node("np.take_grad", [u, i, like], {"axis": -1}),
+            [TensorType((None, 4)), TensorType((4,), "s32"), TensorType((None, 6))],
+            int_inputs={1: 6},
+        ),
+        Case(
+            "dynamic_size",
+            lambda u, i, like: make_node("np.take_grad", [u, i, like], {"axis": 0}),
+            [TensorType((2, 3)), TensorType((2,), "s32"), TensorType((None, 3))],
+            int_inputs={1: 1},
+        ),
+    ]
+
+
+@register
 class Astype(Primitive):
     name = "np.astype"
     doc = "Cast to a dtype (float to int truncates toward zero, as numpy and ONNX Cast)."
@@ -1317,6 +1787,13 @@ class Astype(Primitive):
 
     def forward(self, ctx, inputs, params, opts):
         return _cast(inputs[0], opts["dtype"])
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent cast back (float to float); None across integers."""
+        (x,) = inputs
+        if not (_is_float_tensor(x) and is_float(opts["dtype"])):
+            return [None]
+        return [_as_dtype_of(cot, x)]
 
     def onnx(self, ctx, inputs, opts):
         src, dst = ctx.in_types[0].dtype, opts["dtype"]
@@ -1349,6 +1826,10 @@ class FullLike(Primitive):
         x = np.asarray(inputs[0])
         dtype = opts["dtype"] or _dt(x)
         return np.full(x.shape, opts["fill_value"], dtype=to_numpy_dtype(dtype))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The result does not depend on the input's values."""
+        return [None]
 
     def onnx(self, ctx, inputs, opts):
         from onnx import numpy_helper
@@ -1422,6 +1903,46 @@ def _decode_index(index: tuple) -> tuple:
     )
 
 
+def _getitem_axis_cot(g: Any, x: Any, slices: list[slice], axis: int) -> Any:
+    """Undo the slicing of `axis`: `g` is `x` sliced by `slices` except that the axes
+    before `axis` are already full; the result has `axis` full too."""
+    anp = _anp()
+    sl, d = slices[axis], x.shape[axis]
+    step = 1 if sl.step is None else sl.step
+
+    def zeros(region: slice) -> Any:
+        view = (*(slice(None),) * axis, region, *slices[axis + 1 :])
+        return anp.zeros_like(x[view], g.type.dtype)
+
+    if d is not None:
+        start, stop, step = sl.indices(d)
+        length = len(range(start, stop, step))
+        start = start if length else 0  # an empty region: all zeros
+        if step != 1 and length > 1:
+            rows = np.arange(start, stop, step, dtype=np.int32)
+            from ..tracing import apply
+
+            return apply("np.take_grad", [g, rows, x], {"axis": axis})
+        before, after = slice(0, start), slice(start + length, d)
+        parts = [zeros(before)] if start > 0 else []
+        parts.append(g)
+        if start + length < d:
+            parts.append(zeros(after))
+    elif step == 1:
+        parts = [zeros(slice(None, sl.start))] if sl.start not in (None, 0) else []
+        parts.append(g)
+        if sl.stop is not None:
+            parts.append(zeros(slice(sl.stop, None)))
+    elif step == -1 and sl.start is None and sl.stop is None:
+        return g[(*(slice(None),) * axis, slice(None, None, -1))]
+    else:
+        raise ShapeError(
+            f"the gradient of getitem with the strided slice {sl} over the dynamic axis {axis} "
+            "is not defined (its positions depend on the run-time size)"
+        )
+    return parts[0] if len(parts) == 1 else anp.concatenate(parts, axis=axis)
+
+
 def _slice_len(e: dict, d: int | None) -> int | None:
     if d is not None:
         return len(range(*slice(e["start"], e["stop"], e["step"]).indices(d)))
@@ -1471,6 +1992,43 @@ class Getitem(Primitive):
 
     def forward(self, ctx, inputs, params, opts):
         return np.array(np.asarray(inputs[0])[_decode_index(opts["index"])])
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Zeros of the input's shape with the cotangent in the indexed region.
+
+        New axes are squeezed out and int axes restored as size 1; then, axis by axis,
+        a step-1 region is padded with zeros shaped like the input's parts before and
+        after it (so dynamic dims work), a full reversal is undone by reversing, and
+        any other strided region of a static dim is scattered (take_grad).
+        """
+        (x,) = inputs
+        if not _is_float_tensor(x):
+            return [None]
+        anp = _anp()
+        index = _full_index(opts["index"], x.ndim)
+        new_axes, position = [], 0
+        for e in index:
+            if e is None:
+                new_axes.append(position)
+            if e is None or isinstance(e, dict):
+                position += 1
+        g = anp.squeeze(cot, tuple(new_axes)) if new_axes else cot
+        entries = [e for e in index if e is not None]
+        ints = tuple(i for i, e in enumerate(entries) if not isinstance(e, dict))
+        if ints:
+            g = anp.expand_dims(g, ints)
+        # every entry as a slice (an int i is i:i+1), so g[...] and x[...] line up
+        slices = [
+            slice(e["start"], e["stop"], e["step"])
+            if isinstance(e, dict)
+            else slice(e, None if e == -1 else e + 1)
+            for e in entries
+        ]
+        for axis, sl in enumerate(slices):
+            if sl == slice(None) or sl == slice(None, None, 1):
+                continue
+            g = _getitem_axis_cot(g, x, slices, axis)
+        return [_as_dtype_of(g, x)]
 
     def onnx(self, ctx, inputs, opts):
         """One Slice (ints are one-element slices), one Squeeze for the ints, one Unsqueeze."""
