@@ -11,6 +11,8 @@ from . import (
     losses,
     numpy,
     ops,  # noqa: F401  (registers every op and layer constructor)
+    optimizers,
+    schedules,
     train,
 )
 from .build import build, predict
@@ -62,9 +64,11 @@ __all__ = [
     "losses",
     "map_nodes",
     "numpy",
+    "optimizers",
     "predict",
     "reduce_nodes",
     "save",
+    "schedules",
     "set_options",
     "set_parameters",
     "template",

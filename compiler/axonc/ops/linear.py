@@ -19,7 +19,6 @@ from ..dtypes import (
     is_float,
     is_int,
     same_dim,
-    to_numpy_dtype,
     with_f32_params,
     with_f32_params_np,
 )
@@ -357,7 +356,8 @@ class Embedding(Op):
         """Rows of the cotangent summed into the table rows their ids name; ids get none."""
         ids = inputs[0]
         if ctx.wants_param("kernel"):
-            ctx.add_param_grad("kernel", scatter_add(ids, cot, opts["vocab_size"]))
+            kernel = ctx.param("kernel")
+            ctx.add_param_grad("kernel", apply("np.take_grad", [cot, ids, kernel], {"axis": 0}))
         return [None]
 
     cases: ClassVar[list[Case]] = [
@@ -377,91 +377,6 @@ class Embedding(Op):
             int_inputs={0: 6},
         ),
     ]
-
-
-@register
-class ScatterAdd(Op):
-    name = "scatter_add"
-    family = "linear"
-    doc = (
-        "Rows summed by index: out = zeros((rows, *tail)); out[ids[k]] += updates[k] for every "
-        "index position k (np.add.at), updates shaped ids.shape + tail."
-    )
-    arity = 2
-    options: ClassVar[dict[str, Option]] = {
-        "rows": Option(check=check_int(1), doc="number of rows of the result")
-    }
-
-    def infer(self, types, opts, node):
-        ids, updates = types
-        if not is_int(ids.dtype):
-            raise ShapeError(f"scatter_add: ids must be integers, got {ids.dtype}")
-        lead = updates.shape[: ids.rank]
-        if updates.rank < ids.rank or not all(
-            same_dim(a, b) for a, b in zip(ids.shape, lead, strict=True)
-        ):
-            raise ShapeError(
-                f"scatter_add: updates {updates.shape} must start with the ids' shape {ids.shape}"
-            )
-        return TensorType((opts["rows"], *updates.shape[ids.rank :]), updates.dtype)
-
-    def forward(self, ctx, inputs, params, opts):
-        ids, updates = (np.asarray(v) for v in inputs)
-        out = np.zeros((opts["rows"], *updates.shape[ids.ndim :]), updates.dtype)
-        bad = (ids < 0) | (ids >= opts["rows"])
-        if bad.any():
-            raise InputError(
-                f"scatter_add: index {ids[bad].flat[0]} is out of range for {opts['rows']} rows"
-            )
-        np.add.at(out, ids, updates)
-        return out
-
-    def onnx(self, ctx, inputs, opts):
-        """ScatterND with reduction "add" (opset 16+) into zeros, the ids as (K, 1) rows."""
-        b = ctx.b
-        if ctx.opset < 16:
-            raise ShapeError(f"scatter_add needs ONNX opset >= 16 (ScatterND add), got {ctx.opset}")
-        (ti, tu), out = ctx.in_types, ctx.out_type
-        ids, updates = inputs
-        if ti.dtype != "s64":
-            ids = b.cast(ids, "s64")
-        tail = list(tu.shape[ti.rank :])
-        if None in tail:
-            raise ShapeError(f"scatter_add: the row shape must be static for ONNX, got {tu.shape}")
-        ids = b.op("Reshape", [ids, b.ints([-1, 1], "ids_shape")])
-        updates = b.op("Reshape", [updates, b.ints([-1, *tail], "updates_shape")])
-        zeros = b.const(np.zeros(out.shape, to_numpy_dtype(out.dtype)), hint="scatter_zeros")
-        return b.op("ScatterND", [zeros, ids, updates], reduction="add")
-
-    def vjp(self, ctx, inputs, output, cot, opts):
-        ids, updates = inputs
-        return [None, anp.take(cot, ids, axis=0).astype(updates.dtype)]
-
-    cases: ClassVar[list[Case]] = [
-        Case(
-            "rows",
-            lambda i, u: make_node("scatter_add", [i, u], {"rows": 4}),
-            [TensorType((None, 3), "s32"), TensorType((None, 3, 2))],
-            int_inputs={0: 4},
-        ),
-        Case(
-            "scalar_rows_u8_ids",
-            lambda i, u: make_node("scatter_add", [i, u], {"rows": 3}),
-            [TensorType((None,), "u8"), TensorType((None,))],
-            int_inputs={0: 3},
-        ),
-        Case(
-            "f64_updates",
-            lambda i, u: make_node("scatter_add", [i, u], {"rows": 5}),
-            [TensorType((None, 2), "s64"), TensorType((None, 2, 3), "f64")],
-            int_inputs={0: 5},
-        ),
-    ]
-
-
-def scatter_add(ids: Any, updates: Any, rows: int) -> Any:
-    """`np.add.at(zeros((rows, ...)), ids, updates)` on tensors (recorded) or arrays."""
-    return apply("scatter_add", [ids, updates], {"rows": rows})
 
 
 @layer_api

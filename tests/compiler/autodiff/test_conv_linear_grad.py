@@ -1,9 +1,9 @@
 """Gradients of the convolution and linear layers, and of the primitives they need.
 
 - every declared case of conv, conv_transpose, depthwise_conv, separable_conv2d/3d,
-  bilinear, embedding and of the new primitives (conv_general_dilated, fit_to_like,
-  scatter_add) against float64 central finite differences (these ops act the same in
-  both modes, so inference suffices);
+  bilinear, embedding and of the new primitives (conv_general_dilated, fit_to_like)
+  against float64 central finite differences (these ops act the same in both modes,
+  so inference suffices);
 - the new primitives' forward rules against direct loop formulas, and their ONNX
   lowering at the newest opset;
 - gradient graphs of a channels-last conv model and of an embedding, exported to ONNX
@@ -21,11 +21,10 @@ import axonc.numpy as anp
 from axonc.autodiff import gradients, tensor_of
 from axonc.build import input_nodes
 from axonc.dtypes import TensorType, is_float
-from axonc.errors import InputError, ShapeError
+from axonc.errors import ShapeError
 from axonc.interpreter import run
 from axonc.ir import Axon, make_node
 from axonc.ops.conv import Geometry, conv_general, conv_vjp, fit_to_like
-from axonc.ops.linear import scatter_add
 from axonc.registry import OPS
 from axonc.shape_inference import declared_type
 from axonc.to_onnx.export import max_opset, to_onnx
@@ -40,7 +39,7 @@ LAYERS = (
     "bilinear",
     "embedding",
 )
-PRIMITIVES = ("conv_general_dilated", "fit_to_like", "scatter_add")
+PRIMITIVES = ("conv_general_dilated", "fit_to_like")
 
 
 def _randomize(tree: dict, rng: np.random.Generator) -> None:
@@ -137,19 +136,6 @@ def test_fit_to_like_crops_and_zero_pads_the_end():
     np.testing.assert_array_equal(out, expected)
 
 
-def test_scatter_add_sums_repeated_ids():
-    ids = np.array([[0, 2], [2, 2]], np.int32)
-    updates = np.arange(8.0, dtype=np.float32).reshape(2, 2, 2)
-    out = scatter_add(ids, updates, 4)
-    expected = np.zeros((4, 2), np.float32)
-    for (i, j), row in np.ndenumerate(ids):
-        expected[row] += updates[i, j]
-    assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, expected)
-    with pytest.raises(InputError, match="out of range"):
-        scatter_add(np.array([4]), np.ones((1, 2), np.float32), 4)
-
-
 @pytest.mark.parametrize(
     "case",
     [
@@ -216,14 +202,14 @@ def test_channels_last_conv_gradient_graph_lowers_to_onnx(length):
     assert "Conv" in {n.op_type for n in onnx_model.graph.node}
 
 
-def test_embedding_gradient_graph_lowers_to_scatter_nd():
+def test_embedding_gradient_graph_lowers_to_a_scatter_add():
     x = ax.input("ids", (None, 3), dtype="s32")
     model = x.embedding(5, 2)
     state = ax.build(model)[0](ax.template((1, 3), "s32"))
     graph = _gradient_graph(model, state, [("embedding_0", "kernel")], None)
     feeds = {b: {"ids": np.array([[0, 4, 4]] * b, np.int32)} for b in (1, 3)}
     onnx_model = _check_onnx_matches_reference(graph, state, feeds)
-    assert "ScatterND" in {n.op_type for n in onnx_model.graph.node}
+    assert "ScatterElements" in {n.op_type for n in onnx_model.graph.node}
     grad, _ = run(graph, feeds[3], state.data, "inference")
     table = np.asarray(state.data["embedding_0"]["kernel"], np.float64)
     expected = np.zeros((5, 2))
