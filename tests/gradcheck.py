@@ -74,6 +74,11 @@ def check_gradients(
     feeds = _f64(feeds)
     out, _ = run(model, feeds, data, mode)
     weights = _weights(out, rng)
+    eps = EPS
+    if any(np.asarray(o).dtype == np.float32 for o in tree_leaves(out)):
+        # a float32 output (integer inputs keep it f32 whatever the parameters): a tiny
+        # step drowns in rounding, and such layers are linear in what is perturbed
+        eps, rtol = 1e-2, max(rtol, 1e-3)
     trainable = [p for p in _paths(data) if p in state.parameters and data_float(data, p)]
     float_inputs = {
         node.id: name
@@ -105,12 +110,12 @@ def check_gradients(
         for i in flat:
             idx = np.unravel_index(i, base.shape)
             orig = base[idx]
-            base[idx] = orig + EPS
+            base[idx] = orig + eps
             up = _loss_value(model, feeds, data, weights, mode)
-            base[idx] = orig - EPS
+            base[idx] = orig - eps
             down = _loss_value(model, feeds, data, weights, mode)
             base[idx] = orig
-            fd = (up - down) / (2 * EPS)
+            fd = (up - down) / (2 * eps)
             np.testing.assert_allclose(grad[idx], fd, rtol=rtol, atol=atol, err_msg=f"{key} {idx}")
             checked += 1
     return checked
