@@ -215,4 +215,5 @@ class TestContainerInputs:
             "or_else",
             "cond",
             "stack_columns",
+            "scoped_body",
         }

@@ -3,25 +3,31 @@
 A block or namespace holds its inner graph as a subgraph whose parameters nest
 under the outer layer's name (`block_0/dense_0/kernel`); every use of one block
 shares one set of parameters, as in Axon 0.8.
+
+Gradients through a block or namespace run its body's gradient rules with each
+inner layer's parameters at (block, layer, param); the inner values those rules
+read are recomputed by a `scoped_body` node (`backprop_body`), which nx and
+custom layers use for their traced bodies too.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from ..dtypes import TensorType
+from .. import numpy as anp
+from ..dtypes import TensorType, is_float
 from ..errors import GraphError, ShapeError
-from ..ir import Axon, as_axon, make_node, topo_order
-from ..registry import Case, Op, Option, check_int, layer_api, register
+from ..ir import Axon, as_axon, assign_names, make_node, topo_order, tree_leaves, tree_map
+from ..registry import Case, Op, Option, check_int, get_op, layer_api, register
 from ..shape_inference import NONE, declared_type, infer_types, output_types
-from ..tracing import flatten_types, trace
+from ..tracing import Tensor, flatten_types, trace
 from .primitives import truthy, where
-from .special import container
+from .special import container, elem
 
 _block_ids = itertools.count()
 
@@ -59,6 +65,10 @@ class Scope(Op):
     def onnx(self, ctx, inputs, opts):
         """The body inline, its parameters looked up under this layer (block_0/dense_0/kernel)."""
         return ctx.lower(ctx.node.subgraphs["body"], list(inputs), scoped=True)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The body's layers' gradient rules, their parameters under this layer's path."""
+        return backprop_body(ctx, ctx.node.subgraphs["body"], list(inputs), cot, ctx.path)
 
 
 def _arguments(graphs: list[Axon]) -> list[Axon]:
@@ -156,6 +166,9 @@ class Optional(Op):
     def onnx(self, ctx, inputs, opts):
         return inputs[0]
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        return [cot]
+
 
 @layer_api
 def optional(x: Axon, *, name: str | None = None) -> Axon:
@@ -188,6 +201,27 @@ class OrElse(Op):
         """Resolved at export: a missing input is known when the graph is lowered."""
         x, default = inputs
         return default if x is NONE else x
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent goes to whichever input was taken.
+
+        An optional input may be present in the graph's types yet missing when the
+        gradient graph runs: the default's cotangent is then chosen at run time.
+        """
+        x = inputs[0]
+        if x is NONE:
+            return [None, cot]
+
+        def to_default(c: Any) -> Any:
+            if c is None:
+                return None
+            if isinstance(c, (tuple, list)):
+                return type(c)(to_default(v) for v in c)
+            if isinstance(c, dict):
+                return {k: to_default(v) for k, v in c.items()}
+            return choose_present(ctx, [(None, [x]), (c, [])], c)
+
+        return [cot, to_default(cot)]
 
 
 def _compatible(a: tuple, b: tuple) -> bool:
@@ -278,6 +312,25 @@ class Cond(Op):
 
         return select(on_true, on_false, ctx.out_type)
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The cotangent to the chosen branch (a Where on the predicate); none to the parent."""
+        parent = inputs[0]
+        args = leaf_graphs(parent, ctx.in_types[0])
+        pred = Tensor(scoped_body(args, ctx.node.subgraphs["pred"], ()), parent._trace)
+        if pred.dtype != np.bool_:
+            pred = pred != 0
+
+        def split(c: Any, chosen: bool) -> Any:
+            if c is None:
+                return None
+            if isinstance(c, (tuple, list)):
+                return type(c)(split(x, chosen) for x in c)
+            if isinstance(c, dict):
+                return {k: split(v, chosen) for k, v in c.items()}
+            return anp.where(pred, c, 0.0) if chosen else anp.where(pred, 0.0, c)
+
+        return [None, split(cot, True), split(cot, False)]
+
 
 @layer_api
 def cond(
@@ -351,6 +404,245 @@ def _tree_zip(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     return fn(a, b)
 
 
+# ---------------------------------------------------------------------------
+# Gradients through a subgraph (block, namespace, nx and custom bodies)
+
+
+def _lookup_params(root: Any, path: tuple[str, ...]) -> Any:
+    """The parameter map at `path` of the whole state; {} where nothing is stored."""
+    for key in path:
+        if not isinstance(root, Mapping) or key not in root:
+            return {}
+        root = root[key]
+    return root
+
+
+@register
+class ScopedBody(Op):
+    """A layer graph evaluated on its inputs with the parameters at a fixed state path.
+
+    Gradient graphs use it to recompute the inner values of a block, namespace or
+    traced body: as part of the gradient graph it runs where no enclosing layer
+    scopes its parameters, so it names their place (`path`) itself.
+    """
+
+    name = "scoped_body"
+    family = "composite"
+    doc = "Runs the subgraph `body` on the inputs with the parameters stored at `path`."
+    arity = None
+    container_inputs = True
+    options = {
+        "path": Option((), lambda v: tuple(str(k) for k in v), "where the body's parameters are")
+    }
+
+    def infer(self, types, opts, node):
+        body = node.subgraphs["body"]
+        return output_types(body, infer_types(body, arg_types=list(types)))
+
+    def forward(self, ctx, inputs, params, opts):
+        params = _lookup_params(ctx.root, opts["path"])
+        return ctx.run(ctx.node.subgraphs["body"], list(inputs), params)
+
+    def onnx(self, ctx, inputs, opts):
+        ctx.path = opts["path"]  # the body's parameters live at `path`, not under this node
+        return ctx.lower(ctx.node.subgraphs["body"], list(inputs), scoped=True)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        return backprop_body(ctx, ctx.node.subgraphs["body"], list(inputs), cot, opts["path"])
+
+
+def scoped_body(inputs: list[Axon], body: Axon, path: tuple[str, ...]) -> Axon:
+    """A node evaluating `body` on `inputs` with the parameters stored at `path`."""
+    return make_node("scoped_body", inputs, {"path": path}, subgraphs={"body": body})
+
+
+def leaf_graphs(x: Any, t: Any) -> list[Axon]:
+    """One graph per leaf of the (maybe container-valued) tensor `x` of type `t`, in
+    `flatten_types` order: how a traced body numbers its arguments."""
+
+    def walk(t: Any, path: tuple) -> list[Axon]:
+        if isinstance(t, (tuple, list)):
+            return [g for i, v in enumerate(t) for g in walk(v, (*path, i))]
+        if isinstance(t, dict):
+            return [g for k, v in t.items() for g in walk(v, (*path, k))]
+        return [elem(x.graph, *path) if path else x.graph]
+
+    return walk(t, ())
+
+
+def graph_tensors(ctx: Any, graphs: list[Axon]) -> list[Tensor]:
+    """Graphs as tensors of the gradient graph a VJP rule (context `ctx`) is building."""
+    return [Tensor(g, ctx._builder.trace) for g in graphs]
+
+
+def leaf_structure(t: Any, leaves: list[Any]) -> Any:
+    """`leaves` (in `flatten_types` order) put back into the container structure of type `t`;
+    a container whose leaves are all None is None (a zero cotangent)."""
+    it = iter(leaves)
+    out = tree_map(lambda _: next(it), t)
+    return None if all(v is None for v in tree_leaves(out)) else out
+
+
+def gate_on(ctx: Any, value: Any, needs: list[Any]) -> Any:
+    """`value`, made missing (ax.NONE) when the gradient graph runs without one of `needs`.
+
+    A `scoped_body` node returning its first input does it: like every layer that does
+    not accept a missing input, it is skipped when one of its inputs is missing.
+    """
+    if not needs:
+        return value
+    arg = make_node("argument", [], {"index": 0, "shape": value.shape, "dtype": value.type.dtype})
+    (gated,) = graph_tensors(ctx, [scoped_body([value.graph, *(n.graph for n in needs)], arg, ())])
+    return gated
+
+
+def choose_present(ctx: Any, options: list[tuple[Any, list[Any]]], like: Any) -> Any:
+    """One cotangent among candidates, picked when the gradient graph runs.
+
+    `options` pairs each candidate (None = zero) with the optional inputs it needs,
+    most needs first: a custom layer's body traced for those inputs present. The first
+    candidate whose needs are all given wins (`gate_on` + `or_else`), i.e. the one for
+    exactly the inputs given. None when every candidate is None.
+    """
+    if all(c is None for c, _ in options):
+        return None
+    out = None
+    for c, needs in reversed(options):
+        c = gate_on(ctx, anp.zeros_like(like) if c is None else c, needs)
+        out = c if out is None else graph_tensors(ctx, [or_else(c.graph, out.graph)])[0]
+    return out
+
+
+class _BodyBuilder:
+    """autodiff's builder as seen from inside a subgraph: types from the body,
+    parameters, their gradients and the wanted set from the enclosing builder."""
+
+    def __init__(self, outer: Any, body: Axon):
+        self._outer = outer
+        self.model = body
+        self.mode = outer.mode
+        self.wrt = outer.wrt
+        self.trace = outer.trace
+
+    def parameter(self, path: tuple[str, ...]) -> Any:
+        return self._outer.parameter(path)
+
+    def add_param_grad(self, path: tuple[str, ...], grad: Any) -> None:
+        self._outer.add_param_grad(path, grad)
+
+
+def _differentiable(t: Any) -> bool:
+    return any(isinstance(leaf, TensorType) and is_float(leaf.dtype) for leaf in tree_leaves(t))
+
+
+def _add_cot(a: Any, c: Any) -> Any:
+    """Sum two cotangents; containers add leaf by leaf and None is a zero."""
+    if a is None or c is None:
+        return c if a is None else a
+    if isinstance(a, (tuple, list)):
+        return type(a)(_add_cot(x, y) for x, y in zip(a, c, strict=True))
+    if isinstance(a, dict):
+        return {k: _add_cot(a[k], c[k]) for k in a}
+    return a + c
+
+
+def _seed(cots: dict[int, Any], out: Any, cot: Any) -> None:
+    """Put the body output's cotangent `cot` on the nodes of `out` (a tree of node ids)."""
+    if cot is None:
+        return
+    if isinstance(out, (tuple, list)):
+        for o, c in zip(out, cot, strict=True):
+            _seed(cots, o, c)
+    elif isinstance(out, dict):
+        for k, o in out.items():
+            _seed(cots, o, cot[k])
+    else:
+        cots[out] = _add_cot(cots.get(out), cot)
+
+
+def backprop_body(
+    ctx: Any, body: Axon, args: list[Any], cot: Any, prefix: tuple[str, ...]
+) -> list[Any]:
+    """Cotangents of a subgraph's arguments (`args`, tensors bound by position) for `cot`.
+
+    Runs the gradient rules of the body's nodes in reverse, as `autodiff.gradients`
+    does for a whole model, with each layer's parameters at (*prefix, its name in
+    the body): a block's dense_0 kernel is block_0/dense_0/kernel. The inner values
+    the rules read are recomputed by one `scoped_body` node over the same arguments.
+    """
+    from ..autodiff import NoGradientError, VJPContext
+    from ..parameters import collect_specs
+
+    builder = _BodyBuilder(ctx._builder, body)
+    names = assign_names(body)
+    order = topo_order(body.nodes, body.output)
+    types = {nid: declared_type(body, nid) for nid in order}
+    wanted = {
+        p[0] for p in collect_specs(body, types, ctx.mode, names) if (*prefix, *p) in builder.wrt
+    }
+    needed: set[int] = set()
+    for nid in order:
+        node = body.nodes[nid]
+        owns = node.op == "argument" or names.get(nid) in wanted
+        if (owns or any(i in needed for i in node.inputs)) and _differentiable(types[nid]):
+            needed.add(nid)
+    structural = ("input", "argument", "parameter", "constant")
+    missing = sorted(
+        {
+            body.nodes[nid].op
+            for nid in needed
+            if body.nodes[nid].op not in structural
+            and type(get_op(body.nodes[nid].op)).vjp is Op.vjp
+        }
+    )
+    if missing:
+        raise NoGradientError(
+            f"no gradient rule (vjp) for: {', '.join(missing)}; these ops lie between a "
+            f"parameter and the output of {ctx.name!r}"
+        )
+    used = sorted(
+        {
+            v
+            for nid in needed
+            if body.nodes[nid].op not in structural
+            for v in (nid, *body.nodes[nid].inputs)
+            if body.nodes[v].op != "argument" and types[v] is not NONE
+        },
+        key=order.index,
+    )
+    args_by_index = {}
+    for nid in order:
+        if body.nodes[nid].op == "argument":
+            args_by_index[nid] = body.nodes[nid].options["index"]
+    values: dict[int, Any] = {nid: args[i] for nid, i in args_by_index.items()}
+    if used:
+        probe = scoped_body(
+            [a.graph for a in args], Axon((body.output, tuple(used)), body.nodes), tuple(prefix)
+        )
+        for k, nid in enumerate(used):
+            values[nid] = Tensor(elem(probe, 1, k), builder.trace)
+    cots: dict[int, Any] = {}
+    _seed(cots, body.output, cot)
+    for nid in reversed(order):
+        if nid not in cots or nid not in needed:
+            continue
+        node = body.nodes[nid]
+        if node.op == "parameter":
+            builder.add_param_grad(tuple(node.options["path"]), cots[nid])
+        if node.op in structural:
+            continue
+        inner = VJPContext(builder, node, (*prefix, names[nid]))
+        in_values = [NONE if types[i] is NONE else values[i] for i in node.inputs]
+        in_cots = get_op(node.op).vjp(inner, in_values, values[nid], cots[nid], dict(node.options))
+        for i, c in zip(node.inputs, in_cots, strict=True):
+            if c is not None and i in needed:
+                cots[i] = _add_cot(cots.get(i), c)
+    out: list[Any] = [None] * len(args)
+    for nid, i in args_by_index.items():
+        out[i] = cots.get(nid)
+    return out
+
+
 def _case_or_else(x: Axon) -> Axon:
     """An optional input the sweep never feeds, so or_else must take the default."""
     from .special import input as input_layer
@@ -358,6 +650,15 @@ def _case_or_else(x: Axon) -> Axon:
     return or_else(input_layer("maybe", shape=(None, 3), optional=True), x.relu())
 
 
+def _case_scoped(x: Axon) -> Axon:
+    """A block's body re-run by `scoped_body` next to the block, reading its parameters."""
+    encoder = block(lambda h: h.dense(3).tanh(), name="encoder")
+    out = encoder(x)
+    body = out.nodes[out.output].subgraphs["body"]
+    return container((out, scoped_body([x], body, ("encoder",)).relu()))
+
+
+ScopedBody.cases = [Case("block_body_again", _case_scoped, [TensorType((None, 2))])]
 Block.cases = [Case("shared_twice", _case_block, [TensorType((None, 3))])]
 Namespace.cases = [
     Case(

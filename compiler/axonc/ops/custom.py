@@ -5,6 +5,8 @@ as a subgraph of the node, so the layer runs in the interpreter, saves to the
 model file and lowers to every backend like any other op; the model never holds
 code. `ax.layer` traces once per mode so `fn` may branch on `mode` in Python,
 and once more per combination of missing `ax.optional` inputs (`fn` sees None).
+Their gradients run the gradient rules of the body's primitives in reverse
+(`composite.backprop_body`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from ..ir import Axon, make_node, tree_leaves, tree_map
 from ..registry import Case, Op, Option, ParamSpec, check_int, layer_api, register
 from ..shape_inference import NONE, declared_type, infer_types, output_types
 from ..tracing import flatten_types, trace
+from .composite import (
+    backprop_body,
+    choose_present,
+    graph_tensors,
+    leaf_graphs,
+    leaf_structure,
+)
 from .special import container
 
 
@@ -69,6 +78,14 @@ class Nx(Op):
 
     def onnx(self, ctx, inputs, opts):
         return ctx.lower(ctx.node.subgraphs["body"], flatten_types(list(inputs)), scoped=True)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Through the traced body: its primitives' gradient rules, run in reverse."""
+        (x,) = inputs
+        t = ctx.in_types[0]
+        args = graph_tensors(ctx, leaf_graphs(x, t))
+        leaf_cots = backprop_body(ctx, ctx.node.subgraphs["body"], args, cot, ctx.path)
+        return [leaf_structure(t, leaf_cots)]
 
     cases = [
         Case("square_plus_one", lambda x: nx(x, lambda t: t * t + 1), [TensorType((None, 3))]),
@@ -284,6 +301,49 @@ class Custom(Op):
             values.append(ctx.param(p["name"]))
         args = flatten_types([*present, *values])
         return ctx.lower(self._body(ctx.node, ctx.mode, absent), args, scoped=True)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Through the body traced for this mode: input cotangents and parameter gradients.
+
+        An `ax.optional` input may still turn out missing when the gradient graph runs,
+        so each such input doubles the bodies differentiated; at run time the result of
+        the body matching the inputs given is chosen (see `choose_present`).
+        """
+        absent = _missing(inputs, opts["optional"])
+        if absent is None:
+            return [None] * len(inputs)
+        params = [ctx.param(p["name"]) for p in opts["params"]]
+        maybe = tuple(i for i in opts["optional"] if i not in absent)
+        patterns = [tuple(sorted((*absent, *a))) for a in absent_patterns(maybe)]
+        leaves = {
+            i: graph_tensors(ctx, leaf_graphs(inputs[i], ctx.in_types[i]))
+            for i in range(len(inputs))
+            if i not in absent
+        }
+        per_pattern = []
+        for pattern in patterns:
+            present = [i for i in leaves if i not in pattern]
+            args = [*(t for i in present for t in leaves[i]), *params]
+            body = self._body(ctx.node, ctx.mode, pattern)
+            flat = iter(backprop_body(ctx, body, args, cot, ctx.path))
+            got = {i: [next(flat) for _ in leaves[i]] for i in present}
+            needs = [inputs[i] for i in maybe if i not in pattern]
+            per_pattern.append((got, [next(flat) for _ in params], needs))
+        cots: list[Any] = [None] * len(inputs)
+        for i, tensors in leaves.items():
+            options = [(got[i], needs) for got, _, needs in per_pattern if i in got]
+            chosen = [
+                choose_present(ctx, [(c[k], needs) for c, needs in options], t)
+                for k, t in enumerate(tensors)
+            ]
+            cots[i] = leaf_structure(ctx.in_types[i], chosen)
+        for k, (p, value) in enumerate(zip(opts["params"], params, strict=True)):
+            grad = choose_present(
+                ctx, [(grads[k], needs) for _, grads, needs in per_pattern], value
+            )
+            if grad is not None:
+                ctx.add_param_grad(p["name"], grad)
+        return cots
 
     cases = [
         Case(

@@ -12,6 +12,10 @@ the same seed, hence equal, as in Axon, whose two state layers share one key).
 ONNX: lstm/gru map onto ONNX LSTM/GRU when they can (no mask, activations the
 RNN ops express), else unroll into a Scan (or inline steps for unroll="static");
 a random initial state cannot be exported (it depends on the batch size).
+Gradients (`vjp`) unroll the recurrence over the time dim: the forward states are
+recomputed step by step with axonc.numpy, then backpropagated through time. That
+needs a static time dim; differentiating over a dynamic one is a NoGradientError.
+The drawn initial state (op `rnn_initial_state`) and the mask get no gradient.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..dtypes import TensorType, is_float, same_dim, with_f32_params, with_f32_params_np
+from .. import numpy as anp
+from ..dtypes import (
+    TensorType,
+    is_float,
+    same_dim,
+    to_numpy_dtype,
+    with_f32_params,
+    with_f32_params_np,
+)
 from ..errors import OptionError, ShapeError
 from ..initializers import check_initializer, initialize
 from ..interpreter import layer_param
@@ -39,9 +51,11 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..tracing import Tensor, apply
 from ._spatial import check_padding, per_dim, resolve_padding, window_out
 from .activation import ACTIVATIONS
 from .activation import _lower as lower_activation
+from .activation import _vjp as activation_vjp
 from .special import container, unpack
 
 
@@ -202,23 +216,9 @@ class _Recurrent(Op):
         if states:
             types = ctx.in_types[1 : 1 + self.n_states]
             return [_cast_to(b, s, t.dtype, dt) for s, t in zip(states, types, strict=True)]
-        spec = opts["recurrent_initializer"]
-        if spec["name"] not in _EXPORTABLE_INITIAL:
-            # drawn by the host from the layer's initializer and seed, as the reference draws it
-            state_shape = ctx.out_type[1][0].shape
-            drawn = ctx.random_input("initial_state", state_shape, spec, opts["seed"])
-            return [_cast_to(b, drawn, "f32", dt)] * self.n_states
-        shape = b.op("Concat", [b.op("Shape", [x], start=0, end=1), *tail], axis=0)
-        if spec["name"] == "identity":
-            # Nx.eye over the last two axes, broadcast over the leading ones
-            last2 = b.op("Slice", [shape, b.ints([-2]), b.ints([np.iinfo(np.int64).max])])
-            zero = b.const(0.0, dt, "zero")
-            value = b.op("Expand", [b.op("EyeLike", [b.op("Expand", [zero, last2])]), shape])
-        else:
-            fill = {"zeros": 0.0, "ones": 1.0}.get(spec["name"], spec.get("value"))
-            # the reference draws in f32 before computing in f64
-            value = b.op("Expand", [b.const(np.float32(fill), dt, "fill"), shape])
-        return [value] * self.n_states
+        state_shape = ctx.out_type[1][0].shape
+        spec, seed = opts["recurrent_initializer"], opts["seed"]
+        return [_onnx_draw(ctx, x, spec, seed, state_shape, tail, dt)] * self.n_states
 
     @staticmethod
     def _onnx_params(ctx: Any, dtype: str) -> Callable[..., str]:
@@ -238,6 +238,29 @@ class _Recurrent(Op):
             return np.zeros((batch, time), dtype=bool)
         keep = _keep_mask(m)
         return np.broadcast_to(keep if keep.ndim == 2 else keep.reshape(1, 1), (batch, time))
+
+
+def _onnx_draw(
+    ctx: Any, x: str, spec: dict[str, Any], seed: int, shape: tuple, tail: list[str], dt: str
+) -> str:
+    """An ONNX value (dtype `dt`) of the initial state `spec` draws for `shape` (None = batch).
+
+    A random initializer is host-drawn: a graph input `<layer>/initial_state`. The
+    deterministic ones are built from the batch size (x's dim 0) and `tail`, 1-D
+    int64 values of the dims that follow it.
+    """
+    b = ctx.b
+    if spec["name"] not in _EXPORTABLE_INITIAL:
+        return _cast_to(b, ctx.random_input("initial_state", shape, spec, seed), "f32", dt)
+    full = b.op("Concat", [b.op("Shape", [x], start=0, end=1), *tail], axis=0)
+    if spec["name"] == "identity":
+        # Nx.eye over the last two axes, broadcast over the leading ones
+        last2 = b.op("Slice", [full, b.ints([-2]), b.ints([np.iinfo(np.int64).max])])
+        zero = b.const(0.0, dt, "zero")
+        return b.op("Expand", [b.op("EyeLike", [b.op("Expand", [zero, last2])]), full])
+    fill = {"zeros": 0.0, "ones": 1.0}.get(spec["name"], spec.get("value"))
+    # the reference draws in f32 before computing in f64
+    return b.op("Expand", [b.const(np.float32(fill), dt, "fill"), full])
 
 
 def _gate_params(
@@ -449,6 +472,154 @@ def _conv_onnx(
     return b.op("Conv", [x, w, *([bias] if bias else [])], strides=list(strides), pads=onnx_pads)
 
 
+# ---------------------------------------------------------------------------
+# Gradients: backpropagation through time over a static time dim. The rules
+# recompute the forward states step by step with axonc.numpy (the layer's
+# output holds only the last state), then walk the steps backwards. A dynamic
+# time dim cannot be unrolled, so its gradient is a NoGradientError.
+
+
+def _static_time(ctx: Any) -> int:
+    """The input's time dim, which must be known to unroll the backward pass."""
+    t = ctx.in_types[0].shape[1]
+    if t is None:
+        from ..autodiff import NoGradientError
+
+        raise NoGradientError(
+            f"{ctx.node.op} layer {ctx.name!r}: the sequence length (time dim) must be static "
+            f"to differentiate, got an input of shape {_fmt(ctx.in_types[0].shape)}; give "
+            "ax.input a fixed time dim"
+        )
+    return t
+
+
+def _act_fn(name: str) -> Callable[[Any], Any]:
+    """A named activation with its default options, recorded as that activation's op."""
+    return lambda z: apply(name, [z])
+
+
+def _act_vjp(name: str, z: Any, y: Any, cot: Any) -> Any:
+    """cot times the derivative of activation `name` (default options) at z, y = act(z)."""
+    opts = {k: o.default for k, o in ACTIVATIONS[name][1].items()}
+    return activation_vjp(name, z, y, cot, opts)
+
+
+def _keep_steps(m: Any, mt: TensorType) -> Any:
+    """The symbolic 'keep the previous state' mask, as `_keep_mask`: (batch, time) or scalar."""
+    if is_float(mt.dtype):
+        return anp.abs(m) >= 1.0  # trunc(m) != 0
+    return m.astype(np.uint8) != 0
+
+
+def _zero_or(cot: Any, like: Any) -> Any:
+    return anp.zeros_like(like) if cot is None else cot
+
+
+def _split_cot(cot: Any, n_states: int) -> tuple[Any, list[Any]]:
+    """(sequence cotangent, per-state cotangents), None for zero, from the output's cotangent."""
+    seq, states = (None, None) if cot is None else cot
+    states = [None] * n_states if states is None else list(states)
+    return seq, states
+
+
+class _Unrolled:
+    """The pieces every recurrent VJP needs: the unrolled inputs, the initial states, the mask."""
+
+    def __init__(self, op: _Recurrent, ctx: Any, inputs: list[Any], opts: dict[str, Any]):
+        x, states, m = op._split(inputs, opts)
+        self.time = _static_time(ctx)
+        self.x = x
+        self.given = bool(states)
+        if not states:
+            drawn = initial_state(
+                x.graph,
+                opts["units"],
+                opts["recurrent_initializer"],
+                opts["seed"],
+                conv=isinstance(op, ConvLSTM),
+            )
+            states = [Tensor(drawn, x._trace)] * op.n_states
+        self.states = states
+        self.keep = None if m is None else _keep_steps(m, ctx.in_types[-1])
+
+    def step_keep(self, step: int) -> Any:
+        """The mask at `step`, shaped to broadcast against a (batch, units...) state."""
+        if self.keep is None:
+            return None
+        if self.keep.ndim == 0:
+            return self.keep
+        return anp.expand_dims(self.keep[:, step], 1)
+
+    def cotangents(self, ctx: Any, dx: list[Any], states: list[Any]) -> list[Any]:
+        """The node's input cotangents from per-step x cotangents and initial-state ones.
+
+        The drawn initial state and the mask get none; so does an integer x.
+        """
+        xt = ctx.in_types[0]
+        out = [
+            anp.stack(dx, axis=1).astype(to_numpy_dtype(xt.dtype)) if is_float(xt.dtype) else None
+        ]
+        if self.given:
+            types = ctx.in_types[1 : 1 + len(states)]
+            out += [c.astype(to_numpy_dtype(t.dtype)) for c, t in zip(states, types, strict=True)]
+        return out + ([None] if self.keep is not None else [])
+
+
+def _gate_grads(
+    ctx: Any,
+    opts: dict[str, Any],
+    gates: str,
+    xs: list[Any],
+    h_prev: list[Any],
+    dz: dict[str, list[Any]],
+    biases: dict[str, str],
+    dzh: dict[str, list[Any]] | None = None,
+) -> None:
+    """Per-gate kernel and bias gradients from per-step gate pre-activation cotangents.
+
+    `dzh` (default `dz`) holds the cotangents of the hidden-kernel products where they
+    differ from the input ones (GRU's reset-scaled candidate).
+    """
+    dzh = dz if dzh is None else dzh
+    for g in gates:
+        if ctx.wants_param("input_kernel", f"wi{g}"):
+            ctx.add_param_grad(("input_kernel", f"wi{g}"), _flat_outer(xs, dz[g]))
+        if ctx.wants_param("hidden_kernel", f"wh{g}"):
+            ctx.add_param_grad(("hidden_kernel", f"wh{g}"), _flat_outer(h_prev, dzh[g]))
+        if opts["use_bias"] and ctx.wants_param("bias", biases[g]):
+            ctx.add_param_grad(("bias", biases[g]), _batch_sum(dz[g]))
+
+
+def _sigmoid_t(z: Any) -> Any:
+    return _act_fn("sigmoid")(z)
+
+
+def _masked(keep: Any, old: Any, new: Any) -> Any:
+    return new if keep is None else anp.where(keep, old, new)
+
+
+def _split_masked(keep: Any, cot: Any) -> tuple[Any, Any]:
+    """A state's cotangent split into (to the new value, straight to the previous state)."""
+    if keep is None:
+        return cot, None
+    return anp.where(keep, 0.0, cot), anp.where(keep, cot, 0.0)
+
+
+def _plus(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else a + b
+
+
+def _flat_outer(a: list[Any], b: list[Any]) -> Any:
+    """Sum over batch and steps of a[t]^T b[t]: (in, out) from (batch, in), (batch, out) steps."""
+    aa = anp.reshape(anp.stack(a, axis=1), (-1, a[0].shape[-1]))
+    bb = anp.reshape(anp.stack(b, axis=1), (-1, b[0].shape[-1]))
+    return anp.matmul(aa.T, bb)
+
+
+def _batch_sum(gs: list[Any]) -> Any:
+    return anp.sum(anp.reshape(anp.stack(gs, axis=1), (-1, gs[0].shape[-1])), axis=0)
+
+
 @register
 class LSTM(_Recurrent):
     name = "lstm"
@@ -563,6 +734,51 @@ class LSTM(_Recurrent):
             self._inline(ctx, opts),
         )
         return (seq, (c, h))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Backpropagation through time over the recomputed states (static time dim only)."""
+        run = _Unrolled(self, ctx, inputs, opts)
+        gate, act, gates = opts["gate"], opts["activation"], "ifgo"
+        fn = {g: act if g == "g" else gate for g in gates}
+        wi = {g: ctx.param("input_kernel", f"wi{g}") for g in gates}
+        wh = {g: ctx.param("hidden_kernel", f"wh{g}") for g in gates}
+        xs = [run.x[:, s] for s in range(run.time)]
+        c, h = run.states
+        saved = []
+        for s, xt in enumerate(xs):
+            z = {g: anp.matmul(xt, wi[g]) + anp.matmul(h, wh[g]) for g in gates}
+            if opts["use_bias"]:
+                z = {g: z[g] + ctx.param("bias", f"b{g}") for g in gates}
+            y = {g: _act_fn(fn[g])(z[g]) for g in gates}
+            new_c = y["f"] * c + y["i"] * y["g"]
+            a = _act_fn(act)(new_c)
+            saved.append((c, h, z, y, new_c, a))
+            k = run.step_keep(s)
+            c, h = _masked(k, c, new_c), _masked(k, h, y["o"] * a)
+        seq_cot, (dc, dh) = _split_cot(cot, 2)
+        dc, dh = _zero_or(dc, c), _zero_or(dh, h)
+        dz: dict[str, list[Any]] = {g: [None] * run.time for g in gates}
+        dx: list[Any] = [None] * run.time
+        for s in reversed(range(run.time)):
+            c_prev, _, z, y, new_c, a = saved[s]
+            k = run.step_keep(s)
+            if seq_cot is not None:
+                dh = dh + seq_cot[:, s]
+            d_new_h, dh = _split_masked(k, dh)
+            d_new_c, dc = _split_masked(k, dc)
+            d_new_c = d_new_c + _act_vjp(act, new_c, a, d_new_h * y["o"])
+            dy = {"i": d_new_c * y["g"], "f": d_new_c * c_prev, "g": d_new_c * y["i"]}
+            dy["o"] = d_new_h * a
+            for g in gates:
+                dz[g][s] = _act_vjp(fn[g], z[g], y[g], dy[g])
+            dc = _plus(dc, d_new_c * y["f"])
+            back = [anp.matmul(dz[g][s], wh[g].T) for g in gates]
+            dh = _plus(dh, back[0] + back[1] + back[2] + back[3])
+            ins = [anp.matmul(dz[g][s], wi[g].T) for g in gates]
+            dx[s] = ins[0] + ins[1] + ins[2] + ins[3]
+        h_prev = [hp for _, hp, *_ in saved]
+        _gate_grads(ctx, opts, gates, xs, h_prev, dz, {g: f"b{g}" for g in gates})
+        return run.cotangents(ctx, dx, [dc, dh])
 
     cases: ClassVar[list[Case]] = [
         Case(
@@ -730,6 +946,52 @@ class GRU(_Recurrent):
         state = (None, u)
         seq, (h,) = _recur(ctx, seqs, [(h0, dt, state)], step, (dt, state), self._inline(ctx, opts))
         return (seq, (h,))
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Backpropagation through time over the recomputed states (static time dim only)."""
+        run = _Unrolled(self, ctx, inputs, opts)
+        gate, act, gates = opts["gate"], opts["activation"], "rzn"
+        wi = {g: ctx.param("input_kernel", f"wi{g}") for g in gates}
+        wh = {g: ctx.param("hidden_kernel", f"wh{g}") for g in gates}
+        xs = [run.x[:, s] for s in range(run.time)]
+        (h,) = run.states
+        saved = []
+        for s, xt in enumerate(xs):
+            zx = {g: anp.matmul(xt, wi[g]) for g in gates}
+            zh = {g: anp.matmul(h, wh[g]) for g in gates}
+            if opts["use_bias"]:
+                zx = {g: zx[g] + ctx.param("bias", b) for g, b in zip(gates, ("br", "bz", "bin"))}
+                zh["n"] = zh["n"] + ctx.param("bias", "bhn")
+            zr, zz = zx["r"] + zh["r"], zx["z"] + zh["z"]
+            r, z = _act_fn(gate)(zr), _act_fn(gate)(zz)
+            zn = zx["n"] + r * zh["n"]
+            n = _act_fn(act)(zn)
+            saved.append((h, zr, r, zz, z, zn, n, zh["n"]))
+            h = _masked(run.step_keep(s), h, (1.0 - z) * n + z * h)
+        seq_cot, (dh,) = _split_cot(cot, 1)
+        dh = _zero_or(dh, h)
+        dz: dict[str, list[Any]] = {g: [None] * run.time for g in gates}
+        dhn: list[Any] = [None] * run.time
+        dx: list[Any] = [None] * run.time
+        for s in reversed(range(run.time)):
+            h_prev, zr, r, zz, z, zn, n, hn = saved[s]
+            if seq_cot is not None:
+                dh = dh + seq_cot[:, s]
+            d_new, dh = _split_masked(run.step_keep(s), dh)
+            dz["n"][s] = _act_vjp(act, zn, n, d_new * (1.0 - z))
+            dz["z"][s] = _act_vjp(gate, zz, z, d_new * (h_prev - n))
+            dz["r"][s] = _act_vjp(gate, zr, r, dz["n"][s] * hn)
+            dhn[s] = dz["n"][s] * r
+            back = anp.matmul(dz["r"][s], wh["r"].T) + anp.matmul(dz["z"][s], wh["z"].T)
+            dh = _plus(dh, d_new * z + back + anp.matmul(dhn[s], wh["n"].T))
+            ins = [anp.matmul(dz[g][s], wi[g].T) for g in gates]
+            dx[s] = ins[0] + ins[1] + ins[2]
+        h_prev = [hp for hp, *_ in saved]
+        dzh = {"r": dz["r"], "z": dz["z"], "n": dhn}
+        _gate_grads(ctx, opts, gates, xs, h_prev, dz, {"r": "br", "z": "bz", "n": "bin"}, dzh)
+        if opts["use_bias"]:
+            ctx.add_param_grad(("bias", "bhn"), _batch_sum(dhn))
+        return run.cotangents(ctx, dx, [dh])
 
     cases: ClassVar[list[Case]] = [
         Case(
@@ -940,6 +1202,77 @@ class ConvLSTM(_Recurrent):
         )
         return (seq, (_unsqueeze(b, c, 1), _unsqueeze(b, h, 1)))
 
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Backpropagation through time; each step's convolutions through conv_vjp."""
+        from .conv import Geometry, conv_general, conv_vjp
+
+        run = _Unrolled(self, ctx, inputs, opts)
+        u = opts["units"]
+        kernel, strides, pads = self._geometry(ctx.in_types[0], opts)
+        n = len(kernel)
+        geo = Geometry(kernel, strides, pads, (1,) * n, (1,) * n)
+        conv_opts = {"strides": strides, "padding": pads}
+        wi, wh = ctx.param("input_kernel"), ctx.param("hidden_kernel")
+        xs = [run.x[:, s] for s in range(run.time)]
+        c, h = (state[:, 0] for state in run.states)
+        saved = []
+        for xt in xs:
+            z = conv_general(xt, wi, **conv_opts) + conv_general(h, wh, **conv_opts)
+            if opts["use_bias"]:
+                z = z + anp.reshape(ctx.param("bias"), (4 * u,) + (1,) * n)
+            zi, zg, zf, zo = (z[:, j * u : (j + 1) * u] for j in range(4))
+            y = {"i": _sigmoid_t(zi), "g": anp.tanh(zg), "f": _sigmoid_t(zf + 1.0)}
+            y["o"] = _sigmoid_t(zo)
+            new_c = y["f"] * c + y["i"] * y["g"]
+            a = anp.tanh(new_c)
+            saved.append((c, h, (zi, zg, zf + 1.0, zo), y, new_c, a))
+            c, h = new_c, y["o"] * a
+        seq_cot, (dc, dh) = _split_cot(cot, 2)
+        dc = anp.zeros_like(c) if dc is None else dc[:, 0]
+        dh = anp.zeros_like(h) if dh is None else dh[:, 0]
+        dx: list[Any] = [None] * run.time
+        for s in reversed(range(run.time)):
+            c_prev, h_prev, (zi, zg, zf, zo), y, new_c, a = saved[s]
+            if seq_cot is not None:
+                dh = dh + seq_cot[:, s]
+            d_new_c = dc + _act_vjp("tanh", new_c, a, dh * y["o"])
+            dz = anp.concatenate(
+                [
+                    _act_vjp("sigmoid", zi, y["i"], d_new_c * y["g"]),
+                    _act_vjp("tanh", zg, y["g"], d_new_c * y["i"]),
+                    _act_vjp("sigmoid", zf, y["f"], d_new_c * c_prev),
+                    _act_vjp("sigmoid", zo, y["o"], dh * a),
+                ],
+                axis=1,
+            )
+            dc = d_new_c * y["f"]
+            want_x = is_float(ctx.in_types[0].dtype)
+            dx[s], dwi = conv_vjp(
+                xs[s].astype(dz.dtype),
+                wi.astype(dz.dtype),
+                dz,
+                geo,
+                1,
+                want_x=want_x,
+                want_w=ctx.wants_param("input_kernel"),
+            )
+            dh, dwh = conv_vjp(
+                h_prev.astype(dz.dtype),
+                wh.astype(dz.dtype),
+                dz,
+                geo,
+                1,
+                want_w=ctx.wants_param("hidden_kernel"),
+            )
+            if dwi is not None:
+                ctx.add_param_grad("input_kernel", dwi)
+            if dwh is not None:
+                ctx.add_param_grad("hidden_kernel", dwh)
+            if opts["use_bias"]:
+                ctx.add_param_grad("bias", anp.sum(dz, axis=(0, *range(2, 2 + n))))
+        states = [anp.expand_dims(dc, 1), anp.expand_dims(dh, 1)]
+        return run.cotangents(ctx, dx, states)
+
     cases: ClassVar[list[Case]] = [
         Case(
             "k3_zeros_state",
@@ -1025,6 +1358,74 @@ class Mask(Op):
         Case("tokens", lambda t: mask(t, 0), [TensorType((None, 6), "s32")], int_inputs={0: 4}),
         Case("floats", lambda x: mask(x, 1), [TensorType((None, 3, 2))]),
     ]
+
+
+@register
+class InitialState(Op):
+    """The initial RNN state drawn from an initializer, as the recurrent layers draw it.
+
+    Gradient graphs use it to recompute a layer's states when no hidden_state was
+    given; it has no gradient (the draw does not depend on x's values).
+    """
+
+    name = "rnn_initial_state"
+    family = "recurrent"
+    doc = (
+        "The (batch, units) state (conv: (batch, 1, units, spatial...)) an RNN without a "
+        "hidden_state starts from: recurrent_initializer drawn with seed; x gives the batch."
+    )
+    options: ClassVar[dict[str, Option]] = {
+        "units": Option(REQUIRED, check_int(1), "the number of hidden units"),
+        "conv": Option(False, check_bool, "conv_lstm's layout: x's spatial dims follow units"),
+        "initializer": Option("glorot_uniform", check_initializer, "the recurrent_initializer"),
+        "seed": Option(0, check_int(), "the layer's seed"),
+    }
+
+    def _shape(self, x: tuple, opts: dict[str, Any]) -> tuple:
+        if opts["conv"]:
+            return (x[0], 1, opts["units"], *x[3:])
+        return (x[0], opts["units"])
+
+    def infer(self, types, opts, node):
+        (x,) = types
+        if not isinstance(x, TensorType) or x.rank < (4 if opts["conv"] else 3):
+            want = (
+                "(batch, time, channels, spatial...)" if opts["conv"] else "(batch, time, features)"
+            )
+            raise ShapeError(f"expected an RNN input {want}, got {x!r}")
+        return TensorType(self._shape(x.shape, opts), "f32")
+
+    def forward(self, ctx, inputs, params, opts):
+        shape = self._shape(np.shape(inputs[0]), opts)
+        return initialize(opts["initializer"], shape, "f32", opts["seed"])
+
+    def onnx(self, ctx, inputs, opts):
+        (x,) = inputs
+        b, u = ctx.b, opts["units"]
+        tail = [b.ints([1, u]), b.op("Shape", [x], start=3)] if opts["conv"] else [b.ints([u])]
+        spec, seed = opts["initializer"], opts["seed"]
+        return _onnx_draw(ctx, x, spec, seed, ctx.out_type.shape, tail, "f32")
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        return [None]
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "random", lambda x: initial_state(x, 3, "glorot_uniform", 5), [TensorType((None, 4, 2))]
+        ),
+        Case("zeros", lambda x: initial_state(x, 2, "zeros", 0), [TensorType((None, 4, 2))]),
+        Case(
+            "conv_identity",
+            lambda x: initial_state(x, 2, "identity", 0, conv=True),
+            [TensorType((None, 2, 3, 4, 4))],
+        ),
+    ]
+
+
+def initial_state(x: Axon, units: int, initializer: Any, seed: int, *, conv: bool = False) -> Axon:
+    """The initial state an RNN over `x` draws without a hidden_state (see InitialState)."""
+    opts = {"units": units, "conv": conv, "initializer": initializer, "seed": seed}
+    return make_node("rnn_initial_state", [x], opts)
 
 
 # ---------------------------------------------------------------------------

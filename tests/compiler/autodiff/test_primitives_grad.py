@@ -83,7 +83,6 @@ def test_every_primitive_has_a_gradient_rule():
 
 
 # these cases' float result does not depend on any float input's values
-NO_FLOAT_PATH = {"np.full_like"}
 
 
 @pytest.mark.parametrize(("op", "case"), _cases(with_float_output=True))
@@ -98,11 +97,9 @@ def test_declared_case_gradient_matches_finite_differences(op, case):
         feeds["in0"] = (rng.uniform(0.8, 1.25, x.shape) * rng.choice([-1, 1], x.shape)).astype(
             x.dtype
         )
-    checked = _check(model, feeds)
-    if op.name in NO_FLOAT_PATH:
-        assert checked == 0
-    else:
-        assert checked > 0
+    # full_like's input has no cotangent: the checker then verifies the finite
+    # differences are zero, so every case compares some elements
+    assert _check(model, feeds) > 0
 
 
 @pytest.mark.parametrize(("op", "case"), _cases(with_float_output=False))
