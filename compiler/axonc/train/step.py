@@ -10,6 +10,7 @@ train-mode state. The same graph runs on the reference interpreter
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,16 +20,19 @@ import numpy as np
 from ..autodiff import gradients, tensor_of
 from ..build import _feeds, init
 from ..dtypes import TensorType, dtype_name
-from ..errors import OptionError
+from ..errors import InputError, OptionError, StateError
 from ..interpreter import run
 from ..ir import Axon, assign_names, tree_map
 from ..model_state import ModelState
 from ..ops.special import container, parameter
 from ..ops.special import input as input_layer
+from ..shape_inference import infer_types
 from ..tracing import Tensor, _traces
 
 OPTIMIZER_KEY = "__optimizer__"
 TARGET = "target"
+# Losses whose target is not shaped like the model output (CTC takes label sequences).
+_OTHER_TARGET_SHAPES = {"connectionist_temporal_classification"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,43 @@ class TrainState:
     optimizer_state: dict[str, Any]
     steps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def flatten(self) -> dict[str, np.ndarray]:
+        """Every tensor by the name the exported step uses for it (spec/training.md).
+
+        Model-state leaves are "layer/param" (tied destinations left out: the step
+        derives them from their source), optimizer leaves "__optimizer__/slot/layer/param"
+        and "__optimizer__/count". Feed the ones a session lists as inputs.
+        """
+        flat = dict(self.model_state.flatten(include_tied=False))
+        for path in _paths(self.optimizer_state):
+            flat["/".join((OPTIMIZER_KEY, *path))] = np.asarray(_get(self.optimizer_state, path))
+        return flat
+
+    def load_flat(self, flat: Mapping[str, Any]) -> TrainState:
+        """A train state with the tensors of `flat` (names as in `flatten`) written in.
+
+        The inverse of `flatten` for values trained elsewhere, e.g. by the exported
+        step on a device; names it does not hold are a StateError.
+        """
+        params: dict[str, Any] = {}
+        state: dict[str, Any] = {}
+        optimizer = _copy(self.optimizer_state)
+        model_paths = set(self.model_state.paths())
+        optimizer_paths = set(_paths(self.optimizer_state))
+        for name, value in flat.items():
+            path = tuple(name.split("/"))
+            if path[0] == OPTIMIZER_KEY:
+                if path[1:] not in optimizer_paths:
+                    raise StateError(f"the optimizer state has no tensor {name!r}")
+                _set(optimizer, path[1:], np.asarray(value))
+            elif path in model_paths:
+                kind = state if path in self.model_state.state else params
+                _set(kind, path, np.asarray(value))
+            else:
+                raise StateError(f"the train state has no tensor {name!r}")
+        model_state = self.model_state.update(params, state)
+        return TrainState(model_state, optimizer, self.steps, self.extra)
 
 
 def _paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -61,6 +102,10 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
         tree = tree.setdefault(key, {})
     tree[path[-1]] = value
+
+
+def _copy(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
 
 
 def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
@@ -88,6 +133,10 @@ def _resolve_loss(loss: Any) -> Callable[[Any, Any], Any]:
     raise OptionError(f"loss must be a loss name or a function (y_true, y_pred), got {loss!r}")
 
 
+def _fmt_shape(shape: tuple) -> str:
+    return "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
+
+
 class TrainStep:
     """A compiled train step for one model, loss and optimizer (see module doc)."""
 
@@ -104,10 +153,12 @@ class TrainStep:
             raise OptionError(f"compiler must be 'onnxruntime' or 'reference', got {compiler!r}")
         self.model = _pin_names(model)
         self.loss = _resolve_loss(loss)
+        self.loss_name = loss if isinstance(loss, str) else None
         self.optimizer = optimizer
         self.compiler = compiler
         self.seed = seed
         self._graphs: dict[tuple, Axon] = {}
+        self._output_types: dict[tuple, Any] = {}
         self._compiled_models: dict[int, Any] = {}
 
     # ---- state ---------------------------------------------------------------
@@ -130,10 +181,44 @@ class TrainStep:
 
     def graph(self, train_state: TrainState, feeds: Mapping[str, np.ndarray]) -> Axon:
         """The step as an IR graph for inputs shaped like `feeds` (built once per signature)."""
+        self._check_target(feeds)
         key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items()))
         if key not in self._graphs:
             self._graphs[key] = self._build(train_state, feeds)
         return self._graphs[key]
+
+    def _check_target(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """The target must match the model output: its batch, and its shape for a named loss."""
+        inputs = {k: v for k, v in feeds.items() if k != TARGET}
+        key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        if key not in self._output_types:
+            types = {
+                k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in inputs.items()
+            }
+            self._output_types[key] = infer_types(self.model, types)[self.model.output]
+        out = self._output_types[key]
+        if not isinstance(out, TensorType):
+            return  # a multi-output model: the loss function pairs targets with outputs
+        target = feeds[TARGET]
+        layer = self.model.nodes[self.model.output].name
+        batches = {k: v.shape[0] for k, v in inputs.items() if v.ndim}
+        if target.ndim == 0:
+            raise InputError("target: expected a batch of targets, got a scalar")
+        name, batch = next(iter(batches.items()), (None, None))
+        if batch is not None and target.shape[0] != batch:
+            raise InputError(
+                f"target: expected a batch of {batch} (the batch of input {name!r}), "
+                f"got a target of shape {target.shape}"
+            )
+        if self.loss_name in _OTHER_TARGET_SHAPES or self.loss_name is None:
+            return
+        expected = (target.shape[0], *out.shape[1:])
+        if target.shape != expected:
+            raise InputError(
+                f"target: loss {self.loss_name!r} needs a target shaped like the model "
+                f"output (layer {layer!r}, shape {_fmt_shape(out.shape)}): expected "
+                f"{expected}, got {target.shape}"
+            )
 
     def _build(self, train_state: TrainState, feeds: Mapping[str, np.ndarray]) -> Axon:
         state = train_state.model_state
@@ -230,10 +315,16 @@ class TrainStep:
     def export(self, path: Any, train_state: TrainState, x: Any, y: Any) -> Any:
         """Write the step as a standard ONNX model for batches shaped like (x, y).
 
-        Inputs: every parameter, optimizer-state and model-state leaf (by path), the
-        model inputs and `target`; outputs: the loss, the prediction, the new
-        parameters and optimizer state, and the new model state (spec/training.md).
+        Inputs: every parameter, model-state and optimizer-state tensor by name (as
+        `TrainState.flatten`), the model inputs, `target` and the dropout noise;
+        outputs: `output_i` (loss, prediction, new parameters and optimizer state, mapped
+        by the `axonc.outputs` metadata) and `state/...` (the new model state). The
+        `axonc.train_feedback` metadata maps each output that is next step's input to
+        that input's name. A tied destination is computed inside the graph from its
+        source. See spec/training.md.
         """
+        import onnx
+
         from ..to_onnx.export import save_onnx, to_onnx
 
         feeds = _feeds(self.model, x)
@@ -248,8 +339,49 @@ class TrainStep:
             params_as_inputs=True,
             template=template,
         )
+        _derive_tied_inputs(onnx_model, train_state.model_state)
+        _add_feedback(onnx_model, train_state.model_state)
+        onnx.checker.check_model(onnx_model, full_check=True)
         save_onnx(onnx_model, path)
         return onnx_model
+
+
+def _derive_tied_inputs(onnx_model: Any, state: ModelState) -> None:
+    """Replace each tied destination's graph input by a node computing it from the source."""
+    from onnx import helper
+
+    graph = onnx_model.graph
+    inputs = {i.name: i for i in graph.input}
+    nodes = []
+    for dest, (source, transform) in sorted(state.ties.items()):
+        name, src = "/".join(dest), "/".join(source)
+        if name not in inputs:
+            continue
+        op = "Transpose" if transform == "transpose" else "Identity"
+        nodes.append(helper.make_node(op, [src], [name], name=f"tie/{name}"))
+        graph.input.remove(inputs[name])
+    for i, node in enumerate(nodes):
+        graph.node.insert(i, node)
+
+
+def _add_feedback(onnx_model: Any, state: ModelState) -> None:
+    """Metadata `axonc.train_feedback`: output name -> the input it feeds next step."""
+    from onnx import helper
+
+    from ..to_onnx.export import decode_structure
+
+    meta = {p.key: p.value for p in onnx_model.metadata_props}
+    structure = decode_structure(json.loads(meta["axonc.outputs"]))
+    feedback = {out: "/".join(p) for p, out in _flat(structure["params"]).items()}
+    feedback.update(
+        {out: "/".join((OPTIMIZER_KEY, *p)) for p, out in _flat(structure["optimizer"]).items()}
+    )
+    writable = state.state - state.frozen
+    for out, path in json.loads(meta["axonc.state_outputs"]).items():
+        if tuple(path) in writable:
+            feedback[out] = "/".join(path)
+    meta["axonc.train_feedback"] = json.dumps(feedback)
+    helper.set_model_props(onnx_model, meta)
 
 
 def _flat(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
