@@ -9,6 +9,7 @@ from . import (
     display,
     initializers,
     losses,
+    metrics,
     numpy,
     ops,  # noqa: F401  (registers every op and layer constructor)
     optimizers,
@@ -63,6 +64,7 @@ __all__ = [
     "load",
     "losses",
     "map_nodes",
+    "metrics",
     "numpy",
     "optimizers",
     "predict",
