@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from ..shape_inference import infer_types
 from ..tracing import Tensor, _traces
 
 OPTIMIZER_KEY = "__optimizer__"
+LR_SCALE = "__learning_rate_scale__"
 TARGET = "target"
 # Losses whose target is not shaped like the model output (CTC takes label sequences).
 _OTHER_TARGET_SHAPES = {"connectionist_temporal_classification"}
@@ -43,6 +44,13 @@ class TrainState:
     optimizer_state: dict[str, Any]
     steps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Multiplies every parameter update (reduce_lr_on_plateau lowers it); an input of
+    # the compiled step, so changing it needs no recompilation.
+    learning_rate_scale: float = 1.0
+
+    def with_learning_rate_scale(self, scale: float) -> TrainState:
+        """This state with the updates of the following steps scaled by `scale`."""
+        return replace(self, learning_rate_scale=float(scale))
 
     def flatten(self) -> dict[str, np.ndarray]:
         """Every tensor by the name the exported step uses for it (spec/training.md).
@@ -54,6 +62,7 @@ class TrainState:
         flat = dict(self.model_state.flatten(include_tied=False))
         for path in _paths(self.optimizer_state):
             flat["/".join((OPTIMIZER_KEY, *path))] = np.asarray(_get(self.optimizer_state, path))
+        flat[LR_SCALE] = np.asarray(self.learning_rate_scale, np.float32)
         return flat
 
     def load_flat(self, flat: Mapping[str, Any]) -> TrainState:
@@ -67,9 +76,12 @@ class TrainState:
         optimizer = _copy(self.optimizer_state)
         model_paths = set(self.model_state.paths())
         optimizer_paths = set(_paths(self.optimizer_state))
+        scale = self.learning_rate_scale
         for name, value in flat.items():
             path = tuple(name.split("/"))
-            if path[0] == OPTIMIZER_KEY:
+            if name == LR_SCALE:
+                scale = float(np.asarray(value))
+            elif path[0] == OPTIMIZER_KEY:
                 if path[1:] not in optimizer_paths:
                     raise StateError(f"the optimizer state has no tensor {name!r}")
                 _set(optimizer, path[1:], np.asarray(value))
@@ -79,7 +91,9 @@ class TrainState:
             else:
                 raise StateError(f"the train state has no tensor {name!r}")
         model_state = self.model_state.update(params, state)
-        return TrainState(model_state, optimizer, self.steps, self.extra)
+        return replace(
+            self, model_state=model_state, optimizer_state=optimizer, learning_rate_scale=scale
+        )
 
 
 def _paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -254,6 +268,16 @@ class TrainStep:
         new_params, new_opt = self.optimizer.update(
             _nest({p: grads[p] for p in trainable}), opt_state, params
         )
+        # every Polaris update is linear in the learning rate, so scaling the update is
+        # exactly a scaled learning rate
+        scale = self._parameter((LR_SCALE,), data, trace)
+        new_params = _nest(
+            {
+                p: _get(params, p)
+                + (scale * (_get(new_params, p) - _get(params, p))).astype(_get(params, p).dtype)
+                for p in trainable
+            }
+        )
         out = {
             "loss": loss,
             "y_pred": y_pred,
@@ -269,7 +293,11 @@ class TrainStep:
 
     @staticmethod
     def _data(train_state: TrainState) -> dict[str, Any]:
-        return {**train_state.model_state.data, OPTIMIZER_KEY: train_state.optimizer_state}
+        return {
+            **train_state.model_state.data,
+            OPTIMIZER_KEY: train_state.optimizer_state,
+            LR_SCALE: np.asarray(train_state.learning_rate_scale, np.float32),
+        }
 
     # ---- running -----------------------------------------------------------------
 
@@ -308,7 +336,12 @@ class TrainStep:
         model_state = state.update(
             _nest(flat), _nest({p: v for p, v in updates.items() if p not in frozen_state})
         )
-        return TrainState(model_state, out["optimizer"], train_state.steps + 1)
+        return replace(
+            train_state,
+            model_state=model_state,
+            optimizer_state=out["optimizer"],
+            steps=train_state.steps + 1,
+        )
 
     # ---- export -------------------------------------------------------------------
 

@@ -423,3 +423,22 @@ def test_train_state_flatten_and_load_flat_round_trip():
     with pytest.raises(Exception, match="no tensor 'dense_9/kernel'"):
         ts.load_flat({"dense_9/kernel": np.zeros(1)})
     assert isinstance(restored.model_state, ModelState)
+
+
+def test_learning_rate_scale_scales_the_next_updates_without_recompiling():
+    model = ax.input("x", (None, 3)).dense(2)
+    step = ax.train.compile_step(model, "mean_squared_error", optimizers.sgd(0.1))
+    ts = step.init(ax.template((4, 3)))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 2)).astype(np.float32)
+    full, _ = step(ts, x, y)
+    half, _ = step(ts.with_learning_rate_scale(0.5), x, y)
+    before = ts.model_state.get(("dense_0", "kernel"))
+    np.testing.assert_allclose(
+        half.model_state.get(("dense_0", "kernel")) - before,
+        0.5 * (full.model_state.get(("dense_0", "kernel")) - before),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert half.learning_rate_scale == 0.5
+    assert step._compiled_models and len(step._compiled_models) == 1

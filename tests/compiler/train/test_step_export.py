@@ -66,9 +66,8 @@ def test_inputs_and_outputs_are_named_as_documented(exported):
     params |= {"dense_1/kernel", "dense_1/bias"}
     state = {"batch_norm_0/mean", "batch_norm_0/var"}
     slots = {f"__optimizer__/{s}/{p}" for s in ("mu", "nu") for p in params}
-    assert (
-        inputs == {"x", "target", "dropout_0/noise", "__optimizer__/count"} | params | state | slots
-    )
+    fixed = {"x", "target", "dropout_0/noise", "__optimizer__/count", "__learning_rate_scale__"}
+    assert inputs == fixed | params | state | slots
     assert set(ts.flatten()) >= inputs - {"x", "target", "dropout_0/noise"}
     assert json.loads(meta["axonc.noise_inputs"]) == {"dropout_0/noise": [None, 8]}
     structure = json.loads(meta["axonc.outputs"])["dict"]
