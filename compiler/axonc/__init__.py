@@ -20,6 +20,7 @@ from .build import build, predict
 from .dtypes import TensorType, template
 from .errors import AxoncError
 from .ir import Axon, Node
+from .loop import Loop
 from .model import (
     attach_hook,
     freeze,
@@ -47,6 +48,7 @@ __all__ = [
     "NONE",
     "Axon",
     "AxoncError",
+    "Loop",
     "ModelState",
     "Node",
     "TensorType",

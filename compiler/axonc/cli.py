@@ -117,6 +117,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       axonc compile model.axon -o model.onnx
       axonc inspect model.onnx
       axonc run model.onnx --input x=batch.npy --output-dir out/
+      axonc plot history.jsonl -o curves.png
     """
     ctx.obj.debug = debug
     if ctx.invoked_subcommand is None:
@@ -571,6 +572,40 @@ def _file_stem(name: str, used: set[str]) -> str:
         candidate, n = f"{stem}_{n}", n + 1
     used.add(candidate)
     return candidate
+
+
+# ---- plot -----------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("history", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The image to write (default: HISTORY with the suffix .png).",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Plot only this metric, with its validation_ twin (repeatable).",
+)
+def plot(history: Path, output: Path | None, metrics: tuple[str, ...]) -> None:
+    """Draw loss and metrics per epoch from a loop history (Loop.history JSON lines)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "plot needs matplotlib, which is not installed: pip install 'axonc[plot]'"
+        ) from None
+    from .loop.plot import plot_history
+
+    output = output or history.with_suffix(".png")
+    if not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: directory {output.parent} does not exist")
+    drawn = plot_history(history, output, metrics)
+    click.echo(f"wrote {output} ({', '.join(drawn)})")
 
 
 def main(argv: list[str] | None = None) -> None:
