@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .dtypes import TensorType
-from .errors import AxoncError, ShapeError
+from .errors import AxoncError, GraphError, ShapeError
 from .ir import Axon, Node, topo_order, tree_leaves
 from .registry import get_op
 
@@ -79,14 +79,33 @@ def _check_tensor_inputs(in_types: list[Any]) -> None:
 
 
 def declared_type(model: Axon, nid: int) -> Any:
-    """The type of node `nid` from the declared `ax.input` shapes (memoised per node)."""
-    for i in topo_order(model.nodes, nid):
-        node = model.nodes[i]
-        if node in _declared:
-            continue
-        in_types = [_declared[model.nodes[j]] for j in node.inputs]
-        _declared[node] = infer_node(node, in_types, model.nodes)
-    return _declared[model.nodes[nid]]
+    """The type of node `nid` from the declared `ax.input` shapes (memoised per node).
+
+    The walk (topo_order's depth-first post-order) stops at memoised nodes, so adding
+    a layer costs the new nodes only, not a walk of the whole graph.
+    """
+    nodes = model.nodes
+    on_stack: set[int] = set()
+    stack: list[tuple[int, int]] = [(nid, 0)]
+    while stack:
+        i, k = stack.pop()
+        node = nodes.get(i)
+        if node is None:
+            raise GraphError(f"node {i} is used as an input but is not in the graph")
+        if k == 0:
+            if node in _declared:
+                continue
+            if i in on_stack:
+                raise GraphError(f"the graph has a cycle through node {i}")
+            on_stack.add(i)
+        if k < len(node.inputs):
+            stack.append((i, k + 1))
+            stack.append((node.inputs[k], 0))
+        else:
+            on_stack.discard(i)
+            in_types = [_declared[nodes[j]] for j in node.inputs]
+            _declared[node] = infer_node(node, in_types, nodes)
+    return _declared[nodes[nid]]
 
 
 def infer_types(

@@ -467,4 +467,3 @@ def test_every_op_of_these_families_has_a_lowering():
     from axonc.registry import Op
 
     assert all(type(OPS[name]).onnx is not Op.onnx for name in OUR_OPS)
-    assert len([n for n in OUR_OPS if n.startswith("np.")]) == 71
