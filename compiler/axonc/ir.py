@@ -86,13 +86,27 @@ def tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
 
 
 class Axon:
-    """A handle on a model graph: its output (node id or container) and its nodes."""
+    """A handle on a model graph: its output (node id or container) and its nodes.
 
-    __slots__ = ("_nodes", "_output")
+    A handle made by a layer call holds only its new node and the handles it
+    extends; the full node map is assembled the first time `nodes` is read and
+    then cached, so building a graph of n layers costs O(n), not O(n^2).
+    """
 
-    def __init__(self, output: Any, nodes: Mapping[int, Node]):
+    __slots__ = ("_nodes", "_output", "_own", "_parents")
+
+    def __init__(
+        self,
+        output: Any,
+        nodes: Mapping[int, Node] | None = None,
+        *,
+        own: Mapping[int, Node] | None = None,
+        parents: tuple[Axon, ...] = (),
+    ):
         self._output = output
-        self._nodes = MappingProxyType(dict(nodes))
+        self._nodes = None if nodes is None else MappingProxyType(dict(nodes))
+        self._own = dict(own or {})
+        self._parents = parents
 
     @property
     def output(self) -> Any:
@@ -102,6 +116,21 @@ class Axon:
     @property
     def nodes(self) -> Mapping[int, Node]:
         """Every node the output reaches, by id."""
+        if self._nodes is None:
+            merged: dict[int, Node] = {}
+            stack, seen = [self], set()
+            while stack:
+                handle = stack.pop()
+                if id(handle) in seen:
+                    continue
+                seen.add(id(handle))
+                if handle._nodes is not None:
+                    merged.update(handle._nodes)
+                else:
+                    merged.update(handle._own)
+                    stack.extend(handle._parents)
+            self._nodes = MappingProxyType(merged)
+            self._parents = ()
         return self._nodes
 
     @property
@@ -109,7 +138,9 @@ class Axon:
         """The output node (only for a handle whose output is a single node)."""
         if not isinstance(self._output, int):
             raise GraphError("this graph's output is a container, not a single node")
-        return self._nodes[self._output]
+        if self._output in self._own:
+            return self._own[self._output]
+        return self.nodes[self._output]
 
     def __iter__(self) -> Iterator[Any]:
         raise TypeError(
@@ -258,13 +289,10 @@ def make_node(
         ids.append(h.output)
     opts = spec.normalize_options(dict(options or {}), label)
     node = Node(new_id(), op, tuple(ids), opts, name, op_name, dict(subgraphs or {}))
-    nodes = merge_nodes(*handles)
-    nodes[node.id] = node
-    model = Axon(node.id, nodes)
-    from .shape_inference import declared_type
+    from .shape_inference import declare
 
-    declared_type(model, node.id)
-    return model
+    declare(node, handles)
+    return Axon(node.id, own={node.id: node}, parents=tuple(handles))
 
 
 def require_type(t: Any, label: str) -> Any:

@@ -78,6 +78,17 @@ def _check_tensor_inputs(in_types: list[Any]) -> None:
             )
 
 
+def declare(node: Node, inputs: list[Axon]) -> Any:
+    """Infer and memoise a new node's type from its input handles' (already known) types."""
+    in_types = []
+    for h in inputs:
+        parent = h.node
+        in_types.append(_declared[parent] if parent in _declared else declared_type(h, h.output))
+    labels = {h.output: h.node for h in inputs}
+    _declared[node] = infer_node(node, in_types, labels)
+    return _declared[node]
+
+
 def declared_type(model: Axon, nid: int) -> Any:
     """The type of node `nid` from the declared `ax.input` shapes (memoised per node).
 
