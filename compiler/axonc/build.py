@@ -2,8 +2,10 @@
 
 `init_fn(template, initial)` infers every shape from the template, keeps each
 value given in `initial` and initialises the rest with the layers' seeded
-initializers. `predict_fn(state, inputs)` validates the inputs and runs the
-reference interpreter; in train mode it returns {"prediction", "state"}.
+initializers. `predict_fn(state, inputs)` validates the inputs and runs the graph
+through onnxruntime (compiled once per input signature; the default) or the
+reference interpreter (`compiler="reference"`); in train mode it returns
+{"prediction", "state"}.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import to_numpy_dtype
+from .errors import OptionError
 
 # name -> (default options, sampler(rng, shape, **opts) -> float64 array)
 _Sampler = Callable[..., np.ndarray]
@@ -195,7 +196,10 @@ def _spec_fn(name: str) -> Callable[..., dict[str, Any]]:
             opts["value"] = args[0]
         elif args:
             raise TypeError(f"ax.initializers.{name} takes keyword options only, got {args!r}")
-        return check_initializer({"name": name, **opts})
+        try:
+            return check_initializer({"name": name, **opts})
+        except (ValueError, TypeError) as exc:
+            raise OptionError(f"ax.initializers.{name}: {exc}") from None
 
     make.__name__ = name
     make.__doc__ = f"The {name} initializer spec; options: {', '.join(defaults) or 'none'}."

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from .errors import GraphError, ShapeError
+from .errors import GraphError
 from .registry import LAYERS, get_op
 
 _ids = itertools.count()
@@ -293,10 +293,3 @@ def make_node(
 
     declare(node, handles)
     return Axon(node.id, own={node.id: node}, parents=tuple(handles))
-
-
-def require_type(t: Any, label: str) -> Any:
-    """Raise a ShapeError if a declared type is unknown where a rule needs it."""
-    if t is None:
-        raise ShapeError(f"{label}: the input's shape is unknown; give ax.input a shape")
-    return t

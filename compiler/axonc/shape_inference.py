@@ -186,4 +186,5 @@ def _fmt(shape: Any) -> str:
 
 
 def leaves_known(t: Any) -> bool:
+    """Whether every leaf of a type tree is a TensorType (no unknown shape, no NONE)."""
     return all(isinstance(x, TensorType) for x in tree_leaves(t))

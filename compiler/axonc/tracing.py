@@ -141,7 +141,7 @@ class Tensor:
     def __len__(self) -> int:
         shape = self.shape
         if not shape:
-            raise TypeError("len() of a 0-d tensor")
+            raise TraceError("len() of a 0-d tensor; it has no first dim to count")
         if shape[0] is None:
             raise TraceError(
                 "len() of a tensor whose first dim is dynamic is unknown while tracing"

@@ -284,6 +284,12 @@ class TestSpecsAndErrors:
         with pytest.raises(TypeError, match="initializer name or spec"):
             check_initializer(spec)
 
+    def test_spec_function_errors_are_option_errors_naming_the_function(self):
+        with pytest.raises(OptionError, match=r"ax\.initializers\.variance_scaling: .*mode"):
+            init.variance_scaling(mode="fan_sum")
+        with pytest.raises(OptionError, match=r"ax\.initializers\.uniform: .*must be a number"):
+            init.uniform(scale="big")
+
     def test_positional_argument_only_for_full(self):
         with pytest.raises(TypeError, match="keyword options only"):
             init.uniform(0.1)

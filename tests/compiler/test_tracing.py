@@ -185,6 +185,8 @@ def test_tensor_attributes_come_from_the_declared_type():
     }
     with pytest.raises(TraceError, match="dynamic"):
         trace(lambda t: t[: len(t)], [TensorType((None, 3))])
+    with pytest.raises(TraceError, match="len\\(\\) of a 0-d tensor"):
+        trace(lambda t: len(t.sum()), [TensorType((2, 3))])
 
 
 def test_tensor_methods_match_numpy():

@@ -44,7 +44,6 @@ from .state import EVENTS, STATUSES, State, deserialize_state, serialize_state
 Handler = Callable[[State], tuple[str, State]]
 Filter = Callable[[State, str], bool]
 
-ACCUMULATORS = ("running_average", "running_sum")
 _ITERATION_EVENTS = ("iteration_started", "iteration_completed")
 
 

@@ -94,7 +94,7 @@ class _Encoder:
             )
         name = f"t{len(self.tensors)}"
         self.tensors[name] = np.ascontiguousarray(arr)
-        # the shape is kept here too: safetensors stores a 0-d array as shape (1,)
+        # the shape is kept here too: np.ascontiguousarray turns a 0-d array into shape (1,)
         ref = {"$tensor": name, "shape": list(arr.shape)}
         return {**ref, "scalar": True} if isinstance(value, np.generic) else ref
 

@@ -20,9 +20,9 @@ from ..dtypes import TensorType, dtype_name, normalize_shape
 from ..errors import GraphError, OptionError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import MODES, layer_param
-from ..ir import Axon, make_node, tree_leaves, tree_map
+from ..ir import Axon, make_node, tree_map
 from ..registry import Case, Op, Option, ParamSpec, check_int, layer_api, register
-from ..shape_inference import NONE, declared_type, infer_types, output_types
+from ..shape_inference import NONE, declared_type, infer_types, leaves_known, output_types
 from ..tracing import flatten_types, trace
 from .composite import (
     backprop_body,
@@ -57,10 +57,6 @@ def _body_type(body: Axon, arg_types: list[Any]) -> Any:
     """The output type of a traced body for concrete argument types."""
     types = infer_types(body, arg_types=flatten_types(arg_types))
     return output_types(body, types)
-
-
-def _type_leaves_known(types: list[Any]) -> bool:
-    return all(isinstance(t, TensorType) for t in tree_leaves(list(types)))
 
 
 @register
@@ -502,7 +498,7 @@ def _present_type(g: Axon) -> Any:
 def _param_record(p: Param, in_types: list[Any], label: str) -> dict[str, Any]:
     shape = p.shape
     if callable(shape):
-        if not _type_leaves_known(in_types):
+        if not leaves_known(list(in_types)):
             raise ShapeError(
                 f"{label}: param {p.name!r} has a shape function but an input's shape is unknown; "
                 "give ax.input a shape"

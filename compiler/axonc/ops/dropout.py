@@ -56,7 +56,6 @@ import numpy as np
 from .. import numpy as anp
 from ..dtypes import TensorType
 from ..errors import GraphError, ShapeError, StateError
-from ..initializers import initialize
 from ..interpreter import layer_param
 from ..ir import Axon, make_node
 from ..registry import Case, Op, Option, ParamSpec, check_bool, layer_api, register
@@ -64,7 +63,6 @@ from ..tracing import apply as apply_primitive
 from .activation import SELU_ALPHA, SELU_SCALE
 from .special import container
 
-_U32 = 0xFFFFFFFF
 # SELU's negative saturation value -alpha * scale, used by the alpha dropouts.
 ALPHA_P = -SELU_ALPHA * SELU_SCALE
 
@@ -86,11 +84,6 @@ def _check_seed(v: Any) -> int:
     if not 0 <= int(v) < 2**64:
         raise ValueError(f"expected a seed in [0, 2**64), got {v}")
     return int(v)
-
-
-def initial_key(seed: int) -> np.ndarray:
-    """Axon's initial dropout key Nx.Random.key(seed): u32 [seed >> 32, seed & 0xFFFFFFFF]."""
-    return initialize({"name": "prng_key", "seed": seed}, (2,), "u32")
 
 
 def draw(key: Any, noise_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

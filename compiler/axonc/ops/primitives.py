@@ -1179,10 +1179,6 @@ class Tensordot(Primitive):
     ]
 
 
-def _known(shape: tuple) -> bool:
-    return all(d is not None for d in shape)
-
-
 def _reshape_target(shape: tuple, target: tuple) -> tuple:
     """The target with each None replaced by the input's dim at that position."""
     out = []

@@ -13,7 +13,6 @@ the layers left, whose parameters are keyed by name.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import networkx as nx
 
@@ -63,10 +62,6 @@ def consumers(g: nx.DiGraph, nid: int) -> list[int]:
     return list(g.successors(nid))
 
 
-def is_output(g: nx.DiGraph, nid: int) -> bool:
-    return nid in tree_leaves(g.graph["output"])
-
-
 def replace_node(g: nx.DiGraph, new: Node) -> None:
     """Swap a node for a new version with the same id, updating its input edges."""
     old = node(g, new.id)
@@ -100,10 +95,6 @@ def describe(g: nx.DiGraph) -> str:
         lines.append(f"%{nid} = {n.kind}{label}({', '.join(f'%{i}' for i in n.inputs)}) {{{opts}}}")
     lines.append(f"return {g.graph['output']!r}")
     return "\n".join(lines)
-
-
-def graph_attr(g: nx.DiGraph, key: str) -> Any:
-    return g.graph[key]
 
 
 def owns_parameters(n: Node) -> bool:

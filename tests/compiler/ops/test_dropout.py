@@ -7,8 +7,8 @@ import pytest
 
 import axonc as ax
 from axonc.errors import OptionError, ShapeError, StateError
+from axonc.initializers import initialize
 from axonc.interpreter import run
-from axonc.ops.dropout import initial_key
 from axonc.registry import get_op
 from tests import golden
 
@@ -104,6 +104,11 @@ def test_key_state_only_in_train_mode(layer: str) -> None:
     assert spec.dtype == "u32"
     assert spec.kind == "state"
     assert spec.initializer == {"name": "prng_key", "seed": 7}
+
+
+def initial_key(seed: int) -> np.ndarray:
+    """The dropout layers' initial key: the prng_key initializer, as init_fn draws it."""
+    return initialize({"name": "prng_key", "seed": seed}, (2,), "u32")
 
 
 def test_initial_key_is_nx_random_key() -> None:

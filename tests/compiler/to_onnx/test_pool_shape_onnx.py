@@ -239,7 +239,11 @@ def test_integer_pools_follow_nx_dtypes(layer):
 def test_lp_pool_with_odd_norm_gives_nan_for_negative_window_sums_as_the_reference():
     model = ax.input("x", shape=(None, 4, 1)).lp_pool(kernel_size=2, norm=3)
     feeds = {"x": np.array([[[-2.0], [1.0], [1.0], [0.5]]], np.float32)}
-    _export_and_compare(model, feeds, 17)  # [(-8 + 1) ** (1/3), 1.125 ** (1/3)]
+    onnx_model = _export_and_compare(model, feeds, 17)
+    out, _ = onnx_run.run(onnx_model, onnx_run.session(onnx_model), feeds, {}, 1)
+    # windows [-2, 1] and [1, 0.5]: (-8 + 1) ** (1/3) is NaN, (1 + 0.125) ** (1/3) is not
+    assert np.isnan(out[0, 0, 0])
+    np.testing.assert_allclose(out[0, 1, 0], 1.125 ** (1 / 3), rtol=1e-6)
 
 
 @pytest.mark.parametrize("opset", [17, max_opset()])
