@@ -84,6 +84,7 @@ def interleaved(
     rounds: int,
     round_seconds: float,
     warmup_seconds: float,
+    before: dict[str, Callable[[], Any]] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, one sample per round, the functions taking turns.
 
@@ -91,7 +92,10 @@ def interleaved(
     `round_seconds`; every round runs each function's block of calls once, the order
     rotating between rounds, so drift in the machine's speed (frequency, neighbours)
     hits every function alike instead of whichever happened to run last.
+    `before[name]`, where given, runs untimed before each of that function's blocks
+    (the train bench resets its weights there, so every round does the same work).
     """
+    before = before or {}
     counts = {}
     for name, fn in fns.items():
         calls_per_round(fn, warmup_seconds)
@@ -101,6 +105,8 @@ def interleaved(
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, n = fns[name], counts[name]
+            if name in before:
+                before[name]()
             start = time.perf_counter()
             for _ in range(n):
                 fn()

@@ -1,0 +1,581 @@
+"""Training speed: axonc's compiled train step vs PyTorch eager, on CPU.
+
+Each configuration (model, batch, optimizer) is built twice with the same initial
+weights:
+
+  axonc  ax.train.compile_step(model, "categorical_cross_entropy", optimizer),
+         the model ending in a softmax; step(train_state, x, y) with a one-hot y
+  torch  the same layers without the softmax, nn.CrossEntropyLoss on the logits
+         (class-index targets), zero_grad / forward / backward / optimizer.step()
+         in eager mode; torch.set_num_threads(2)
+
+axonc's categorical_cross_entropy on a softmax output takes the from-logits path
+(log_softmax of the softmax's input), so both compute the same loss. Optimizers:
+sgd(0.01, momentum=0.9) vs torch.optim.SGD(lr=0.01, momentum=0.9), and adam(1e-3)
+vs torch.optim.Adam(lr=1e-3, eps=1e-8). Before timing, the first step's loss and
+updated parameters must agree within 1e-4 (those after three steps are printed);
+adam is checked through an eps_root=0.0 twin of the step (see Config.check).
+
+Models: mlp 784-512-512-10 (relu); cnn 28x28x1 as in bench/inference.py (conv 32
+3x3 relu, max_pool 2, conv 64 3x3 relu, max_pool 2, flatten, dense 128 relu, dense
+10). Configurations: mlp at batch 64 and 256 and cnn at batch 64, each with SGD
+(momentum) and Adam.
+
+Four variants are timed interleaved (bench/_common.interleaved: warm-up, then
+--rounds rounds in rotating order, one sample per round = the mean time per step
+of a block filling about --round-ms). Before every block the weights and optimizer
+state go back to the same snapshot (untimed), so every round does the same work:
+
+  axonc     step(train_state, x, y): the public API, Python wrapper included
+  torch     the PyTorch step above, ending in loss.item()
+  ort.run   the step's own onnxruntime session alone: session.run(outputs, feeds)
+            with the numpy feeds the wrapper would build (no wrapper work)
+  ort.bind  that session through IOBinding with two preallocated sets of OrtValues
+            that swap roles each step (outputs of one step are the next step's
+            inputs): no numpy conversion and no output allocation per step
+
+axonc - ort.run is the wrapper's per-step Python work; ort.run - ort.bind is what
+feeding numpy arrays and getting fresh output arrays back costs.
+
+--profile also runs onnxruntime's profiler (SessionOptions.enable_profiling) on a
+copy of each step's session and prints the kernel time per op type, and splits
+PyTorch's step into forward+loss, backward and optimizer.step.
+
+Run: python bench/train.py [--rounds 20] [--round-ms 200] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+import axonc as ax
+from axonc.dtypes import TensorType
+from axonc.model_state import ModelState
+from axonc.to_onnx.export import to_onnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (
+    THREADS,
+    BackgroundLoad,
+    _version,
+    interleaved,
+    percentiles,
+    print_machine,
+    wait_quiet,
+)
+from inference import _cell, _ratio, axonc_cnn, axonc_mlp, load_cnn, load_mlp, op_counts
+
+TOLERANCE = 1e-4
+VARIANTS = ("axonc", "torch", "ort.run", "ort.bind")
+SGD_LR = 0.01
+ADAM_LR = 1e-3
+# the issue's targets: axonc's step time / PyTorch's
+TARGETS = {"sgd": 0.6, "adam": 0.7}
+
+
+# ---------------------------------------------------------------------------
+# Models and optimizers
+
+
+def torch_mlp_logits() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(784, 512),
+        nn.ReLU(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, 10),
+    )
+
+
+def torch_cnn_logits() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1600, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+@dataclass
+class Model:
+    axonc: Callable[[], ax.Axon]  # ends in a softmax
+    torch: Callable[[], nn.Module]  # ends in the logits
+    load: Callable[[nn.Module, dict[str, Any]], None]
+    sample: tuple[int, ...]
+    to_torch: Callable[[np.ndarray], np.ndarray] = lambda x: x
+
+
+MODELS = {
+    "mlp": Model(axonc_mlp, torch_mlp_logits, load_mlp, (784,)),
+    # inference.py's cnn ends in dense(10); the loss wants probabilities
+    "cnn": Model(
+        lambda: axonc_cnn().activation("softmax"),
+        torch_cnn_logits,
+        load_cnn,
+        (28, 28, 1),
+        lambda x: np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+    ),
+}
+
+CONFIGS = [
+    ("mlp", 64, "sgd"),
+    ("mlp", 64, "adam"),
+    ("mlp", 256, "sgd"),
+    ("mlp", 256, "adam"),
+    ("cnn", 64, "sgd"),
+    ("cnn", 64, "adam"),
+]
+
+
+def optimizers(kind: str, params: Any) -> tuple[Any, torch.optim.Optimizer]:
+    if kind == "sgd":
+        return (
+            ax.optimizers.sgd(SGD_LR, momentum=0.9),
+            torch.optim.SGD(params, lr=SGD_LR, momentum=0.9),
+        )
+    return ax.optimizers.adam(ADAM_LR), torch.optim.Adam(params, lr=ADAM_LR, eps=1e-8)
+
+
+# ---------------------------------------------------------------------------
+# One configuration
+
+
+class Config:
+    """Both steps of one configuration, checked to agree, and the four timed callables."""
+
+    def __init__(self, name: str, batch: int, kind: str):
+        self.name, self.batch, self.kind = name, batch, kind
+        m = MODELS[name]
+        self.m = m
+        self.module = m.torch()
+        opt_a, self.opt = optimizers(kind, self.module.parameters())
+        self.step = ax.train.compile_step(m.axonc(), "categorical_cross_entropy", opt_a)
+        self.ts0 = self.step.init(ax.template((1, *m.sample), "f32"))
+        with torch.no_grad():
+            m.load(self.module, self.ts0.model_state.data)
+        self.crit = nn.CrossEntropyLoss()
+
+        rng = np.random.default_rng(0)
+        self.x = rng.normal(size=(batch, *m.sample)).astype(np.float32)
+        labels = rng.integers(0, 10, batch)
+        self.y = np.eye(10, dtype=np.float32)[labels]
+        self.xt = torch.from_numpy(m.to_torch(self.x))
+        self.yt = torch.from_numpy(labels.astype(np.int64))
+
+    # ---- the two steps ---------------------------------------------------------
+
+    def torch_step(self) -> float:
+        self.opt.zero_grad()
+        loss = self.crit(self.module(self.xt), self.yt)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def axonc_step(self) -> None:
+        self.ts, _ = self.step(self.ts, self.x, self.y)
+
+    # ---- the same function -------------------------------------------------------
+
+    def param_diff(self, ts: Any) -> float:
+        """Largest |difference| between axonc's parameters and torch's (torch layout)."""
+        ref = copy.deepcopy(self.module)
+        with torch.no_grad():
+            self.m.load(ref, ts.model_state.data)
+            return max(
+                float((a - b).abs().max())
+                for a, b in zip(ref.parameters(), self.module.parameters(), strict=True)
+            )
+
+    def check(self) -> dict[str, float]:
+        """Three steps of both, compared; then the timed step is compiled and run 3 steps.
+
+        axonc's adam adds eps_root (1e-15) under the square root, torch's does not: for a
+        parameter whose gradient is ~1e-8 the first update then differs by ~3e-4 (the
+        update is about lr * g / (|g| + eps)). So adam is checked with an eps_root=0.0
+        twin of the step; the timed step is adam(1e-3) as is (onnxruntime removes the
+        Add of a zero eps_root, so the twin's graph would be 6 nodes smaller).
+        """
+        twin = self.step
+        if self.kind == "adam":
+            twin = ax.train.compile_step(
+                self.m.axonc(),
+                "categorical_cross_entropy",
+                ax.optimizers.adam(ADAM_LR, eps_root=0.0),
+            )
+        initial = (copy.deepcopy(self.module.state_dict()), copy.deepcopy(self.opt.state_dict()))
+        ts, out = twin(twin.init(ax.template((1, *self.m.sample), "f32")), self.x, self.y)
+        loss_t = self.torch_step()
+        errs = {"loss": abs(float(out["loss"]) - loss_t), "params": self.param_diff(ts)}
+        for what, err in errs.items():
+            if not err <= TOLERANCE:
+                raise SystemExit(
+                    f"{self.label}: first step's {what} differ by {err:.3g} > {TOLERANCE}"
+                )
+        for _ in range(2):
+            ts, out = twin(ts, self.x, self.y)
+            loss_t = self.torch_step()
+        errs["loss3"] = abs(float(out["loss"]) - loss_t)
+        errs["params3"] = self.param_diff(ts)
+        if twin is not self.step:
+            # the timed step itself, against torch after one step from the same start
+            self.module.load_state_dict(initial[0])
+            self.opt.load_state_dict(initial[1])
+            self.torch_step()
+            errs["timed_params"] = self.param_diff(self.step(self.ts0, self.x, self.y)[0])
+            for _ in range(2):
+                self.torch_step()
+        ts = self.ts0
+        for _ in range(3):
+            ts, _ = self.step(ts, self.x, self.y)
+        self.ts = ts
+        self.snapshot()
+        return errs
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} batch {self.batch} {self.kind}"
+
+    # ---- snapshots: every timed block starts from the same weights ------------------
+
+    def snapshot(self) -> None:
+        self.ts_snap = self.ts
+        self.torch_snap = (
+            [p.detach().clone() for p in self.module.parameters()],
+            copy.deepcopy(self.opt.state_dict()),
+        )
+
+    def reset_axonc(self) -> None:
+        self.ts = self.ts_snap
+
+    def reset_torch(self) -> None:
+        params, opt_state = self.torch_snap
+        with torch.no_grad():
+            for p, s in zip(self.module.parameters(), params, strict=True):
+                p.copy_(s)
+        state = self.opt.state_dict()["state"]
+        for i, slots in opt_state["state"].items():
+            for k, v in slots.items():
+                if isinstance(v, torch.Tensor):
+                    state[i][k].copy_(v)
+
+    # ---- the step's own session, without the wrapper -----------------------------------
+
+    def session_parts(self) -> None:
+        """The step's compiled session, its numpy feeds and an IOBinding ping-pong."""
+        (compiled,) = self.step._compiled_models.values()
+        (entry,) = compiled._cache.values()
+        self.entry = entry
+        sess = entry.session
+        flat = self.ts_snap.flatten()
+        feeds = {"x": self.x, "target": self.y}
+        self.feeds = {n: feeds[n] if n in feeds else flat[n] for n in entry.input_names}
+        names = entry.output_names
+        self.ort_run = lambda: sess.run(names, self.feeds)
+
+        # output name -> the input it feeds next step
+        s = entry.structure
+        feedback = {o: "/".join(p) for p, o in _leaves(s["params"])}
+        feedback.update({o: "/".join(("__optimizer__", *p)) for p, o in _leaves(s["optimizer"])})
+        outs = dict(zip(names, sess.run(names, self.feeds), strict=True))
+        fed = set(feedback.values())
+        bufs = [
+            {n: ort.OrtValue.ortvalue_from_numpy(self.feeds[n].copy()) for n in fed},
+            {n: ort.OrtValue.ortvalue_from_numpy(self.feeds[n].copy()) for n in fed},
+        ]
+        fixed = {
+            n: ort.OrtValue.ortvalue_from_numpy(v) for n, v in self.feeds.items() if n not in fed
+        }
+        extra = {
+            o: ort.OrtValue.ortvalue_from_numpy(np.empty_like(v))
+            for o, v in outs.items()
+            if o not in feedback
+        }
+        self.bindings = []
+        for src, dst in ((0, 1), (1, 0)):
+            io = sess.io_binding()
+            for n, v in {**fixed, **bufs[src]}.items():
+                io.bind_ortvalue_input(n, v)
+            for o in names:
+                io.bind_ortvalue_output(o, bufs[dst][feedback[o]] if o in feedback else extra[o])
+            self.bindings.append(io)
+        self.bufs, self.phase = bufs, 0
+
+        def ort_bind() -> None:
+            sess.run_with_iobinding(self.bindings[self.phase])
+            self.phase ^= 1
+
+        self.ort_bind = ort_bind
+        # the bound path computes what session.run computes
+        self.reset_bind()
+        ort_bind()
+        got = {n: self.bufs[1][n].numpy() for n in fed}
+        err = max(float(np.max(np.abs(got[feedback[o]] - outs[o]))) for o in feedback)
+        if not err <= TOLERANCE:
+            raise SystemExit(f"{self.label}: IOBinding step differs from session.run by {err}")
+
+    def reset_bind(self) -> None:
+        for n, v in self.bufs[0].items():
+            v.update_inplace(np.ascontiguousarray(self.feeds[n]))
+        self.phase = 0
+
+    def onnx_model(self) -> onnx.ModelProto:
+        """The step graph as CompiledModel exports it (params as inputs)."""
+        (graph,) = self.step._graphs.values()
+        template = {
+            "x": TensorType((None, *self.m.sample), "f32"),
+            "target": TensorType((None, 10), "f32"),
+        }
+        return to_onnx(
+            graph,
+            ModelState.new(self.step._data(self.ts0)),
+            mode="train",
+            template=template,
+            params_as_inputs=True,
+        )
+
+
+def _leaves(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    out = []
+    for k, v in tree.items():
+        out += _leaves(v, (*prefix, k)) if isinstance(v, dict) else [((*prefix, k), v)]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Profiles (--profile)
+
+MATMUL = {"Gemm", "MatMul", "FusedGemm", "FusedMatMul", "Conv", "FusedConv", "NchwcConv"}
+COPY = {"Identity", "Transpose", "Reshape", "Expand", "Cast", "Concat", "ReorderInput"}
+COPY |= {"ReorderOutput", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def ort_profile(c: Config, steps: int = 30) -> None:
+    """onnxruntime's per-node kernel times for the step graph, by op type."""
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()  # what CompiledModel uses (threads: ORT's default)
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(d, "step")
+        sess = ort.InferenceSession(
+            c.onnx_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
+        )
+        names = c.entry.output_names
+        for _ in range(10):
+            sess.run(names, c.feeds)
+        start = time.perf_counter()
+        for _ in range(steps):
+            sess.run(names, c.feeds)
+        wall = (time.perf_counter() - start) / steps
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    by_op: dict[str, float] = defaultdict(float)
+    by_node: dict[str, float] = defaultdict(float)
+    runs = 0
+    for e in events:
+        if e.get("cat") == "Session" and e["name"] == "model_run":
+            runs += 1
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"]
+            by_node[f"{e['args']['op_name']} {e['name'][: -len('_kernel_time')]}"] += e["dur"]
+    runs = max(runs, 1)
+    total = sum(by_op.values()) / runs
+    groups: Counter[str] = Counter()
+    for op, us in by_op.items():
+        kind = (
+            "matmul/conv" if op in MATMUL else "copy/layout" if op in COPY else "elementwise etc."
+        )
+        groups[kind] += us / runs
+    print(
+        f"  ORT profile ({runs} runs): sum of kernel times {total / 1e3:.2f} ms/step, "
+        f"session.run wall {wall * 1e3:.2f} ms/step (profiling on)"
+    )
+    print("    by kind: " + ", ".join(f"{k} {v / 1e3:.2f} ms" for k, v in groups.most_common()))
+    print(
+        "    by op: "
+        + ", ".join(
+            f"{op} {us / runs / 1e3:.2f}" for op, us in sorted(by_op.items(), key=lambda kv: -kv[1])
+        )
+    )
+    print("    top nodes (ms/step):")
+    for node, us in sorted(by_node.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"      {us / runs / 1e3:6.2f}  {node}")
+
+
+def torch_profile(c: Config, steps: int = 30) -> None:
+    """PyTorch's step split into forward+loss, backward and optimizer.step (median ms)."""
+    times: dict[str, list[float]] = {"zero_grad+forward+loss": [], "backward": [], "opt.step": []}
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        c.opt.zero_grad()
+        loss = c.crit(c.module(c.xt), c.yt)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        c.opt.step()
+        t3 = time.perf_counter()
+        loss.item()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            times[k].append(dt)
+    print(
+        "  torch phases (median ms): "
+        + ", ".join(f"{k} {np.median(v) * 1e3:.2f}" for k, v in times.items())
+    )
+
+
+# ---------------------------------------------------------------------------
+# Run and report
+
+
+def run_config(c: Config, args: argparse.Namespace) -> tuple[dict[str, list[float]], dict]:
+    start = time.perf_counter()
+    errs = c.check()
+    first = time.perf_counter() - start
+    c.session_parts()
+    model = c.onnx_model()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "opt.onnx")
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = path
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(path)
+    so = c.entry.session.get_session_options()
+    info = {
+        "nodes": len(model.graph.node),
+        "nodes_opt": len(optimized.graph.node),
+        "inputs": len(c.entry.input_names),
+        "outputs": len(c.entry.output_names),
+        "errs": errs,
+    }
+    print(
+        f"  check + compile + 3 steps: {first:.2f} s; |loss diff| step 1 {errs['loss']:.1e}, "
+        f"step 3 {errs['loss3']:.1e}; max |param diff| step 1 {errs['params']:.1e}, "
+        f"step 3 {errs['params3']:.1e}"
+        + (
+            f"; the timed adam(1e-3) (eps_root 1e-15): step 1 {errs['timed_params']:.1e}"
+            if "timed_params" in errs
+            else ""
+        )
+    )
+    print(
+        f"  step graph: {info['nodes']} ONNX nodes ({op_counts(model)}); after ORT_ENABLE_ALL "
+        f"{info['nodes_opt']} ({op_counts(optimized)}); {info['inputs']} inputs, "
+        f"{info['outputs']} outputs"
+    )
+    print(
+        f"  step session options: intra_op_num_threads={so.intra_op_num_threads}, "
+        f"inter_op_num_threads={so.inter_op_num_threads}, "
+        f"{so.graph_optimization_level}, {so.execution_mode}"
+    )
+    if args.profile:
+        ort_profile(c)
+        torch_profile(c)
+        c.reset_torch()
+
+    fns = {
+        "axonc": c.axonc_step,
+        "torch": c.torch_step,
+        "ort.run": c.ort_run,
+        "ort.bind": c.ort_bind,
+    }
+    before = {"axonc": c.reset_axonc, "torch": c.reset_torch, "ort.bind": c.reset_bind}
+    wait_quiet(timeout=30.0)
+    with BackgroundLoad() as load:
+        samples = interleaved(
+            fns,
+            rounds=args.rounds,
+            round_seconds=args.round_ms / 1e3,
+            warmup_seconds=args.warmup_ms / 1e3,
+            before=before,
+        )
+    info["load"] = load.cores
+    med = {k: percentiles(v)[1] for k, v in samples.items()}
+    print(
+        "  "
+        + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in med.items())
+        + f"; axonc/torch {med['axonc'] / med['torch']:.2f}; background load {load.cores:.2f}"
+    )
+    return samples, info
+
+
+def report(results: dict[str, tuple[dict[str, list[float]], dict]]) -> None:
+    print("\n### Step time (ms per step: median (p10–p90))\n")
+    print(
+        "| model | batch | optimizer | axonc step | torch step | **axonc/torch** | target "
+        "| ort.run | ort.bind | ort.run/torch | ort.bind/torch | bg load |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, (s, info) in results.items():
+        name, batch, kind = label.split()
+        cells = [_cell(s[v], 1e3, ",.2f") for v in ("axonc", "torch", "ort.run", "ort.bind")]
+        print(
+            f"| {name} | {batch} | {kind} | {cells[0]} | {cells[1]} "
+            f"| {_ratio(s['axonc'], s['torch'])} | ≤ {TARGETS[kind]} | {cells[2]} | {cells[3]} "
+            f"| {_ratio(s['ort.run'], s['torch'])} | {_ratio(s['ort.bind'], s['torch'])} "
+            f"| {info['load']:.2f} |"
+        )
+    print("\n### Where axonc's step time goes (medians, ms per step)\n")
+    print(
+        "| model | batch | optimizer | wrapper (axonc − ort.run) "
+        "| numpy in/out (ort.run − ort.bind) | session (ort.bind) | ONNX nodes (after ORT) |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for label, (s, info) in results.items():
+        name, batch, kind = label.split()
+        a, r, b = (percentiles(s[v])[1] * 1e3 for v in ("axonc", "ort.run", "ort.bind"))
+        print(
+            f"| {name} | {batch} | {kind} | {a - r:.2f} | {r - b:.2f} | {b:.2f} "
+            f"| {info['nodes']} ({info['nodes_opt']}) |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--round-ms", type=float, default=200.0, help="per variant per round")
+    parser.add_argument("--warmup-ms", type=float, default=500.0, help="per variant")
+    parser.add_argument("--configs", nargs="*", help='e.g. "mlp 64 sgd" (default: all six)')
+    parser.add_argument("--profile", action="store_true", help="ORT profiler and torch phases")
+    args = parser.parse_args()
+
+    torch.set_num_threads(THREADS)
+    print_machine()
+    print(
+        f"torch threads {torch.get_num_threads()}; the step's onnxruntime session: "
+        "CompiledModel's SessionOptions (see 'step session options' below)"
+    )
+    training = _version("onnxruntime-training")
+    print(f"onnxruntime-training: {training}")
+
+    results = {}
+    for name, batch, kind in CONFIGS:
+        label = f"{name} {batch} {kind}"
+        if args.configs and label not in args.configs:
+            continue
+        print(f"\n{label}")
+        results[label] = run_config(Config(name, batch, kind), args)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
