@@ -68,4 +68,4 @@ def test_exported_rank3_dense_stays_matmul_add():
     x = ax.input("x", (None, 2, 4))
     model = ax.dense(x, 3)
     m = to_onnx(model, random_state(model))
-    assert [n.op_type for n in m.graph.node] == ["MatMul", "Add", "Identity"]
+    assert [n.op_type for n in m.graph.node] == ["MatMul", "Add"]

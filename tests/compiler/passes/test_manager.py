@@ -37,7 +37,11 @@ def test_o1_runs_the_cleanup_passes_and_o2_everything():
     cleanup, once = pipeline("onnx", "inference", 2)
     assert names(once) == {"verify", "fold_batch_norm"}
     cleanup, once = pipeline("onnx", "inference", 2, "onnx")
-    assert names(cleanup) == {"fold_constants_onnx", "dead_value_elimination_onnx"}
+    assert names(cleanup) == {
+        "fold_constants_onnx",
+        "dead_value_elimination_onnx",
+        "inline_output_identities",
+    }
     assert names(once) == {"cancel_transposes", "fuse_matmul_add"}
 
 
