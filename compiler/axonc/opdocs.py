@@ -98,15 +98,17 @@ def ops_markdown() -> str:
 def op_table_markdown() -> str:
     """The README's supported-op table: each op with its family and backend support.
 
-    Every listed op has a numpy reference implementation; a column says "—" until
-    that compiler (ONNX, TFLite, autodiff) has a rule for the op.
+    Every listed op has a numpy reference implementation; a column says "—" where
+    the op has no rule for that compiler (ONNX, TFLite, autodiff); ops without a
+    gradient rule carry no gradient (integer results, constants).
     """
     rows = ["| op | family | ONNX | TFLite | gradient |", "| --- | --- | --- | --- | --- |"]
     for op in sorted(OPS.values(), key=lambda o: (o.family, o.name)):
         if op.name in ("input", "argument"):
             continue
         onnx = f"opset {MIN_OPSET}+" if type(op).onnx is not Op.onnx else "—"
-        rows.append(f"| `{op.name}` | {op.family} | {onnx} | — | — |")
+        grad = "yes" if type(op).vjp is not Op.vjp else "—"
+        rows.append(f"| `{op.name}` | {op.family} | {onnx} | — | {grad} |")
     return "\n".join(rows)
 
 
