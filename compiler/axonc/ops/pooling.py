@@ -9,11 +9,13 @@ Adaptive pools are not PyTorch bins: `stride = in // out`,
 `window = in - (out - 1) * stride`, valid padding. Global pools reduce every
 spatial axis. Pools have no parameters and act the same in both modes.
 
-Gradients (`vjp`): windowed and adaptive pools spread each output's cotangent over
-its window with the `np.windows` / `np.windows_transpose` primitives defined here
-(window extraction and its scatter-add transpose, each the other's VJP); max
-pooling sends it to the FIRST maximum of each window (row-major tap order), like
-XLA's select-and-scatter choosing one element; global max pooling splits it
+Gradients (`vjp`): windowed and adaptive avg / lp pools spread each output's
+cotangent over its window with the `np.windows` / `np.windows_transpose`
+primitives defined here (window extraction and its scatter-add transpose, each
+the other's VJP); max pooling (windowed and adaptive, every configuration) uses
+the dedicated `np.max_pool_grad`, which sends it to the FIRST maximum of each
+window (row-major tap order), like XLA's select-and-scatter choosing one element,
+and lowers to MaxPool's Indices plus one ScatterElements; global max pooling splits it
 equally among tied maxima (jax's reduce_max rule); blur_pool's transpose is
 itself (a symmetric kernel with 'same' zero padding).
 
@@ -34,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import numpy as anp
-from ..dtypes import TensorType, float_or_f32, float_or_f32_np, is_float
+from ..dtypes import TensorType, float_or_f32, float_or_f32_np, is_float, to_numpy_dtype
 from ..errors import OptionError, ShapeError
 from ..ir import Axon, make_node
 from ..registry import (
@@ -1219,6 +1221,232 @@ def _geometry_opts(opts: dict[str, Any]) -> dict[str, Any]:
     return {k: opts[k] for k in ("window", "strides", "pads", "dilations")}
 
 
+def _first_max_hit(x: Any, geometry: dict[str, Any]) -> Any:
+    """(N, C, out..., K) booleans marking each window's FIRST maximum (row-major taps;
+    padded positions read -inf and never win against a real value)."""
+    window = per_dim(geometry["window"], x.ndim - 2, "window")
+    size = math.prod(window)
+    keep = (None,) * x.ndim
+    windows = apply("np.windows", [x], {**geometry, "pad_value": -np.inf})
+    first = anp.argmax(anp.reshape(windows, (*keep, size)), axis=-1, keepdims=True)
+    return anp.equal(first, np.arange(size, dtype=np.int32))
+
+
+_MAX_POOL_ONNX = ("f32", "f64")  # onnxruntime's MaxPool with Indices; others run in f32
+
+
+@register
+class MaxPoolGrad(_WindowPrimitive):
+    name = "np.max_pool_grad"
+    doc = (
+        "Max pooling's input gradient on channels-first values: adds each output's `cot` "
+        "(N, C, out...) onto the first maximum of its window of `x` (N, C, spatial...)."
+    )
+    arity = 2
+
+    def infer(self, types, opts, node):
+        x, g = types
+        n = x.rank - 2
+        if n < 1 or g.rank != x.rank or not is_float(x.dtype) or not is_float(g.dtype):
+            raise ShapeError(
+                f"np.max_pool_grad expects a float x (N, C, spatial...) and a float cotangent "
+                f"(N, C, out...) of the same rank, got {x!r} and {g!r}"
+            )
+        expected = (*x.shape[:2], *self.out_sizes(x.shape[2:], opts))
+        if any(
+            a is not None and b is not None and a != b
+            for a, b in zip(g.shape, expected, strict=True)
+        ):
+            raise ShapeError(
+                f"np.max_pool_grad: a cotangent of shape {g.shape} does not match the pooled "
+                f"shape {expected} of a {x.shape} input"
+            )
+        lead = tuple(a if a is not None else b for a, b in zip(x.shape[:2], g.shape[:2]))
+        return TensorType((*lead, *x.shape[2:]), x.dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        """Argmax over the stacked window taps, then one bincount of the cotangent into the
+        padded input (flat indices per (n, c)); the padding is dropped, crops are zeros."""
+        x, g = np.asarray(inputs[0]), np.asarray(inputs[1])
+        n = x.ndim - 2
+        window, strides, dilations, pads = self.geometry(n, opts)
+        outs = self.out_sizes(x.shape[2:], opts)
+        xp = _padded(x.astype(np.float64), pads, -np.inf)
+        offsets = list(itertools.product(*(range(k) for k in window)))
+        taps = np.stack([xp[_tap_slices(o, strides, dilations, outs)] for o in offsets], -1)
+        first = np.argmax(taps, axis=-1)  # (N, C, out...)
+        tap_offsets = np.array(offsets, dtype=np.int64).reshape(len(offsets), n)
+        pos = np.zeros(first.shape, np.int64)
+        for i in range(n):
+            base = np.arange(outs[i], dtype=np.int64) * strides[i]
+            base = base.reshape((1, 1, *(-1 if j == i else 1 for j in range(n))))
+            pos = pos * xp.shape[2 + i] + base + tap_offsets[first, i] * dilations[i]
+        cells = math.prod(xp.shape[2:])
+        lead = np.arange(math.prod(x.shape[:2]), dtype=np.int64).reshape(*x.shape[:2], *[1] * n)
+        acc = np.bincount(
+            (lead * cells + pos).ravel(),
+            weights=g.astype(np.float64).ravel(),
+            minlength=math.prod(xp.shape[:2]) * cells,
+        ).reshape(xp.shape)
+        inner = [
+            slice(max(lo, 0), size - max(hi, 0))
+            for (lo, hi), size in zip(pads, xp.shape[2:], strict=True)
+        ]
+        crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
+        out = np.pad(acc[(slice(None), slice(None), *inner)], [(0, 0), (0, 0), *crops])
+        return out.astype(x.dtype)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Zero for x (piecewise constant); for the pooled cotangent, the incoming cotangent
+        gathered at each window's first maximum."""
+        x, g = inputs
+        geometry = _geometry_opts(opts)
+        n = x.ndim - 2
+        size = math.prod(per_dim(geometry["window"], n, "window"))
+        keep = (None,) * x.ndim
+        windows = anp.reshape(apply("np.windows", [cot], geometry), (*keep, size))
+        picked = anp.where(_first_max_hit(x, geometry), windows, 0.0)
+        return [None, anp.sum(picked, axis=-1).astype(g.dtype)]
+
+    def onnx(self, ctx, inputs, opts):
+        """MaxPool's Indices (flat over (N, C, spatial...) of its input, row-major; ties
+        go to the first maximum, as onnxruntime compares strictly), then ScatterElements
+        with reduction "add" of the cotangent into zeros, so overlapping windows add up.
+        Negative pads crop first and are zero-filled after; pads MaxPool refuses (not
+        smaller than the window) are made with an explicit -inf Pad and sliced away."""
+        from onnx import numpy_helper
+
+        b, tx, tg = ctx.b, ctx.in_types[0], ctx.in_types[1]
+        n = tx.rank - 2
+        window, strides, dilations, pads = self.geometry(n, opts)
+        work = tx.dtype if tx.dtype in _MAX_POOL_ONNX else "f32"
+        x = inputs[0] if work == tx.dtype else b.cast(inputs[0], work)
+        g = inputs[1] if work == tg.dtype else b.cast(inputs[1], work)
+        crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
+        x, pads = _onnx_crop(b, x, pads)
+        explicit = any(lo >= k or hi >= k for (lo, hi), k in zip(pads, window, strict=True))
+        widths = [0, 0, *(lo for lo, _ in pads), 0, 0, *(hi for _, hi in pads)]
+
+        def max_pool(v: str) -> list[str]:
+            return b.op(
+                "MaxPool",
+                [v],
+                outputs=2,
+                kernel_shape=list(window),
+                strides=list(strides),
+                dilations=list(dilations),
+                pads=[0] * (2 * n) if explicit else _onnx_flat_pads(pads),
+            )
+
+        def filled(dims: str, value: float) -> str:
+            fill = numpy_helper.from_array(np.full(1, value, to_numpy_dtype(work)))
+            return b.op("ConstantOfShape", [dims], value=fill)
+
+        if explicit:
+            x_in = x
+            x = b.op("Pad", [x, b.ints(widths, "pads"), b.const(-np.inf, work, "neg_inf")])
+        _, indices = max_pool(x)
+        if explicit or any(d > 1 for d in dilations):
+            # Only then can a window lie wholly in padding. It has no maximum, and
+            # onnxruntime gives it a bogus index: its cotangent is dropped, its index zeroed.
+            ones = filled(b.op("Shape", [x_in if explicit else x]), 1.0)
+            if explicit:
+                ones = b.op("Pad", [ones, b.ints(widths, "pads")])
+            real = b.op("Greater", [max_pool(ones)[0], b.const(0.5, work, "half")])
+            indices = b.op("Where", [real, indices, b.const(0, "s64", "zero_index")])
+            g = b.op("Where", [real, g, b.const(0.0, work, "zero")])
+        shape = b.op("Shape", [x])
+        zeros = filled(b.op("Reshape", [b.op("Size", [x]), b.ints([1], "one")]), 0.0)
+        flat = b.ints([-1], "flat")
+        z = b.op(
+            "ScatterElements",
+            [zeros, b.op("Reshape", [indices, flat]), b.op("Reshape", [g, flat])],
+            axis=0,
+            reduction="add",
+        )
+        z = b.op("Reshape", [z, shape])
+        if explicit:
+            starts = [lo for lo, _ in pads]
+            ends = [-hi if hi else np.iinfo(np.int64).max for _, hi in pads]
+            axes = list(range(2, 2 + n))
+            z = b.op("Slice", [z, b.ints(starts, "starts"), b.ints(ends, "ends"), b.ints(axes)])
+        if any(lo or hi for lo, hi in crops):
+            widths = [0, 0, *(lo for lo, _ in crops), 0, 0, *(hi for _, hi in crops)]
+            z = b.op("Pad", [z, b.ints(widths, "pads")])
+        out = ctx.out_type.dtype
+        return z if out == work else b.cast(z, out)
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "1d_k3_s2",
+            lambda x, g: make_node("np.max_pool_grad", [x, g], {"window": 3, "strides": 2}),
+            [TensorType((None, 2, 9)), TensorType((None, 2, 4))],
+        ),
+        Case(
+            "2d_k2_no_overlap",
+            lambda x, g: make_node("np.max_pool_grad", [x, g], {"window": 2, "strides": 2}),
+            [TensorType((None, 3, 6, 6)), TensorType((None, 3, 3, 3))],
+        ),
+        Case(
+            "2d_overlap_same_dilated",
+            lambda x, g: make_node(
+                "np.max_pool_grad",
+                [x, g],
+                {"window": (3, 2), "strides": (1, 2), "pads": "same", "dilations": (2, 1)},
+            ),
+            [TensorType((None, 3, 6, 5)), TensorType((None, 3, 6, 3))],
+        ),
+        Case(
+            "2d_crop_and_pad",
+            lambda x, g: make_node(
+                "np.max_pool_grad", [x, g], {"window": 2, "strides": 2, "pads": [(-1, 1), (1, -1)]}
+            ),
+            [TensorType((None, 1, 5, 6)), TensorType((None, 1, 2, 3))],
+        ),
+        Case(
+            "1d_dilated_pads_not_smaller_than_window",
+            lambda x, g: make_node(
+                "np.max_pool_grad",
+                [x, g],
+                {"window": 2, "strides": 1, "dilations": 3, "pads": [(2, 2)]},
+            ),
+            [TensorType((None, 2, 5)), TensorType((None, 2, 6))],
+        ),
+        Case(
+            "1d_dilated_window_wholly_in_padding",
+            lambda x, g: make_node(
+                "np.max_pool_grad",
+                [x, g],
+                {"window": 2, "strides": 1, "dilations": 3, "pads": [(2, 2)]},
+            ),
+            [TensorType((None, 2, 2)), TensorType((None, 2, 3))],
+        ),
+        Case(
+            "2d_dilated_windows_in_small_padding",
+            lambda x, g: make_node(
+                "np.max_pool_grad",
+                [x, g],
+                {"window": 2, "strides": 1, "dilations": (1, 3), "pads": [(0, 0), (1, 1)]},
+            ),
+            [TensorType((None, 2, 3, 2)), TensorType((None, 2, 2, 1))],
+        ),
+        Case(
+            "3d_stride_leaves_a_tail",
+            lambda x, g: make_node(
+                "np.max_pool_grad", [x, g], {"window": (2, 1, 2), "strides": (2, 1, 3)}
+            ),
+            [TensorType((None, 2, 5, 3, 4)), TensorType((None, 2, 2, 3, 1))],
+        ),
+        Case(
+            "2d_dynamic_spatial",
+            lambda x, g: make_node(
+                "np.max_pool_grad", [x, g], {"window": 3, "strides": 1, "pads": "same"}
+            ),
+            [TensorType((None, 2, None, None)), TensorType((None, 2, None, None))],
+        ),
+    ]
+
+
 # ---------------------------------------------------------------------------
 # Gradient rules of the pools
 
@@ -1259,11 +1487,12 @@ def _window_vjp(
 ) -> Any:
     """The input cotangent of a max / avg / lp window pool.
 
-    Each output's cotangent is spread over its window's taps -- max: all of it to the
-    first maximum of the window (row-major tap order; XLA's select-and-scatter also
-    picks one element per window), avg: 1/K each, lp: cot * y**(1-p) each, then
-    multiplied by x**(p-1) -- and np.windows_transpose scatter-adds the taps back onto
-    the input (padded positions dropped), so overlapping windows add up.
+    Max: np.max_pool_grad adds each output's cotangent onto the first maximum of its
+    window (row-major tap order; XLA's select-and-scatter also picks one element per
+    window). Avg / lp: the cotangent is spread over the window's taps -- avg: 1/K each,
+    lp: cot * y**(1-p) each, then multiplied by x**(p-1) -- and np.windows_transpose
+    scatter-adds the taps back onto the input (padded positions dropped). Either way
+    overlapping windows add up.
     """
     xf, cf = _to_first(x, channels), _to_first(cot, channels)
     n = len(kernel)
@@ -1271,13 +1500,10 @@ def _window_vjp(
     keep = (None,) * (2 + n)  # np.reshape / broadcast_to keep these (maybe dynamic) dims
     geometry = {"window": kernel, "strides": strides, "pads": pads, "dilations": dilations}
     if kind == "max":
-        windows = apply("np.windows", [xf], {**geometry, "pad_value": -np.inf})
-        first = anp.argmax(anp.reshape(windows, (*keep, size)), axis=-1, keepdims=True)
-        hit = anp.equal(first, np.arange(size, dtype=np.int32))
-        taps = anp.where(hit, anp.expand_dims(cf, -1), 0.0)
-    else:
-        share = cf * (1.0 / size) if kind == "avg" else _lp_scale(_to_first(y, channels), cf, norm)
-        taps = anp.broadcast_to(anp.expand_dims(share, -1), (*keep, size))
+        grad = apply("np.max_pool_grad", [xf, cf], geometry)
+        return _from_first(grad, channels).astype(x.dtype)
+    share = cf * (1.0 / size) if kind == "avg" else _lp_scale(_to_first(y, channels), cf, norm)
+    taps = anp.broadcast_to(anp.expand_dims(share, -1), (*keep, size))
     grad = apply("np.windows_transpose", [anp.reshape(taps, (*keep, *kernel)), xf], geometry)
     if kind == "lp":
         grad = grad * _lp_input_factor(xf, norm)

@@ -4,7 +4,9 @@ Every declared case of these ops is checked against float64 central finite
 differences (tests/gradcheck.py); closed forms pin the conventions (max pooling's
 first-maximum tie rule, nearest resize's scatter-add, split's zero pieces, Nx's
 dtype merge); the window primitives are checked against explicit loops and as
-each other's transpose; and a gradient graph through max_pool lowers to ONNX.
+each other's transpose; np.max_pool_grad is checked against explicit loops, with ties
+and overlapping windows, on the reference and on onnxruntime; and a gradient graph
+through max_pool lowers to ONNX.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import pytest
 import axonc as ax
 from axonc.autodiff import gradients, tensor_of
 from axonc.interpreter import run
-from axonc.ir import Axon, tree_map
+from axonc.ir import Axon, make_node, tree_map
 from axonc.registry import OPS
 from axonc.to_onnx.export import to_onnx
 from axonc.tracing import apply
 from tests import gradcheck, onnx_run, op_cases
 
 FAMILIES = ("pooling", "shape", "combinators")
-WINDOW_PRIMITIVES = ("np.windows", "np.windows_transpose")
+WINDOW_PRIMITIVES = ("np.windows", "np.windows_transpose", "np.max_pool_grad")
 CASES = [
     pytest.param(op, case, id=f"{op.name}-{case.name}")
     for op in OPS.values()
@@ -121,6 +123,89 @@ def test_windows_negative_pads_crop_before_windowing():
     )
     back = _prim("np.windows_transpose", [np.ones_like(got), x], {"window": 2, "pads": [(-1, -2)]})
     np.testing.assert_array_equal(back[0, 0], [0, 1, 2, 1, 0, 0])
+
+
+def _max_pool_grad_by_loops(x, g, window, strides, dilations, pads):
+    """For each output position, scan its window's taps in row-major order, keep the first
+    strictly larger in-bounds value (padding never wins), and add the cotangent there."""
+    n, c, *spatial = x.shape
+    out = np.zeros(x.shape)
+    for b, ch in itertools.product(range(n), range(c)):
+        for o in itertools.product(*(range(m) for m in g.shape[2:])):
+            best, where = -np.inf, None
+            for t in itertools.product(*(range(k) for k in window)):
+                src = [
+                    oi * st + ti * d - lo
+                    for oi, ti, st, d, (lo, _) in zip(o, t, strides, dilations, pads)
+                ]
+                if all(0 <= s < size for s, size in zip(src, spatial)) and x[(b, ch, *src)] > best:
+                    best, where = x[(b, ch, *src)], tuple(src)
+            if where is not None:
+                out[(b, ch, *where)] += g[(b, ch, *o)]
+    return out
+
+
+MAX_POOL_GRAD_GEOMETRIES = [
+    # window, strides, dilations, pads
+    ((2,), (2,), (1,), ((0, 0),)),
+    ((3,), (1,), (2,), ((2, 2),)),  # pads as large as the window
+    ((3, 2), (1, 1), (1, 2), ((1, 1), (1, 0))),  # overlapping windows
+    ((2, 3), (2, 1), (1, 1), ((-1, 1), (1, -1))),  # crops and pads
+    ((2, 1, 2), (1, 1, 2), (1, 1, 1), ((0, 1), (0, 0), (1, 1))),
+]
+
+
+def _max_pool_grad_model(x_shape, g_shape, opts) -> Axon:
+    """np.max_pool_grad on inputs "x" and "g" with a dynamic batch."""
+    x, g = ax.input("x", (None, *x_shape[1:])), ax.input("g", (None, *g_shape[1:]))
+    return make_node("np.max_pool_grad", [x, g], opts)
+
+
+@pytest.mark.parametrize(("window", "strides", "dilations", "pads"), MAX_POOL_GRAD_GEOMETRIES)
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_max_pool_grad_matches_loops_and_onnxruntime(window, strides, dilations, pads, ties):
+    """Reference and onnxruntime (MaxPool Indices + ScatterElements add) both send each
+    cotangent to the first maximum, also with many ties (values drawn from {0, 1, 2}) and
+    several batch items and channels (MaxPool's flat indices include their offset)."""
+    rng = np.random.default_rng(3)
+    shape = (3, 2, 6, 5, 4)[: 2 + len(window)]
+    x = rng.integers(0, 3, size=shape) if ties else rng.normal(size=shape)
+    x = x.astype(np.float32)
+    opts = {"window": window, "strides": strides, "dilations": dilations, "pads": pads}
+    outs = _prim("np.windows", [x], opts).shape[: 2 + len(window)]
+    g = rng.normal(size=outs).astype(np.float32)
+    expected = _max_pool_grad_by_loops(x, g, window, strides, dilations, pads)
+    got = _prim("np.max_pool_grad", [x, g], opts)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    model = _max_pool_grad_model(x.shape, g.shape, opts)
+    onnx_model = to_onnx(model, {})
+    on_ort, _ = onnx_run.run(onnx_model, onnx_run.session(onnx_model), {"x": x, "g": g}, {}, 3)
+    np.testing.assert_allclose(on_ort, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_max_pool_grad_ties_go_to_the_first_maximum():
+    x = np.array([[[1.0, 1.0, 4.0, 4.0, 2.0, 2.0]]], np.float32)
+    g = np.array([[[10.0, 20.0, 30.0]]], np.float32)
+    opts = {"window": 2, "strides": 2}
+    expected = [[[10.0, 0.0, 20.0, 0.0, 30.0, 0.0]]]
+    np.testing.assert_array_equal(_prim("np.max_pool_grad", [x, g], opts), expected)
+    onnx_model = to_onnx(_max_pool_grad_model(x.shape, g.shape, opts), {})
+    got, _ = onnx_run.run(onnx_model, onnx_run.session(onnx_model), {"x": x, "g": g}, {}, 1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_max_pool_grad_overlapping_windows_add_up():
+    """Stride 1 < window 3: the 5 sits in all three windows that cover it, so it gets the
+    sum of their cotangents; the 3 wins only the last window."""
+    x = np.array([[[0.0, 5.0, 1.0, 2.0, 3.0]]], np.float32)
+    g = np.array([[[1.0, 10.0, 100.0]]], np.float32)
+    opts = {"window": 3, "strides": 1}
+    expected = [[[0.0, 11.0, 0.0, 0.0, 100.0]]]
+    np.testing.assert_array_equal(_prim("np.max_pool_grad", [x, g], opts), expected)
+    onnx_model = to_onnx(_max_pool_grad_model(x.shape, g.shape, opts), {})
+    got, _ = onnx_run.run(onnx_model, onnx_run.session(onnx_model), {"x": x, "g": g}, {}, 1)
+    np.testing.assert_array_equal(got, expected)
 
 
 # ---------------------------------------------------------------------------
@@ -226,7 +311,7 @@ def test_channels_last_pooling_gradient_graph_lowers_to_onnx_and_matches_the_ref
         {"/".join(p): Axon(g.graph.output, g.graph.nodes) for p, g in grads.items()}
     )
     ops = {n.op for n in graph.nodes.values()}
-    assert {"np.windows", "np.windows_transpose"} <= ops
+    assert {"np.max_pool_grad", "np.windows_transpose"} <= ops  # max_pool, avg_pool
     onnx_model = to_onnx(graph, state.data)
     sess = onnx_run.session(onnx_model)
     for batch in (1, 3):
