@@ -199,6 +199,72 @@ def _onnx_flat_pads(pads: tuple[tuple[int, int], ...]) -> list[int]:
     return [lo for lo, _ in pads] + [hi for _, hi in pads]
 
 
+def _onnx_pads_refused(pads: tuple[tuple[int, int], ...], window: tuple[int, ...]) -> bool:
+    """Whether onnxruntime's MaxPool refuses these (non-negative) pads: one is not
+    smaller than its window."""
+    return any(lo >= k or hi >= k for (lo, hi), k in zip(pads, window, strict=True))
+
+
+def _onnx_filled(b: Any, dims: str, value: float, dtype: str) -> str:
+    """A tensor of shape `dims` (a shape value) filled with `value` in `dtype`."""
+    from onnx import numpy_helper
+
+    fill = numpy_helper.from_array(np.full(1, value, to_numpy_dtype(dtype)))
+    return b.op("ConstantOfShape", [dims], value=fill)
+
+
+def _onnx_max_pool(
+    b: Any,
+    x: str,
+    work: str,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    outputs: int = 1,
+) -> tuple[list[str], str, str | None]:
+    """MaxPool of a channels-first float `x` padded with -inf by non-negative `pads`,
+    around two onnxruntime limits: pads it refuses (not smaller than the window) become
+    an explicit -inf Pad before a pad-free MaxPool; and a window lying wholly in padding
+    (possible only then or with dilations) gets no -inf from it, so such windows are
+    found with the same MaxPool over ones (zeros in the padding).
+
+    Returns (MaxPool's outputs: values, then indices when `outputs` is 2, flat over the
+    pooled input), the input it pooled (`x`, or `x` after the explicit Pad), and the
+    boolean mask of windows holding a real value (None when none can be padding only).
+    """
+    n = len(window)
+    explicit = _onnx_pads_refused(pads, window)
+    widths = [0, 0, *(lo for lo, _ in pads), 0, 0, *(hi for _, hi in pads)]
+
+    def max_pool(v: str, count: int) -> list[str]:
+        # After an explicit Pad, always ask for Indices too: onnxruntime's PadFusion
+        # would otherwise fold the Pad back into MaxPool's pads, which it then refuses.
+        count = 2 if explicit else count
+        out = b.op(
+            "MaxPool",
+            [v],
+            outputs=count,
+            kernel_shape=list(window),
+            strides=list(strides),
+            dilations=list(dilations),
+            pads=[0] * (2 * n) if explicit else _onnx_flat_pads(pads),
+        )
+        return [out] if count == 1 else out
+
+    pooled = x
+    if explicit:
+        pooled = b.op("Pad", [x, b.ints(widths, "pads"), b.const(-np.inf, work, "neg_inf")])
+    outs = max_pool(pooled, outputs)[:outputs]
+    if not explicit and all(d == 1 for d in dilations):
+        return outs, pooled, None
+    ones = _onnx_filled(b, b.op("Shape", [x]), 1.0, work)
+    if explicit:
+        ones = b.op("Pad", [ones, b.ints(widths, "pads")])
+    real = b.op("Greater", [max_pool(ones, 1)[0], b.const(0.5, work, "half")])
+    return outs, pooled, real
+
+
 def _onnx_channelwise_conv(
     b: Any,
     x: str,
@@ -277,18 +343,15 @@ def _onnx_pool(
     """A max / avg / lp window pool (Axon's conventions) as ONNX nodes."""
     b, t = ctx.b, ctx.in_types[0]
     work = _onnx_compute_dtype(t.dtype, kind)
+    if not is_float(work) and (_onnx_pads_refused(pads, kernel) or any(d > 1 for d in dilations)):
+        work = "f32"  # padding needs -inf, which s8 / u8 lack (f32 holds them exactly)
     if work != t.dtype:
         x = b.cast(x, work)
     x, pads = _onnx_crop(b, _onnx_to_first(b, x, t.rank, channels), pads)
     if kind == "max":
-        y = b.op(
-            "MaxPool",
-            [x],
-            kernel_shape=list(kernel),
-            strides=list(strides),
-            dilations=list(dilations),
-            pads=_onnx_flat_pads(pads),
-        )
+        (y,), _, real = _onnx_max_pool(b, x, work, kernel, strides, dilations, pads)
+        if real is not None:
+            y = b.op("Where", [real, y, b.const(-np.inf, work, "neg_inf")])
     elif kind == "avg":
         y = _onnx_window_sum(ctx, x, work, kernel, strides, dilations, pads, average=True)
     else:
@@ -479,7 +542,33 @@ def lp_pool(x: Axon, *, name: str | None = None, **opts: Any) -> Axon:
     return make_node("lp_pool", [x], opts, name=name)
 
 
-MaxPool.cases = _window_cases(max_pool)
+MaxPool.cases = [
+    *_window_cases(max_pool),
+    # pads not smaller than the window (onnxruntime's MaxPool refuses them), no window
+    # wholly in padding (those give -inf, which the sweep's finite check rejects)
+    Case(
+        "1d_same_dilated_pads_not_smaller_than_window",
+        lambda x: max_pool(x, kernel_size=2, strides=1, dilations=3, padding="same"),
+        [TensorType((None, 8, 3))],
+    ),
+    Case(
+        "2d_explicit_dilated_pads_not_smaller_than_window",
+        lambda x: max_pool(
+            x,
+            kernel_size=(3, 2),
+            strides=(2, 1),
+            dilations=(2, 3),
+            padding=[(3, 3), (2, 2)],
+            channels="first",
+        ),
+        [TensorType((None, 2, 7, 5))],
+    ),
+    Case(
+        "1d_high_pad_not_smaller_than_window_skipped_by_stride",
+        lambda x: max_pool(x, kernel_size=2, strides=3, padding=[(0, 2)]),
+        [TensorType((None, 5, 3))],
+    ),
+]
 AvgPool.cases = _window_cases(avg_pool)
 LpPool.cases = [
     *_window_cases(lp_pool),
@@ -1314,8 +1403,6 @@ class MaxPoolGrad(_WindowPrimitive):
         with reduction "add" of the cotangent into zeros, so overlapping windows add up.
         Negative pads crop first and are zero-filled after; pads MaxPool refuses (not
         smaller than the window) are made with an explicit -inf Pad and sliced away."""
-        from onnx import numpy_helper
-
         b, tx, tg = ctx.b, ctx.in_types[0], ctx.in_types[1]
         n = tx.rank - 2
         window, strides, dilations, pads = self.geometry(n, opts)
@@ -1324,39 +1411,15 @@ class MaxPoolGrad(_WindowPrimitive):
         g = inputs[1] if work == tg.dtype else b.cast(inputs[1], work)
         crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
         x, pads = _onnx_crop(b, x, pads)
-        explicit = any(lo >= k or hi >= k for (lo, hi), k in zip(pads, window, strict=True))
-        widths = [0, 0, *(lo for lo, _ in pads), 0, 0, *(hi for _, hi in pads)]
-
-        def max_pool(v: str) -> list[str]:
-            return b.op(
-                "MaxPool",
-                [v],
-                outputs=2,
-                kernel_shape=list(window),
-                strides=list(strides),
-                dilations=list(dilations),
-                pads=[0] * (2 * n) if explicit else _onnx_flat_pads(pads),
-            )
-
-        def filled(dims: str, value: float) -> str:
-            fill = numpy_helper.from_array(np.full(1, value, to_numpy_dtype(work)))
-            return b.op("ConstantOfShape", [dims], value=fill)
-
-        if explicit:
-            x_in = x
-            x = b.op("Pad", [x, b.ints(widths, "pads"), b.const(-np.inf, work, "neg_inf")])
-        _, indices = max_pool(x)
-        if explicit or any(d > 1 for d in dilations):
-            # Only then can a window lie wholly in padding. It has no maximum, and
-            # onnxruntime gives it a bogus index: its cotangent is dropped, its index zeroed.
-            ones = filled(b.op("Shape", [x_in if explicit else x]), 1.0)
-            if explicit:
-                ones = b.op("Pad", [ones, b.ints(widths, "pads")])
-            real = b.op("Greater", [max_pool(ones)[0], b.const(0.5, work, "half")])
+        explicit = _onnx_pads_refused(pads, window)
+        (_, indices), x, real = _onnx_max_pool(b, x, work, window, strides, dilations, pads, 2)
+        if real is not None:
+            # A window wholly in padding has no maximum, and onnxruntime gives it a
+            # bogus index: its cotangent is dropped, its index zeroed.
             indices = b.op("Where", [real, indices, b.const(0, "s64", "zero_index")])
             g = b.op("Where", [real, g, b.const(0.0, work, "zero")])
         shape = b.op("Shape", [x])
-        zeros = filled(b.op("Reshape", [b.op("Size", [x]), b.ints([1], "one")]), 0.0)
+        zeros = _onnx_filled(b, b.op("Reshape", [b.op("Size", [x]), b.ints([1], "one")]), 0.0, work)
         flat = b.ints([-1], "flat")
         z = b.op(
             "ScatterElements",

@@ -226,6 +226,54 @@ def test_window_pools_are_channels_first_onnx_pools_between_transposes():
     assert types.count("Transpose") == 2 and "MaxPool" in types and "Pad" not in types
 
 
+# Windows lying wholly in padding: the reference gives -inf (Nx pads max pooling with
+# -inf), which the declared-case sweep cannot hold (it asserts finite outputs).
+WHOLLY_PADDED = {
+    # pads (2, 2) are not smaller than the window: an explicit -inf Pad; the middle window
+    # reads positions -1 and 2 of a length-2 input
+    "pads_not_smaller_than_window": (
+        dict(kernel_size=2, strides=1, dilations=3, padding=[(2, 2)]),
+        (None, 2, 3),
+        (slice(None), 1, slice(None)),
+    ),
+    # pads (1, 1) smaller than the window, but the dilated window reads positions -1 and 2
+    # of a length-2 axis: MaxPool's own padding, whose -inf onnxruntime does not give
+    # (with pads smaller than the window, such a window is the only one along its axis)
+    "dilated_window_in_small_padding": (
+        dict(kernel_size=2, strides=1, dilations=(1, 3), padding=[(0, 0), (1, 1)]),
+        (None, 3, 2, 2),
+        (slice(None), slice(None), 0, slice(None)),
+    ),
+}
+
+
+@pytest.mark.parametrize("opset", [17, max_opset()], ids=["opset17", "newest"])
+@pytest.mark.parametrize("case", sorted(WHOLLY_PADDED))
+def test_max_pool_window_wholly_in_padding_is_minus_infinity_as_the_reference(case, opset):
+    opts, shape, padded_only = WHOLLY_PADDED[case]
+    model = ax.input("x", shape=shape).max_pool(**opts)
+    feeds = {"x": np.random.default_rng(6).normal(size=(3, *shape[1:])).astype(np.float32)}
+    onnx_model = _export_and_compare(model, feeds, opset)
+    out, _ = onnx_run.run(onnx_model, onnx_run.session(onnx_model), feeds, {}, 3)
+    assert np.all(out[padded_only] == -np.inf)
+    finite = np.ones(out.shape, bool)
+    finite[padded_only] = False
+    assert np.isfinite(out[finite]).all()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "np_dtype", "onnx_type"),
+    [("s8", np.int8, TensorProto.INT8), ("u8", np.uint8, TensorProto.UINT8)],
+)
+def test_dilated_small_integer_max_pool_runs_in_f32_for_its_padding(dtype, np_dtype, onnx_type):
+    model = ax.input("x", shape=(None, 8, 2), dtype=dtype).max_pool(
+        kernel_size=2, strides=1, dilations=3, padding="same"
+    )
+    feeds = {"x": np.random.default_rng(7).integers(0, 100, size=(2, 8, 2)).astype(np_dtype)}
+    onnx_model = _export_and_compare(model, feeds, 17)
+    assert onnx_model.graph.output[0].type.tensor_type.elem_type == onnx_type
+
+
 @pytest.mark.parametrize("layer", ["avg_pool", "lp_pool", "max_pool", "global_avg_pool"])
 def test_integer_pools_follow_nx_dtypes(layer):
     x = ax.input("x", shape=(None, 4, 4, 2), dtype="s32")
