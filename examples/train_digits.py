@@ -9,13 +9,12 @@ metric history (`axonc plot OUT/history.jsonl -o curves.png` draws it). Then the
 is saved (.axon), compiled to ONNX, run with axonrt, and the compiled model's test
 accuracy must equal the loop's.
 
-Run: python examples/train_digits.py [output-dir]
+Run: python examples/train_digits.py [output-dir]   (default examples/out)
 """
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -99,10 +98,6 @@ def main(out: Path) -> float:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        target = Path(sys.argv[1])
-        target.mkdir(parents=True, exist_ok=True)
-        main(target)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            main(Path(tmp))
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("examples/out")
+    target.mkdir(parents=True, exist_ok=True)
+    main(target)
