@@ -93,7 +93,8 @@ def main(out: Path) -> float:
     print(f"digits: {images}, {EPOCHS} epochs in {seconds:.1f}s")
     print(f"test accuracy: {onnx_accuracy:.4f} (ONNX via axonrt; the loop's evaluator agrees)")
     print(f"wrote {out / 'digits.axon'}, {out / 'digits.onnx'}, {out / 'history.jsonl'}")
-    print(f"plot the curves: axonc plot {out / 'history.jsonl'} -o {out / 'curves.png'}")
+    history, curves = out / "history.jsonl", out / "curves.png"
+    print(f"plot the curves (needs the plot extra): axonc plot {history} -o {curves}")
     return onnx_accuracy
 
 
