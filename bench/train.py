@@ -79,7 +79,16 @@ from _common import (
     print_machine,
     wait_quiet,
 )
-from inference import _cell, _ratio, axonc_cnn, axonc_mlp, load_cnn, load_mlp, op_counts
+from inference import (
+    _cell,
+    _ratio,
+    axonc_cnn,
+    axonc_mlp,
+    load_cnn,
+    load_mlp,
+    op_counts,
+    torch_cnn,
+)
 
 TOLERANCE = 1e-4
 VARIANTS = ("axonc", "torch", "ort.run", "ort.bind")
@@ -103,21 +112,6 @@ def torch_mlp_logits() -> nn.Module:
     )
 
 
-def torch_cnn_logits() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(1600, 128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
-
-
 @dataclass
 class Model:
     axonc: Callable[[], ax.Axon]  # ends in a softmax
@@ -132,7 +126,7 @@ MODELS = {
     # inference.py's cnn ends in dense(10); the loss wants probabilities
     "cnn": Model(
         lambda: axonc_cnn().activation("softmax"),
-        torch_cnn_logits,
+        torch_cnn,
         load_cnn,
         (28, 28, 1),
         lambda x: np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
