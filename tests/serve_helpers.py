@@ -121,11 +121,15 @@ class ServerProcess:
 
     def log(self) -> str:
         """Everything the server printed so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (graceful), then SIGKILL if it does not exit in time; the exit code."""
+        """SIGTERM (graceful), then SIGKILL if it does not exit in time; the exit code.
+
+        uvicorn re-raises the signal after a graceful shutdown, so that exit is -SIGTERM.
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
