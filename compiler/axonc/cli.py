@@ -608,6 +608,18 @@ def plot(history: Path, output: Path | None, metrics: tuple[str, ...]) -> None:
     click.echo(f"wrote {output} ({', '.join(drawn)})")
 
 
+@cli.command(
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def serve(args: tuple[str, ...]) -> int:
+    """Serve models over KServe V2: `axonrt serve` (needs axonrt[serve]; see its --help)."""
+    from axonrt.cli import main as axonrt_main
+
+    return axonrt_main(["serve", *args])
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console entry point (`axonc = "axonc.cli:main"`)."""
     cli.main(args=argv, prog_name="axonc")

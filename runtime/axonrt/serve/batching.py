@@ -84,6 +84,7 @@ class Batcher:
         self._pending: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._held = 0  # requests taken into a batch that is still filling
         self._executor = ThreadPoolExecutor(instances, thread_name_prefix=f"axonrt-{name}")
         self._loops = [
             asyncio.get_running_loop().create_task(self._loop()) for _ in range(instances)
@@ -91,8 +92,8 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        """Requests waiting (not yet running)."""
-        return len(self._pending)
+        """Requests waiting: queued, or in a batch that is still filling (not yet running)."""
+        return len(self._pending) + self._held
 
     async def submit(self, feeds: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
         """Queue validated feeds; the model's outputs for exactly these rows."""
@@ -111,7 +112,7 @@ class Batcher:
         )
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(feeds, rows, key, future))
-        self.observer.queued(self.name, len(self._pending))
+        self.observer.queued(self.name, self.depth)
         self._wake.set()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -127,7 +128,8 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
             batch = await self._gather()
-            self.observer.queued(self.name, len(self._pending))
+            self._held -= len(batch)
+            self.observer.queued(self.name, self.depth)
             if batch:
                 await self._execute(batch)
 
@@ -138,6 +140,7 @@ class Batcher:
         deadline = time.monotonic() + self.delay
         while True:
             kept: collections.deque[_Item] = collections.deque()
+            before = len(batch)
             while self._pending:
                 item = self._pending.popleft()
                 if item.future.done():
@@ -151,6 +154,7 @@ class Batcher:
                 else:
                     kept.append(item)
             self._pending.extendleft(reversed(kept))
+            self._held += len(batch) - before
             remaining = deadline - time.monotonic()
             if not batch or rows >= self.max_batch_size or remaining <= 0 or self._stopping:
                 return batch

@@ -116,7 +116,7 @@ def test_a_delay_waits_for_the_batch_to_fill():
         b = _batcher(model, max_batch_size=3, max_queue_delay_ms=5000)
         first = asyncio.ensure_future(b.submit(_rows(1), 10))
         await asyncio.sleep(0.05)
-        assert not first.done()  # held for the delay, not run alone
+        assert not first.done() and b.depth == 1  # held for the delay, not run alone
         await asyncio.gather(first, b.submit(_rows(2), 10))
         await b.stop()
         return model
