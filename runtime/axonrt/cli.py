@@ -94,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_config=_logging_config(args.log_level, not args.no_access_log),
         timeout_graceful_shutdown=args.graceful_timeout,
+        limit_concurrency=args.max_connections,
     )
     return 0
 
@@ -131,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
     serve.add_argument(
         "--max-body-bytes", type=int, default=64 << 20, help="request body and tensor size limit"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="per worker: connections and requests at once beyond which new ones get 503",
     )
     serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or AXONRT_TOKEN)")
     serve.add_argument(

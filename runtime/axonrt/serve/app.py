@@ -49,6 +49,9 @@ from .repository import ModelConfig, ModelSource, Repository, check_name
 access_log = logging.getLogger("axonrt.access")
 log = logging.getLogger("axonrt.serve")
 
+# Bodies larger than this are decoded in a thread rather than on the event loop.
+PARSE_IN_THREAD_BYTES = 256 << 10
+
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics_metrics"]
 
 
@@ -469,9 +472,11 @@ class Server:
             entry, version, loaded = self._lookup(request)
             label = loaded.batcher.name
             body = await _read_body(request, self.settings.max_body_bytes)
-            parsed = parse_infer(
-                body, request.headers.get("inference-header-content-length"), self.limits
-            )
+            header_length = request.headers.get("inference-header-content-length")
+            if len(body) > PARSE_IN_THREAD_BYTES:  # keep the event loop free for other requests
+                parsed = await asyncio.to_thread(parse_infer, body, header_length, self.limits)
+            else:
+                parsed = parse_infer(body, header_length, self.limits)
             request.state.request_id = parsed.request_id
             model = loaded.model
             _check_inputs(model, parsed.inputs)

@@ -176,7 +176,7 @@ def parse_infer(body: bytes, header_length: str | None, limits: Limits) -> Infer
     header, binary = split_body(body, header_length)
     try:
         doc = json.loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"the request is not valid JSON: {exc}") from None
     doc = _as_dict(doc, "the request")
     request_id = doc.get("id")

@@ -76,6 +76,7 @@ def _one(**tensor) -> bytes:
     [
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
+        (b"[" * 100000, "not valid JSON"),
         (b'{"inputs": []}', "non-empty array"),
         (_one(datatype="FP8"), "'datatype' must be one of"),
         (_one(shape=[3]), "needs 3 values, 'data' has 2"),
