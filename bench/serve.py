@@ -9,10 +9,13 @@ bottleneck. Servers run one after another within a round and rounds rotate the
 order; the tables give the median over rounds.
 
     python bench/serve.py                       # axonrt variants only
-    python bench/serve.py --triton-python /work/venv-serve/bin/python   # + pytriton peer
+    python bench/serve.py --triton-python VENV/bin/python   # + the pytriton peer
 
-The pytriton peer needs its own environment (`pip install nvidia-pytriton onnxruntime`
-in a separate venv): it pins its own numpy/protobuf and must not go into the project's.
+The pytriton peer needs its own environment (`pip install nvidia-pytriton onnxruntime
+numpy` in a separate venv): it pins its own numpy/protobuf and must not go into the
+project's. pytriton 0.7.0's Python backend stub failed with pyenv's CPython 3.11.7
+(RLock._recursion_count missing in multiprocessing's resource tracker) and worked in a
+venv made from Debian's /usr/bin/python3 (3.11.2).
 """
 
 from __future__ import annotations
@@ -203,7 +206,10 @@ PYTRITON_SERVER = textwrap.dedent(
     def infer(x):
         return {"output": session.run(["output"], {"x": x})[0]}
 
-    config = TritonConfig(http_port=port, grpc_port=port + 1, metrics_port=port + 2)
+    config = TritonConfig(
+        http_address="127.0.0.1", http_port=port, grpc_address="127.0.0.1",
+        grpc_port=port + 1, metrics_address="127.0.0.1", metrics_port=port + 2,
+    )
     with Triton(config=config) as triton:
         triton.bind(
             model_name="mlp",

@@ -52,7 +52,7 @@ log = logging.getLogger("axonrt.serve")
 # Bodies larger than this are decoded in a thread rather than on the event loop.
 PARSE_IN_THREAD_BYTES = 256 << 10
 
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics_metrics"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 @dataclass(frozen=True)
@@ -569,13 +569,21 @@ def create_app(settings: Settings) -> Starlette:
     """The ASGI application serving `settings.source`."""
     server = Server(settings)
     ep = server.endpoint
-    model_routes = [
+    model_routes = [  # infer first: Starlette tries routes in order
+        ("/infer", server.infer, ["POST"]),
         ("", server.model_metadata, ["GET"]),
         ("/ready", server.model_ready, ["GET"]),
         ("/config", server.model_config, ["GET"]),
-        ("/infer", server.infer, ["POST"]),
     ]
-    routes = [
+    routes: list[Route] = []
+    for suffix, handler, methods in model_routes:
+        routes.append(Route(f"/v2/models/{{model}}{suffix}", ep(handler), methods=methods))
+        routes.append(
+            Route(
+                f"/v2/models/{{model}}/versions/{{version}}{suffix}", ep(handler), methods=methods
+            )
+        )
+    routes += [
         Route("/v2/health/live", ep(server.live, public=True), methods=["GET"]),
         Route("/v2/health/ready", ep(server.server_ready, public=True), methods=["GET"]),
         Route("/v2", ep(server.server_metadata), methods=["GET"]),
@@ -587,13 +595,6 @@ def create_app(settings: Settings) -> Starlette:
             "/v2/repository/models/{model}/unload", ep(server.repository_unload), methods=["POST"]
         ),
     ]
-    for suffix, handler, methods in model_routes:
-        routes.append(Route(f"/v2/models/{{model}}{suffix}", ep(handler), methods=methods))
-        routes.append(
-            Route(
-                f"/v2/models/{{model}}/versions/{{version}}{suffix}", ep(handler), methods=methods
-            )
-        )
     app = Starlette(
         routes=routes,
         lifespan=server.lifespan,

@@ -52,6 +52,11 @@ class _Item:
     enqueued: float = field(default_factory=time.monotonic)
 
 
+def _expire(future: asyncio.Future[Any], name: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(Timeout(f"model {name!r}: no result within {timeout:g} s"))
+
+
 def batchable(model: Servable) -> bool:
     """Whether every input and output has a leading dynamic (batch) dimension."""
     sigs = [*model.inputs, *model.outputs]
@@ -110,15 +115,18 @@ class Batcher:
         key = tuple(
             (k, v.shape[1:] if self.batching else v.shape) for k, v in sorted(feeds.items())
         )
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
         self._pending.append(_Item(feeds, rows, key, future))
         self.observer.queued(self.name, self.depth)
         self._wake.set()
+        # a timer on the future itself (cheaper than wait_for's task per request); a request
+        # that expires is skipped by the batcher if it has not started
+        timer = loop.call_later(timeout, _expire, future, self.name, timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise Timeout(f"model {self.name!r}: no result within {timeout:g} s") from None
+            return await future
+        finally:
+            timer.cancel()
 
     async def _loop(self) -> None:
         while True:

@@ -40,6 +40,8 @@ _BY_NUMPY = {dt.name: name for name, dt in DATATYPES.items()}
 
 def datatype_of(numpy_dtype: str) -> str:
     """The V2 datatype name of a numpy dtype name ("float32" -> "FP32")."""
+    if numpy_dtype in _BY_NUMPY:
+        return _BY_NUMPY[numpy_dtype]
     try:
         return _BY_NUMPY[np.dtype(numpy_dtype).name]
     except (KeyError, TypeError) as exc:
