@@ -122,12 +122,28 @@ def _loadgen(port: int, req: bytes, concurrency: int, seconds: float, out: mp.Qu
     out.put((lat, errs, wall, usage.ru_utime + usage.ru_stime))
 
 
-def load(port: int, req: bytes, concurrency: int, seconds: float) -> dict:
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group."""
+    total = 0
+    pids = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, req: bytes, concurrency: int, seconds: float, server_pgid: int) -> dict:
     """Run one bounded load test in a child process; throughput, latency, failures, CPU."""
+    before = group_cpu(server_pgid)
     q: mp.Queue = mp.Queue()
     p = mp.Process(target=_loadgen, args=(port, req, concurrency, seconds, q))
     p.start()
     lat, errs, wall, cpu = q.get(timeout=seconds + 120)
+    server_cpu = group_cpu(server_pgid) - before
     p.join(30)
     lat_ms = np.asarray(lat) * 1000
     return {
@@ -136,6 +152,8 @@ def load(port: int, req: bytes, concurrency: int, seconds: float) -> dict:
         "p99": float(np.percentile(lat_ms, 99)) if len(lat) else float("nan"),
         "failed": len(errs),
         "gen_cpu": cpu / wall,  # cores the load generator used
+        "server_cpu": server_cpu / wall,  # cores the server's processes used
+        "us_per_req": server_cpu / max(len(lat), 1) * 1e6,  # server CPU per answered request
     }
 
 
@@ -288,16 +306,19 @@ def main() -> None:
                     proc = start_pytriton(args.triton_python, model, port, workdir)
                 req = request_bytes(port, "mlp")
                 try:
-                    load(port, req, 4, 1.0)  # warm-up
+                    load(port, req, 4, 1.0, proc.pid)  # warm-up
                     for c in levels:
-                        cell = load(port, req, c, args.seconds)
+                        cell = load(port, req, c, args.seconds, proc.pid)
                         results.setdefault((name, c), []).append(cell)
                         print(f"round {r} {name} c={c}: {cell}", flush=True)
                 finally:
                     stop(proc)
     print()
-    print("| server | concurrency | req/s | p50 ms | p99 ms | failed | load-gen CPU (cores) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| server | concurrency | req/s | p50 ms | p99 ms | failed | server CPU (cores) | "
+        "server CPU µs/request | load-gen CPU (cores) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for c in levels:
             cells = results[(name, c)]
@@ -305,7 +326,8 @@ def main() -> None:
             failed = sum(cell["failed"] for cell in cells)
             print(
                 f"| {name} | {c} | {med['rps']:,.0f} | {med['p50']:.2f} | {med['p99']:.2f} | "
-                f"{failed} | {med['gen_cpu']:.2f} |"
+                f"{failed} | {med['server_cpu']:.2f} | {med['us_per_req']:,.0f} | "
+                f"{med['gen_cpu']:.2f} |"
             )
 
 
