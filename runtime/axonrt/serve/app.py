@@ -175,13 +175,17 @@ class Store:
                 if old is None:
                     del self.entries[name]
                 raise
-            except Exception as exc:  # any load failure leaves the model unavailable
-                entry.state, entry.reason = "UNAVAILABLE", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a failed load: unavailable, unless a version serves
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning("model %s failed to load: %s", name, reason)
+                if old is not None and old.state == "READY":
+                    raise ProtocolError(
+                        f"model {name!r} failed to reload, the loaded versions keep serving: "
+                        f"{reason}"
+                    ) from None
+                entry.state, entry.reason = "UNAVAILABLE", reason
                 self.entries[name] = entry
-                if old is not None:
-                    await _stop(old)
-                log.warning("model %s failed to load: %s", name, entry.reason)
-                raise ProtocolError(f"model {name!r} failed to load: {entry.reason}") from None
+                raise ProtocolError(f"model {name!r} failed to load: {reason}") from None
             entry.config = source.config
             entry.versions = {
                 v: Version(m, self._batcher(name, v, m, source.config), source.versions[v])

@@ -123,6 +123,11 @@ def test_a_model_added_while_running_loads_and_a_broken_one_reports_why(server, 
     ready = client.get_model_repository_index(headers=auth(), query_params=None)
     assert all(e["state"] in ("READY", "UNAVAILABLE") for e in ready)
     assert client.is_model_ready("mlp", headers=auth())  # the others keep serving
+    (root / "added" / "model.onnx").write_bytes(b"truncated")
+    with pytest.raises(InferenceServerException, match=r"failed to reload.*keep serving"):
+        client.load_model("added", headers=auth())
+    status, _, body = request(server, "POST", "/v2/models/added/infer", infer_json([X]), AUTH)
+    assert status == 200, body
 
 
 def test_load_of_a_missing_or_escaping_name_is_404(server):
