@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -269,7 +270,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise TooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    return _decompress(body, encoding, limit)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate (zlib) body, never inflated past `limit` bytes."""
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise ProtocolError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"the {encoding} body is corrupt: {exc}") from None
+    if len(out) > limit:
+        raise TooLarge(f"the decompressed request body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise ProtocolError(f"the {encoding} body is truncated")
+    return out
 
 
 def _dims(shape: Any) -> list[int]:

@@ -8,6 +8,7 @@ a model). Expected values come from numpy formulas over the exported parameters.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import signal
@@ -172,6 +173,33 @@ def test_versions_and_requested_outputs_of_a_nested_model(client, repo):
     everything = client.infer("nested", inputs)
     np.testing.assert_allclose(everything.as_numpy("first"), a, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(everything.as_numpy("rest/0"), b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_are_inflated(client, repo, algorithm):
+    x = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
+    inp = tc.InferInput("x", [3, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("mlp", [inp], request_compression_algorithm=algorithm)
+    np.testing.assert_allclose(result.as_numpy("output"), mlp_reference(repo[1], x), rtol=1e-5)
+
+
+def test_a_compression_bomb_is_413_and_garbage_is_400(server, repo):
+    bomb = gzip.compress(b" " * (MAX_BODY * 4))
+    assert len(bomb) < MAX_BODY
+    status, _, body = request(
+        server, "POST", "/v2/models/mlp/infer", bomb, {"Content-Encoding": "gzip"}
+    )
+    assert status == 413 and "decompressed" in json.loads(body)["error"]
+    for encoding, payload, words in [
+        ("gzip", b"not gzip", "corrupt"),
+        ("gzip", gzip.compress(infer_json([X]))[:-12], "truncated"),
+        ("br", b"x", "not supported"),
+    ]:
+        headers = {"Content-Encoding": encoding}
+        status, _, body = request(server, "POST", "/v2/models/mlp/infer", payload, headers)
+        assert status == 400 and words in json.loads(body)["error"], body
+    _healthy(server, repo[1])
 
 
 def test_binary_data_output_parameter_returns_every_output_binary(server):
