@@ -277,6 +277,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--triton-python", help="python of a venv with nvidia-pytriton")
+    parser.add_argument("--only", help="run only the variants whose name contains this")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     variants = {
@@ -287,6 +288,8 @@ def main() -> None:
     }
     if args.triton_python:
         variants["Triton (pytriton), batching"] = ("pytriton", True, 1)
+    if args.only:
+        variants = {k: v for k, v in variants.items() if args.only in k}
     print_machine()
     print(f"  loadavg: {os.getloadavg()}")
     results: dict[tuple[str, int], list[dict]] = {}
