@@ -66,6 +66,8 @@ class Scope(Op):
         """The body inline, its parameters looked up under this layer (block_0/dense_0/kernel)."""
         return ctx.lower(ctx.node.subgraphs["body"], list(inputs), scoped=True)
 
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """The body's layers' gradient rules, their parameters under this layer's path."""
         return backprop_body(ctx, ctx.node.subgraphs["body"], list(inputs), cot, ctx.path)
@@ -166,6 +168,8 @@ class Optional(Op):
     def onnx(self, ctx, inputs, opts):
         return inputs[0]
 
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
+
     def vjp(self, ctx, inputs, output, cot, opts):
         return [cot]
 
@@ -201,6 +205,8 @@ class OrElse(Op):
         """Resolved at export: a missing input is known when the graph is lowered."""
         x, default = inputs
         return default if x is NONE else x
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """The cotangent goes to whichever input was taken.
@@ -446,6 +452,8 @@ class ScopedBody(Op):
     def onnx(self, ctx, inputs, opts):
         ctx.path = opts["path"]  # the body's parameters live at `path`, not under this node
         return ctx.lower(ctx.node.subgraphs["body"], list(inputs), scoped=True)
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     def vjp(self, ctx, inputs, output, cot, opts):
         return backprop_body(ctx, ctx.node.subgraphs["body"], list(inputs), cot, opts["path"])
