@@ -544,7 +544,8 @@ def _tfl_conv(
     b = ctx.b
     n = len(geo.kernel)
     if any(d != 1 for d in geo.input_dilation):
-        raise ctx.unsupported("input_dilation (TFLite convolutions have no input dilation)")
+        x = _tfl_dilate(ctx, x, geo.input_dilation)
+        geo = Geometry(geo.kernel, geo.strides, geo.padding, (1,) * n, geo.kernel_dilation)
     cout = k.shape[-1]
     if groups > 1 and not (groups == cin and n == 2):
         return _tfl_grouped(ctx, x, cin, geo, groups, k, bias)
@@ -612,6 +613,27 @@ def _tfl_conv(
     weights = np.ascontiguousarray(k.transpose(3, 0, 1, 2))  # OHWI
     options = b.options("Conv2D", **common)
     return b.op("CONV_2D", [x, b.const(weights, hint="kernel"), bias_t], out, options=options)
+
+
+def _tfl_dilate(ctx: Any, x: int, dilation: tuple[int, ...]) -> int:
+    """Interior zeros between the elements of each spatial axis (input dilation):
+    reshape to (batch, before, n, 1, after), pad the unit axis to d, merge, drop the
+    trailing d - 1 (rank 5 at most, LiteRT's PAD limit)."""
+    b = ctx.b
+    for i, d in enumerate(dilation):
+        if d == 1:
+            continue
+        shape = b.type_of(x).shape
+        ax = i + 1
+        if any(v is None for v in shape[1:]):
+            raise ctx.unsupported("input dilation of a dynamic spatial dim")
+        before, n, after = int(np.prod(shape[1:ax])), shape[ax], int(np.prod(shape[ax + 1 :]))
+        x = b.reshape(x, (shape[0], before, n, 1, after))
+        x = b.pad(x, [(0, 0), (0, 0), (0, 0), (0, d - 1), (0, 0)])
+        x = b.reshape(x, (shape[0], before, n * d, after))
+        x = b.crop(x, [(0, 0), (0, 0), (0, d - 1), (0, 0)])
+        x = b.reshape(x, (*shape[:ax], n * d - d + 1, *shape[ax + 1 :]))
+    return x
 
 
 def _tfl_grouped(
@@ -1142,8 +1164,6 @@ class _SingleConv(Op):
         return _onnx_output(ctx, y, ch)
 
     def tflite(self, ctx, inputs, opts):
-        if self.transpose:
-            raise ctx.unsupported("conv_transpose has no TFLite lowering yet")
         geo, cin, groups, _ = self._resolve(ctx.in_types[0], opts)
         ch = opts["channels"]
         x = _tfl_to_last(ctx, inputs[0], ch)

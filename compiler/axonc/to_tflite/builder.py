@@ -294,6 +294,27 @@ class TfliteBuilder:
             x, axis, lambda v: self.unary("SOFTMAX", v, self.options("Softmax", beta=1.0))
         )
 
+    def pad(self, x: int, pads: Sequence[tuple[int, int]], value: float = 0.0) -> int:
+        """Pad every axis by (lo, hi) >= 0 with `value` (PADV2); no op when all are zero."""
+        t = self.types[x]
+        if not any(lo or hi for lo, hi in pads):
+            return x
+        shape = tuple(None if d is None else d + lo + hi for d, (lo, hi) in zip(t.shape, pads))
+        paddings = self.const(np.asarray(pads, np.int32).reshape(-1, 2), hint="paddings")
+        return self.op("PADV2", [x, paddings, self.scalar(value, x)], t.with_shape(shape))
+
+    def crop(self, x: int, crops: Sequence[tuple[int, int]]) -> int:
+        """Drop (lo, hi) >= 0 elements from each axis (SLICE); the cropped axes must be static."""
+        t = self.types[x]
+        if not any(lo or hi for lo, hi in crops):
+            return x
+        begin = [lo for lo, _ in crops]
+        size = [-1 if d is None else d - lo - hi for d, (lo, hi) in zip(t.shape, crops)]
+        out = tuple(None if d is None else n for d, n in zip(t.shape, size))
+        return self.op(
+            "SLICE", [x, self.ints(begin, "begin"), self.ints(size, "size")], t.with_shape(out)
+        )
+
     def clip(self, x: int, lo: float, hi: float) -> int:
         return self.binary(
             "MINIMUM", self.binary("MAXIMUM", x, self.scalar(lo, x)), self.scalar(hi, x)
