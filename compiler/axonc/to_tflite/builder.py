@@ -354,6 +354,7 @@ class TfliteBuilder:
                 f"the model holds {total / 2**30:.2f} GiB of tensors; a TFLite flatbuffer "
                 f"holds at most 2 GiB (export it as ONNX, which stores large tensors aside)"
             )
+        self._drop_unused_tensors()
         sub = s.SubGraphT()
         sub.tensors = self.tensors
         sub.inputs = [i for _, i in self.inputs]
@@ -386,8 +387,42 @@ class TfliteBuilder:
         fb.Finish(model.Pack(fb), file_identifier=b"TFL3")
         return bytes(fb.Output())
 
+    def _drop_unused_tensors(self) -> None:
+        """Remove tensors no operator or signature uses (left by fusion), renumbering the rest."""
+        used = {i for _, i in self.inputs} | {i for _, i in self.outputs}
+        for o in self.operators:
+            used.update(i for i in o.inputs if i >= 0)
+            used.update(o.outputs)
+        keep = sorted(used)
+        index = {old: new for new, old in enumerate(keep)}
+        self.tensors = [self.tensors[i] for i in keep]
+        self.types = [self.types[i] for i in keep]
+        for o in self.operators:
+            o.inputs = [index[i] if i >= 0 else -1 for i in o.inputs]
+            o.outputs = [index[i] for i in o.outputs]
+        self.inputs = [(n, index[i]) for n, i in self.inputs]
+        self.outputs = [(n, index[i]) for n, i in self.outputs]
+        self._consts = {k: index[v] for k, v in self._consts.items() if v in index}
+
     def _tensor_map(self, name: str, index: int) -> Any:
         tm = self.s.TensorMapT()
         tm.name = name
         tm.tensorIndex = index
         return tm
+
+
+def repack(data: bytes, transform: Any = None) -> bytes:
+    """A model's bytes re-written with every buffer 16-byte aligned, after `transform(ModelT)`."""
+    import flatbuffers
+
+    s = schema()
+    model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    if transform is not None:
+        transform(model)
+    model.buffers = [
+        _AlignedBuffer(b"" if b.data is None else np.asarray(b.data, np.uint8).tobytes())
+        for b in model.buffers
+    ]
+    fb = flatbuffers.Builder(len(data) + 4096)
+    fb.Finish(model.Pack(fb), file_identifier=b"TFL3")
+    return bytes(fb.Output())
