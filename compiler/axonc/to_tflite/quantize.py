@@ -10,15 +10,13 @@
 
 The calibration data is any iterable of input batches (an array for a
 one-input model, or a dict by input name); each batch is split into samples,
-since the quantizer calibrates one sample per call. A progress bar (tqdm)
-shows on a terminal when there are more than 50 samples.
+since the quantizer calibrates one sample per call; it shows its own tqdm progress bar while calibrating.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import sys
 from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -28,8 +26,6 @@ import numpy as np
 from ..errors import InputError, OptionError
 from .builder import repack
 from .schema import schema
-
-PROGRESS_AFTER = 50
 
 
 def quantize_model(
@@ -69,7 +65,7 @@ def _quantize(
         samples = list(_samples(calibration, input_names))
         if not samples:
             raise OptionError("the calibration data holds no samples")
-        result = q.calibrate({"serving_default": _progress(samples)})
+        result = q.calibrate({"serving_default": samples})
         out = bytes(q.quantize(result).quantized_model)
         return repack(out, None if int8_interface else _float_interface)
     return repack(bytes(q.quantize().quantized_model))
@@ -110,14 +106,6 @@ def _samples(calibration: Iterable[Any], input_names: list[str]):
             )
         for i in range(sizes.pop()):
             yield {n: a[i : i + 1].astype(np.float32) for n, a in arrays.items()}
-
-
-def _progress(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    if len(samples) <= PROGRESS_AFTER or not sys.stderr.isatty():
-        return samples
-    from tqdm import tqdm
-
-    return list(tqdm(samples, desc="calibrating", unit="sample"))
 
 
 def _float_interface(model: Any) -> None:
