@@ -10,7 +10,8 @@
 
 The calibration data is any iterable of input batches (an array for a
 one-input model, or a dict by input name); each batch is split into samples,
-since the quantizer calibrates one sample per call; it shows its own tqdm progress bar while calibrating.
+since the quantizer calibrates one sample per call (it shows its own tqdm
+progress bar while calibrating).
 """
 
 from __future__ import annotations
