@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dtypes import TensorType, dtype_name
 from ..errors import AxoncError, StateError
-from ..ir import Axon, Node, assign_names, topo_order, tree_leaves, tree_map
+from ..ir import Axon, Node, assign_names, topo_order, tree_map
 from ..registry import Op, get_op
 from ..shape_inference import NONE, infer_types
 from .builder import TfliteBuilder
@@ -82,7 +82,6 @@ class Lowering:
         self.problems: list[tuple[str, str, str]] = []
         self.graph_inputs: dict[str, int] = {}
         self.input_types: dict[str, Any] = {}
-        self.placeholders: set[int] = set()
 
     def value(self, path: tuple[str, ...]) -> np.ndarray:
         value = _lookup(self.params, path)
@@ -125,27 +124,19 @@ class Lowering:
 
     def _lower_node(self, spec: Op, ctx: TfliteContext, inputs: list[Any], node: Node) -> Any:
         """One node through its rule; a missing rule or an Unsupported reason is recorded."""
-        reason = None
         if type(spec).tflite is Op.tflite:
             reason = "the op has no TFLite lowering"
-        elif any(v in self.placeholders for v in tree_leaves(inputs) if isinstance(v, int)):
-            reason = None  # an earlier layer failed; its consumers are not blamed
         else:
             try:
                 return spec.tflite(ctx, inputs, dict(node.options))
             except Unsupported as exc:
                 reason = str(exc)
-        if reason is not None:
-            self.problems.append((ctx.name, node.op, reason))
+        self.problems.append((ctx.name, node.op, reason))
         return tree_map(self._placeholder, ctx.out_type)
 
     def _placeholder(self, t: Any) -> Any:
-        """A stand-in tensor for a layer that failed, so the loop can go on and report all."""
-        if not isinstance(t, TensorType):
-            return NONE
-        idx = self.b.tensor(t, "unsupported")
-        self.placeholders.add(idx)
-        return idx
+        """A stand-in tensor of a failed layer's type, so the loop goes on to report all."""
+        return self.b.tensor(t, "unsupported") if isinstance(t, TensorType) else NONE
 
     def types_of(self, value: Any) -> Any:
         if value is NONE:

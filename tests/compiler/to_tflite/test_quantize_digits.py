@@ -86,7 +86,7 @@ def test_quantized_digits_models_keep_their_accuracy(kind):
 def test_int8_interface_takes_and_gives_int8_with_its_scales():
     """Quantizing by hand with the input's scale, running the int8 interface and
     dequantizing with the output's scale gives what the float interface gives."""
-    model, state, shape = _trained("mlp")
+    model, state, _ = _trained("mlp")
     x_train, _, x_test, _ = _digits()
     calibration = [x_train[:100]]
     data = to_tflite(model, state, quantize="int8", calibration=calibration, int8_interface=True)
