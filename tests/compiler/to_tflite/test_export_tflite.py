@@ -96,7 +96,7 @@ def test_dynamic_batch_is_a_shape_signature_and_names_come_from_the_ir():
     assert sorted(t.name for t in sig.inputs) == [b"extra", b"pixels"]
     tensors = m.subgraphs[0].tensors
     for tm in sig.inputs:
-        assert list(tensors[tm.tensorIndex].shapeSignature)[0] == -1
+        assert tensors[tm.tensorIndex].shapeSignature[0] == -1
     meta = {x.name.decode(): bytes(m.buffers[x.buffer].data).decode() for x in m.metadata}
     structure = json.loads(meta["axonc.outputs"])
     assert set(structure["dict"]) == {"probs", "raw"}
