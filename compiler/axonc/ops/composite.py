@@ -318,6 +318,33 @@ class Cond(Op):
 
         return select(on_true, on_false, ctx.out_type)
 
+    def tflite(self, ctx, inputs, opts):
+        """SELECT_V2 on the predicate, leaf by leaf, as the ONNX rule's Where."""
+        parent, on_true, on_false = inputs
+        b = ctx.b
+        pred = ctx.lower(ctx.node.subgraphs["pred"], flatten_types([parent]), scoped=True)
+        b.scope = ctx.name
+        if b.type_of(pred).dtype in ("f16", "f64"):
+            raise ctx.unsupported("an f16/f64 predicate")
+        c = (
+            pred
+            if b.type_of(pred).dtype == "pred"
+            else b.compare("NOT_EQUAL", pred, b.scalar(0, pred))
+        )
+
+        def select(t: Any, f: Any, out: Any) -> Any:
+            if isinstance(out, (tuple, list)):
+                return type(out)(select(a, c2, o) for a, c2, o in zip(t, f, out))
+            if isinstance(out, dict):
+                return {k: select(t[k], f[k], out[k]) for k in out}
+            if t is NONE and f is NONE:
+                return NONE
+            if t is NONE or f is NONE:
+                raise ctx.unsupported("a branch output missing (ax.NONE) in only one branch")
+            return b.op("SELECT_V2", [c, b.cast(t, out.dtype), b.cast(f, out.dtype)], out)
+
+        return select(on_true, on_false, ctx.out_type)
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """The cotangent to the chosen branch (a Where on the predicate); none to the parent."""
         parent = inputs[0]

@@ -473,8 +473,6 @@ def _tfl_pool(
 ) -> int:
     b, t = ctx.b, ctx.in_types[0]
     n = len(kernel)
-    if n == 3 or any(d != 1 for d in dilations):
-        raise ctx.unsupported("3-D or dilated windows (TFLite pools are 2-D, undilated)")
     if t.dtype == "f64" or (kind == "max" and t.dtype != "f32"):
         raise ctx.unsupported(f"{t.dtype} input: LiteRT pools f32 tensors")
     x = b.cast(x, "f32")
@@ -488,6 +486,52 @@ def _tfl_pool(
     x = b.pad(x, [(max(lo, 0), max(hi, 0)) for lo, hi in lo_hi], -np.inf if kind == "max" else 0.0)
     if kind == "lp":
         x = b.binary("POW", x, b.scalar(norm, x))
+    if n == 3 or any(d != 1 for d in dilations):
+        y = _tfl_window_slices(ctx, x, kind, kernel, strides, dilations)
+    else:
+        y = _tfl_pool_2d(ctx, x, kind, kernel, strides)
+    if kind == "lp":
+        total = b.binary("MUL", y, b.scalar(float(np.prod(kernel)), y))
+        y = b.binary("POW", total, b.scalar(1.0 / norm, y))
+    if channels == "first":
+        rank = b.type_of(y).rank
+        y = b.transpose(y, [0, rank - 1, *range(1, rank - 1)])
+    return y
+
+
+def _tfl_window_slices(ctx: Any, x: int, kind: str, kernel, strides, dilations) -> int:
+    """A 3-D or dilated window reduced from its kernel positions: one STRIDED_SLICE per
+    position, combined by MAXIMUM (max) or ADD then a divide (avg, lp)."""
+    b = ctx.b
+    xt = b.type_of(x)
+    spatial = xt.shape[1:-1]
+    if any(d is None for d in spatial):
+        raise ctx.unsupported("a 3-D or dilated window over a dynamic spatial dim")
+    out = [
+        (d - (k - 1) * r - 1) // s + 1 for d, k, r, s in zip(spatial, kernel, dilations, strides)
+    ]
+    mask = 1 | (1 << (len(spatial) + 1))  # the batch and channel axes are taken whole
+    options = b.options("StridedSlice", beginMask=mask, endMask=mask)
+    acc = None
+    for pos in np.ndindex(*kernel):
+        begin = [0, *(p * r for p, r in zip(pos, dilations)), 0]
+        end = [0, *(p * r + (o - 1) * s + 1 for p, r, o, s in zip(pos, dilations, out, strides)), 0]
+        piece = b.op(
+            "STRIDED_SLICE",
+            [x, b.ints(begin, "begin"), b.ints(end, "end"), b.ints([1, *strides, 1], "strides")],
+            xt.with_shape((xt.shape[0], *out, xt.shape[-1])),
+            options=options,
+        )
+        acc = piece if acc is None else b.binary("MAXIMUM" if kind == "max" else "ADD", acc, piece)
+    if kind == "max":
+        return acc
+    return b.binary("MUL", acc, b.scalar(1.0 / float(np.prod(kernel)), acc))
+
+
+def _tfl_pool_2d(ctx: Any, x: int, kind: str, kernel, strides) -> int:
+    """MAX_POOL_2D / AVERAGE_POOL_2D (VALID) of a padded channels-last tensor; 1-D as 2-D."""
+    b = ctx.b
+    n = len(kernel)
     if n == 1:
         xt = b.type_of(x)
         if sum(d is None for d in xt.shape) > 1:
@@ -508,14 +552,8 @@ def _tfl_pool(
         filterWidth=kernel[1],
     )
     y = b.op("MAX_POOL_2D" if kind == "max" else "AVERAGE_POOL_2D", [x], out, options=options)
-    if kind == "lp":
-        total = b.binary("MUL", y, b.scalar(float(np.prod(kernel)), y))
-        y = b.binary("POW", total, b.scalar(1.0 / norm, y))
     if n == 1:
         y = b.reshape(y, (out.shape[0], *out.shape[2:]))
-    if channels == "first":
-        rank = b.type_of(y).rank
-        y = b.transpose(y, [0, rank - 1, *range(1, rank - 1)])
     return y
 
 
