@@ -2,8 +2,8 @@
 
 Every inference-mode golden case of tests/test_conformance.py is exported with
 Axon's parameters and a dynamic batch and run through axonrt; the outputs must
-match Axon's at rtol 1e-5 / atol 1e-5. The cases TFLite export refuses are
-listed below with the reason, so a new refusal (or a newly exported case) shows.
+match Axon's at rtol 1e-5 / atol 1e-5. Cases TFLite export refuses would be listed in
+REFUSED (case -> op), so a new refusal or a newly exported case shows; none is today.
 """
 
 from __future__ import annotations
@@ -19,11 +19,7 @@ from tests import golden
 from tests.test_conformance import CASES
 
 # case -> the op whose TFLite export is refused
-REFUSED = {
-    # no TFLite rule yet for conv_lstm
-    "conv_lstm_dynamic": "conv_lstm",
-    "conv_lstm_initial_state": "conv_lstm",
-}
+REFUSED: dict[str, str] = {}
 
 
 def _inference_cases() -> list[str]:

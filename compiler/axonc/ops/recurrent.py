@@ -492,8 +492,11 @@ def _tfl_time(ctx: Any) -> int:
     return t
 
 
-def _tfl_initial(ctx: Any, x: int, states: list[int], opts: dict[str, Any], n: int) -> list[int]:
-    """The initial states: the given ones, or FILL of a constant initializer to (batch, units)."""
+def _tfl_initial(
+    ctx: Any, x: int, states: list[int], opts: dict[str, Any], n: int, tail: tuple = ()
+) -> list[int]:
+    """The initial states: the given ones, or FILL of a constant initializer to
+    (batch, units), or (batch, *tail) when `tail` is given."""
     b = ctx.b
     if states:
         return [b.cast(s, "f32") for s in states]
@@ -504,22 +507,20 @@ def _tfl_initial(ctx: Any, x: int, states: list[int], opts: dict[str, Any], n: i
             "size (give the state as an input, or use zeros / ones / full)"
         )
     value = {"zeros": 0.0, "ones": 1.0}.get(spec["name"], spec.get("value"))
-    u = opts["units"]
-    shape = b.op(
-        "SHAPE",
-        [x],
-        TensorType((3,), "s32"),
-        options=b.options("Shape", outType=b.s.TensorType.INT32),
-    )
+    tail = tail or (opts["units"],)
+    rank = b.type_of(x).rank
+    shape_options = b.options("Shape", outType=b.s.TensorType.INT32)
+    shape = b.op("SHAPE", [x], TensorType((rank,), "s32"), options=shape_options)
     batch = b.op("SLICE", [shape, b.ints([0]), b.ints([1])], TensorType((1,), "s32"))
     dims = b.op(
         "CONCATENATION",
-        [batch, b.ints([u])],
-        TensorType((2,), "s32"),
+        [batch, b.ints(list(tail))],
+        TensorType((1 + len(tail),), "s32"),
         options=b.options("Concatenation", axis=0),
     )
     fill = b.const(np.asarray(np.float32(value)))
-    return [b.op("FILL", [dims, fill], TensorType((ctx.in_types[0].shape[0], u), "f32"))] * n
+    out = TensorType((ctx.in_types[0].shape[0], *tail), "f32")
+    return [b.op("FILL", [dims, fill], out)] * n
 
 
 def _tfl_keep(ctx: Any, m: int | None, time: int) -> list[int | None]:
@@ -1375,6 +1376,81 @@ class ConvLSTM(_Recurrent):
             self._inline(ctx, opts),
         )
         return (seq, (_unsqueeze(b, c, 1), _unsqueeze(b, h, 1)))
+
+    def tflite(self, ctx, inputs, opts):
+        """Unrolled as lstm, channels last inside: every step's input convolved at once
+        (batch and time merged), then per step the state's convolution and the gates."""
+        from .conv import Geometry, _tfl_conv
+
+        x, states, _ = self._split(inputs, opts)
+        b, u, xt = ctx.b, opts["units"], ctx.in_types[0]
+        if xt.dtype == "f64":
+            raise ctx.unsupported("f64 input: LiteRT's kernels compute in f32")
+        time = _tfl_time(ctx)
+        spatial = xt.shape[3:]
+        if any(d is None for d in (*spatial, xt.shape[2])):
+            raise ctx.unsupported("dynamic channel or spatial dims")
+        n = len(spatial)
+        kernel, strides, pads = self._geometry(xt, opts)
+        geo = Geometry(kernel, strides, pads, (1,) * n, (1,) * n)
+        to_last = [0, *range(2, n + 2), 1]
+        hwio = lambda w: w.astype(np.float32).transpose(*range(2, n + 2), 1, 0)  # noqa: E731
+        x = b.cast(x, "f32")
+        x = b.transpose(x, [0, 1, *range(3, n + 3), 2])  # (batch, time, spatial..., channels)
+        cin = xt.shape[2]
+        merged = b.reshape(x, (None, *spatial, cin))
+        bias = ctx.value("bias") if opts["use_bias"] else None
+        xw = _tfl_conv(ctx, merged, cin, geo, 1, hwio(ctx.value("input_kernel")), bias)
+        xw = b.reshape(xw, (xt.shape[0], time, *spatial, 4 * u))
+        if states:
+            states = [
+                b.transpose(b.reshape(b.cast(s, "f32"), (xt.shape[0], u, *spatial)), to_last)
+                for s in states
+            ]
+        c, h = _tfl_initial(ctx, x, states, opts, 2, (*spatial, u))
+        wh = hwio(ctx.value("hidden_kernel"))
+        one = b.const(np.float32(1.0))
+        hs = []
+        for t in range(time):
+            begin = [0, t] + [0] * (n + 1)
+            size = [-1, 1, *spatial, 4 * u]
+            step = b.op(
+                "SLICE",
+                [xw, b.ints(begin, "begin"), b.ints(size, "size")],
+                TensorType((xt.shape[0], 1, *spatial, 4 * u), "f32"),
+            )
+            z = b.binary(
+                "ADD",
+                b.reshape(step, (xt.shape[0], *spatial, 4 * u)),
+                _tfl_conv(ctx, h, u, geo, 1, wh, None),
+            )
+            zt = b.type_of(z)
+            piece = zt.with_shape((*zt.shape[:-1], u))
+            i, g, f, o = b.op(
+                "SPLIT",
+                [b.ints([zt.rank - 1], "axis"), z],
+                [piece] * 4,
+                options=b.options("Split", numSplits=4),
+            )
+            forget = b.unary("LOGISTIC", b.binary("ADD", f, one))
+            c = b.binary(
+                "ADD",
+                b.binary("MUL", forget, c),
+                b.binary("MUL", b.unary("LOGISTIC", i), b.unary("TANH", g)),
+            )
+            h = b.binary("MUL", b.unary("LOGISTIC", o), b.unary("TANH", c))
+            hs.append(h)
+        ht = b.type_of(hs[0])
+        seq = b.op(
+            "PACK",
+            hs,
+            TensorType((ht.shape[0], time, *ht.shape[1:]), "f32"),
+            options=b.options("Pack", valuesCount=time, axis=1),
+        )
+        seq = b.transpose(seq, [0, 1, n + 2, *range(2, n + 2)])
+        first = [0, n + 1, *range(1, n + 1)]
+        c, h = (b.reshape(b.transpose(v, first), (xt.shape[0], 1, u, *spatial)) for v in (c, h))
+        return (seq, (c, h))
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Backpropagation through time; each step's convolutions through conv_vjp."""
