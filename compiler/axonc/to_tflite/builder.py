@@ -411,6 +411,16 @@ class TfliteBuilder:
         return tm
 
 
+def _buffer_bytes(data: bytes, buf: Any) -> bytes:
+    """A buffer's contents: inline data, or the `offset`/`size` slice of the file that
+    writers use for data stored after the flatbuffer (offset 1 marks an empty one)."""
+    if buf.data is not None:
+        return np.asarray(buf.data, np.uint8).tobytes()
+    if buf.offset > 1:
+        return bytes(data[buf.offset : buf.offset + buf.size])
+    return b""
+
+
 def repack(data: bytes, transform: Any = None) -> bytes:
     """A model's bytes re-written with every buffer 16-byte aligned, after `transform(ModelT)`."""
     import flatbuffers
@@ -419,10 +429,7 @@ def repack(data: bytes, transform: Any = None) -> bytes:
     model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
     if transform is not None:
         transform(model)
-    model.buffers = [
-        _AlignedBuffer(b"" if b.data is None else np.asarray(b.data, np.uint8).tobytes())
-        for b in model.buffers
-    ]
+    model.buffers = [_AlignedBuffer(_buffer_bytes(data, b)) for b in model.buffers]
     fb = flatbuffers.Builder(len(data) + 4096)
     fb.Finish(model.Pack(fb), file_identifier=b"TFL3")
     return bytes(fb.Output())
