@@ -169,3 +169,18 @@ def test_bad_quantize_options_are_refused(options, message):
     init, _ = ax.build(model)
     with pytest.raises(ax.errors.OptionError, match=message):
         to_tflite(model, init(ax.template((1, 3), "f32")), **options)
+
+
+@pytest.mark.parametrize("quantize", ["float16", "dynamic-int8"])
+def test_quantized_large_weights_survive_the_repack(quantize):
+    """The quantizer stores big buffers after the flatbuffer (offset/size); the re-aligned
+    file must still carry them (a 784x512 kernel, 0.8 MB as f16)."""
+    model = ax.input("x", shape=(None, 784)).dense(512, activation="relu").dense(10)
+    init, predict = ax.build(model)
+    state = init(ax.template((1, 784), "f32"))
+    data = to_tflite(model, state, quantize=quantize)
+    assert len(data) > 784 * 512 * (2 if quantize == "float16" else 1)
+    x = np.random.default_rng(0).normal(size=(2, 784)).astype(np.float32)
+    expected = predict(state, x)
+    bound = 1e-2 if quantize == "float16" else 0.1
+    assert np.abs(axonrt.load(data)(x) - expected).max() < bound * np.abs(expected).max()

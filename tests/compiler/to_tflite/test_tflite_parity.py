@@ -68,3 +68,20 @@ def test_every_op_with_a_tflite_rule_exports_a_case():
         ):
             missing.append(name)
     assert missing == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("op", "case"), PARITY)
+def test_float16_case_matches_reference_within_its_rounding(op, case):
+    """Weights stored as f16 (2**-11 relative rounding each): the outputs stay within 1e-2;
+    a case the float export refuses is refused quantized too."""
+    model, state, data = export_case(case)
+    if isinstance(data, UnsupportedOpsError):
+        with pytest.raises(UnsupportedOpsError):
+            to_tflite(model, state, quantize="float16")
+        return
+    _, predict_fn = ax.build(model, mode="inference", compiler="reference")
+    compiled = axonrt.load(to_tflite(model, state, quantize="float16"))
+    for batch in (1, 3, 17):
+        feeds = op_cases.feeds(case, batch, seed=batch)
+        golden.assert_tree_close(compiled(feeds), predict_fn(state, feeds), rtol=1e-2, atol=1e-2)
