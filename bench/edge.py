@@ -131,7 +131,9 @@ def keras_model(name: str, d: dict) -> Any:
             ]
         layers.append(_dense(keras, 10, d["dense_2"]))
     else:
-        inp = keras.Input((28, 28))
+        # a fixed batch of 1: TensorFlow's converter fuses a Keras LSTM into
+        # UNIDIRECTIONAL_SEQUENCE_LSTM only with a static batch (a dynamic one fails)
+        inp = keras.Input((28, 28), batch_size=1)
         p = d["lstm_0"]
         weights = [
             np.concatenate([p["input_kernel"][f"wi{g}"] for g in "ifgo"], axis=1),
@@ -149,7 +151,8 @@ def keras_model(name: str, d: dict) -> Any:
     return model
 
 
-def tf_convert(model: Any, calibration: np.ndarray | None) -> bytes:
+def tf_convert(model: Any, calibration: np.ndarray | None) -> bytes | None:
+    """TensorFlow's conversion (None, reported as n/a, where the converter fails)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -159,7 +162,11 @@ def tf_convert(model: Any, calibration: np.ndarray | None) -> bytes:
             [calibration[i : i + 1]] for i in range(len(calibration))
         )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError and others
+        print(f"TFLiteConverter failed: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -242,6 +249,7 @@ def run_bench(bench: Bench, rounds: int, round_seconds: float) -> dict[str, Any]
         "tf_f32": tf_convert(keras_twin, None),
         "tf_int8": tf_convert(keras_twin, calibration),
     }
+    files = {k: v for k, v in files.items() if v is not None}
     runners = {k: onnxrt(v) if k == "onnx" else litert(v) for k, v in files.items()}
     _, predict = ax.build(model)
     want = np.asarray(predict(state, x))
@@ -261,8 +269,10 @@ def run_bench(bench: Bench, rounds: int, round_seconds: float) -> dict[str, Any]
     }
 
 
-def _ratio(num: list[float], den: list[float]) -> str:
-    r = [a / b for a, b in zip(num, den)]
+def _ratio(times: dict[str, list[float]], num: str, den: str) -> str:
+    if num not in times or den not in times:
+        return "n/a"
+    r = [a / b for a, b in zip(times[num], times[den])]
     p10, p50, p90 = percentiles(r)
     return f"{p50:.2f} ({p10:.2f}-{p90:.2f})"
 
@@ -310,7 +320,9 @@ def main() -> None:
     print("| model | " + " | ".join(VARIANTS) + " |")
     print("|---" * (len(VARIANTS) + 1) + "|")
     for name, r in results.items():
-        print(f"| {name} | " + " | ".join(f"{r['errors'][v]:.1e}" for v in VARIANTS) + " |")
+        errors = r["errors"]
+        cells = " | ".join(f"{errors[v]:.1e}" if v in errors else "n/a" for v in VARIANTS)
+        print(f"| {name} | {cells} |")
 
 
 if __name__ == "__main__":

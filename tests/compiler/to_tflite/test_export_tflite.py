@@ -184,3 +184,30 @@ def test_quantized_large_weights_survive_the_repack(quantize):
     expected = predict(state, x)
     bound = 1e-2 if quantize == "float16" else 0.1
     assert np.abs(axonrt.load(data)(x) - expected).max() < bound * np.abs(expected).max()
+
+
+def test_without_the_tflite_extra_axonc_imports_and_export_names_the_extra():
+    """ai-edge-litert is an extra: axonc and axonrt import without it, and exporting or
+    loading a .tflite says which extra to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['ai_edge_litert'] = None\n"
+        "import axonc as ax, axonrt\n"
+        "m = ax.input('x', shape=(None, 2)).dense(1)\n"
+        "init, _ = ax.build(m)\n"
+        "s = init(ax.template((1, 2)))\n"
+        "try:\n"
+        "    ax.export_tflite(m, s, 'never.tflite')\n"
+        "except ax.errors.AxoncError as e:\n"
+        "    print(type(e).__name__, e)\n"
+        "try:\n"
+        "    axonrt.load(b'\\x18\\x00\\x00\\x00TFL3' + bytes(64))\n"
+        "except axonrt.ModelError as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("MissingTfliteError") and "axonc[tflite]" in lines[0]
+    assert lines[1].startswith("ModelError") and "axonrt[tflite]" in lines[1]
