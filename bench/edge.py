@@ -151,9 +151,25 @@ def keras_model(name: str, d: dict) -> Any:
     return model
 
 
-def tf_convert(model: Any, calibration: np.ndarray | None) -> bytes | None:
-    """TensorFlow's conversion (None, reported as n/a, where the converter fails)."""
+def tf_convert(name: str, weights: dict, calibration: np.ndarray | None) -> bytes | None:
+    """TensorFlow's conversion of the Keras twin, in a child process (TensorFlow's int8
+    LSTM conversion crashes the process); None, reported as n/a, where it fails."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(_tf_convert, name, weights, calibration).result(600)
+        except Exception as exc:  # a crashed child (BrokenProcessPool) or the converter's
+            print(f"TFLiteConverter failed for {name}: {type(exc).__name__}", file=sys.stderr)
+            return None
+
+
+def _tf_convert(name: str, weights: dict, calibration: np.ndarray | None) -> bytes | None:
     import tensorflow as tf
+
+    model = keras_model(name, weights)
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if calibration is not None:
@@ -240,14 +256,14 @@ def run_bench(bench: Bench, rounds: int, round_seconds: float) -> dict[str, Any]
     rng = np.random.default_rng(0)
     calibration = rng.normal(size=(64, *bench.sample)).astype(np.float32)
     x = rng.normal(size=(1, *bench.sample)).astype(np.float32)
-    keras_twin = keras_model(bench.name, state.data)
+    weights = state.data
     files = {
         "onnx": to_onnx(model, state).SerializeToString(),
         "tfl_f32": to_tflite(model, state),
         "tfl_f16": to_tflite(model, state, quantize="float16"),
         "tfl_int8": to_tflite(model, state, quantize="int8", calibration=[calibration]),
-        "tf_f32": tf_convert(keras_twin, None),
-        "tf_int8": tf_convert(keras_twin, calibration),
+        "tf_f32": tf_convert(bench.name, weights, None),
+        "tf_int8": tf_convert(bench.name, weights, calibration),
     }
     files = {k: v for k, v in files.items() if v is not None}
     runners = {k: onnxrt(v) if k == "onnx" else litert(v) for k, v in files.items()}
