@@ -577,10 +577,12 @@ def _tfl_split(b: Any, v: int, n: int) -> list[int]:
 
 
 def _tfl_stack(b: Any, hs: list[int]) -> int:
-    """(batch, units) steps stacked into (batch, time, units)."""
+    """(batch, units) steps stacked into (batch, time, units): RESHAPE + CONCATENATION,
+    which ai-edge-quantizer quantizes consistently (its int8 PACK is not)."""
     t = b.type_of(hs[0])
-    out = TensorType((t.shape[0], len(hs), t.shape[1]), "f32")
-    return b.op("PACK", hs, out, options=b.options("Pack", valuesCount=len(hs), axis=1))
+    steps = [b.reshape(h, (t.shape[0], 1, *t.shape[1:])) for h in hs]
+    out = TensorType((t.shape[0], len(hs), *t.shape[1:]), "f32")
+    return b.op("CONCATENATION", steps, out, options=b.options("Concatenation", axis=1))
 
 
 def _tfl_weights(ctx: Any, group: str, names: list[str]) -> np.ndarray:
@@ -1440,13 +1442,7 @@ class ConvLSTM(_Recurrent):
             )
             h = b.binary("MUL", b.unary("LOGISTIC", o), b.unary("TANH", c))
             hs.append(h)
-        ht = b.type_of(hs[0])
-        seq = b.op(
-            "PACK",
-            hs,
-            TensorType((ht.shape[0], time, *ht.shape[1:]), "f32"),
-            options=b.options("Pack", valuesCount=time, axis=1),
-        )
+        seq = _tfl_stack(b, hs)
         seq = b.transpose(seq, [0, 1, n + 2, *range(2, n + 2)])
         first = [0, n + 1, *range(1, n + 1)]
         c, h = (b.reshape(b.transpose(v, first), (xt.shape[0], 1, u, *spatial)) for v in (c, h))

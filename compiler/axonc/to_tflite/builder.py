@@ -388,8 +388,16 @@ class TfliteBuilder:
         return bytes(fb.Output())
 
     def _drop_unused_tensors(self) -> None:
-        """Remove tensors no operator or signature uses (left by fusion), renumbering the rest."""
-        used = {i for _, i in self.inputs} | {i for _, i in self.outputs}
+        """Remove operators whose results nothing reads (e.g. an RNN's unused sequence), then
+        tensors no operator or signature uses (left by fusion), renumbering the rest."""
+        outputs = {i for _, i in self.outputs}
+        while True:
+            read = outputs | {i for o in self.operators for i in o.inputs}
+            live = [o for o in self.operators if any(t in read for t in o.outputs)]
+            if len(live) == len(self.operators):
+                break
+            self.operators = live
+        used = {i for _, i in self.inputs} | outputs
         for o in self.operators:
             used.update(i for i in o.inputs if i >= 0)
             used.update(o.outputs)
