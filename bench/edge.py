@@ -311,11 +311,9 @@ def main() -> None:
     print("|---" * (len(VARIANTS) + 3) + "|")
     for name, r in results.items():
         s = r["sizes"]
-        cells = " | ".join(f"{s[v] / 1e3:.1f}" for v in VARIANTS)
-        print(
-            f"| {name} | {cells} | {s['tfl_f32'] / s['tf_f32']:.2f} | "
-            f"{s['tfl_int8'] / s['onnx']:.2f} |"
-        )
+        cells = " | ".join(f"{s[v] / 1e3:.1f}" if v in s else "n/a" for v in VARIANTS)
+        vs_tf = f"{s['tfl_f32'] / s['tf_f32']:.2f}" if "tf_f32" in s else "n/a"
+        print(f"| {name} | {cells} | {vs_tf} | {s['tfl_int8'] / s['onnx']:.2f} |")
     print("\n### Batch-1 latency (median µs; ratios: median of per-round ratios, p10-p90)\n")
     print(
         "| model | "
@@ -325,11 +323,13 @@ def main() -> None:
     print("|---" * (len(VARIANTS) + 5) + "|")
     for name, r in results.items():
         t = r["times"]
-        cells = " | ".join(f"{percentiles(t[v])[1] * 1e6:.0f}" for v in VARIANTS)
+        cells = " | ".join(
+            f"{percentiles(t[v])[1] * 1e6:.0f}" if v in t else "n/a" for v in VARIANTS
+        )
         load = "-" if r["load"] is None else f"{r['load']:.2f}"
         print(
-            f"| {name} | {cells} | {_ratio(t['tfl_f32'], t['tf_f32'])} | "
-            f"{_ratio(t['tfl_int8'], t['tf_int8'])} | {_ratio(t['tfl_int8'], t['onnx'])} | "
+            f"| {name} | {cells} | {_ratio(t, 'tfl_f32', 'tf_f32')} | "
+            f"{_ratio(t, 'tfl_int8', 'tf_int8')} | {_ratio(t, 'tfl_int8', 'onnx')} | "
             f"{load} |"
         )
     print("\n### Max |output - axonc reference| at batch 1\n")
