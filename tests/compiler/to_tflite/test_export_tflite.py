@@ -229,3 +229,13 @@ def test_int8_unrolled_lstm_is_a_valid_model():
     # steps is coarse: about half the output range here; accuracy is not claimed)
     assert out.shape == expected.shape and np.all(np.isfinite(out))
     assert np.abs(out - expected).max() < np.abs(expected).max()
+
+
+def test_dropout_is_the_identity_without_the_passes_too():
+    """At -O0 (no specialise-for-mode pass) each dropout layer's own rule is the identity."""
+    x = ax.input("x", shape=(None, 3))
+    model = x.dropout(rate=0.5).spatial_dropout(rate=0.5).alpha_dropout(rate=0.5)
+    init, _ = ax.build(model)
+    data = to_tflite(model, init(ax.template((1, 3))), opt_level=0)
+    ones = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(axonrt.load(data)(ones), ones)
