@@ -233,9 +233,9 @@ def test_int8_unrolled_lstm_is_a_valid_model():
 
 def test_dropout_is_the_identity_without_the_passes_too():
     """At -O0 (no specialise-for-mode pass) each dropout layer's own rule is the identity."""
-    x = ax.input("x", shape=(None, 3))
+    x = ax.input("x", shape=(None, 2, 3))
     model = x.dropout(rate=0.5).spatial_dropout(rate=0.5).alpha_dropout(rate=0.5)
     init, _ = ax.build(model)
-    data = to_tflite(model, init(ax.template((1, 3))), opt_level=0)
-    ones = np.ones((2, 3), np.float32)
+    data = to_tflite(model, init(ax.template((1, 2, 3))), opt_level=0)
+    ones = np.ones((4, 2, 3), np.float32)
     np.testing.assert_array_equal(axonrt.load(data)(ones), ones)
