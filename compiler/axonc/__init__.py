@@ -41,6 +41,7 @@ from .registry import LAYERS as _LAYERS
 from .serialize import load, save
 from .shape_inference import NONE
 from .to_onnx.export import export_onnx
+from .to_tflite.export import export_tflite
 
 globals().update(_LAYERS)
 
@@ -56,6 +57,7 @@ __all__ = [
     "build",
     "display",
     "export_onnx",
+    "export_tflite",
     "freeze",
     "get_inputs",
     "get_op_counts",

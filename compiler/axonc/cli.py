@@ -183,7 +183,30 @@ class _Progress:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the .onnx file (default: MODEL with the suffix .onnx).",
+    help="Where to write the model (default: MODEL with the suffix .onnx, or .tflite for "
+    "--target tflite).",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["onnx", "tflite"]),
+    default=None,
+    help="What to compile to (default: from the output's suffix, else onnx).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["float16", "dynamic-int8", "int8"]),
+    default=None,
+    help="TFLite only: quantize the weights (float16, dynamic-int8) or everything (int8).",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="For --quantize int8: an .npz with one array per input, samples along axis 0.",
+)
+@click.option(
+    "--int8-interface",
+    is_flag=True,
+    help="For --quantize int8: int8 inputs and outputs instead of float32 ones.",
 )
 @click.option(
     "--mode",
@@ -219,6 +242,10 @@ class _Progress:
 def compile(
     model: Path,
     output: Path | None,
+    target: str | None,
+    quantize: str | None,
+    calibration: Path | None,
+    int8_interface: bool,
     mode: str,
     opt_level: int,
     opset: int | None,
@@ -226,7 +253,14 @@ def compile(
     timings: bool,
     verify_each: bool,
 ) -> None:
-    """Compile an .axon model file to an ONNX model."""
+    """Compile an .axon model file to an ONNX or a TFLite model."""
+    if target is None:
+        target = "tflite" if output is not None and output.suffix.lower() == ".tflite" else "onnx"
+    if target == "tflite":
+        _compile_tflite(model, output, quantize, calibration, int8_interface, mode, opt_level)
+        return
+    if quantize or calibration or int8_interface:
+        raise UserError("--quantize, --calibration and --int8-interface apply to --target tflite")
     from .passes import PASSES, PassReport
     from .passes.graph import describe
     from .to_onnx import export
@@ -282,6 +316,70 @@ def compile(
     )
 
 
+def _compile_tflite(
+    model: Path,
+    output: Path | None,
+    quantize: str | None,
+    calibration: Path | None,
+    int8_interface: bool,
+    mode: str,
+    opt_level: int,
+) -> None:
+    from .to_tflite import export
+
+    if mode != "inference":
+        raise UserError("a TFLite model is compiled in inference mode; drop --mode train")
+    if quantize == "int8" and calibration is None:
+        raise UserError("--quantize int8 needs --calibration FILE.npz (sample inputs)")
+    if calibration is not None and quantize != "int8":
+        raise UserError("--calibration applies to --quantize int8")
+    output = output or model.with_suffix(".tflite")
+    if output.resolve() == model.resolve():
+        raise UserError(f"the output {output} would overwrite the input model")
+    if not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: directory {output.parent} does not exist")
+    batches = None if calibration is None else _calibration_batches(calibration)
+    start = time.perf_counter()
+    with _Progress(f"compiling {model.name}"):
+        ir, state = _load_axon(model)
+        data = export.export_tflite(
+            ir,
+            state,
+            output,
+            quantize=quantize,
+            calibration=batches,
+            int8_interface=int8_interface,
+            opt_level=opt_level,
+        )
+    seconds = time.perf_counter() - start
+    click.echo(
+        f"wrote {output} ({_size(len(data))}; TFLite, {quantize or 'float32'}) in {seconds:.2f}s"
+    )
+
+
+CALIBRATION_BATCH = 32
+
+
+def _calibration_batches(path: Path) -> list[dict[str, np.ndarray]]:
+    """An .npz of one array per input (samples along axis 0) as batches of 32 samples."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({_one_line(str(exc))})") from exc
+    sizes = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
+    if not arrays or len(sizes) != 1 or 0 in sizes:
+        raise UserError(
+            f"{path}: expected one array per input, all with the same number of samples "
+            "along axis 0"
+        )
+    n = sizes.pop()
+    return [
+        {k: a[i : i + CALIBRATION_BATCH] for k, a in arrays.items()}
+        for i in range(0, n, CALIBRATION_BATCH)
+    ]
+
+
 def _load_axon(path: Path) -> tuple[Any, Any]:
     """ax.load, with the file named in any format error."""
     from . import serialize
@@ -306,19 +404,23 @@ def _size(n: int) -> str:
 @cli.command(epilog=EPILOG)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def inspect(file: Path) -> None:
-    """Describe an .axon model file or an .onnx model.
+    """Describe an .axon model file, an .onnx or a .tflite model.
 
     For .axon: the layer table (batch 1) and parameter counts. For .onnx: IR
     version, opset, mode, inputs and outputs with dtypes and shapes, op counts.
+    For .tflite: the signature, tensors with dtypes, shapes and quantization, op counts.
     """
     suffix = file.suffix.lower()
     if suffix == ".axon":
         _inspect_axon(file)
     elif suffix == ".onnx":
         _inspect_onnx(file)
+    elif suffix == ".tflite":
+        _inspect_tflite(file)
     else:
         raise UserError(
-            f"{file}: unknown file type {suffix or '(no suffix)'!r}; inspect reads .axon and .onnx"
+            f"{file}: unknown file type {suffix or '(no suffix)'!r}; inspect reads .axon, "
+            ".onnx and .tflite"
         )
 
 
@@ -443,6 +545,16 @@ def _inspect_onnx(file: Path) -> None:
         click.echo(f"  {op:<{width}}  {n}")
 
 
+def _inspect_tflite(file: Path) -> None:
+    from .to_tflite.inspect import describe
+
+    try:
+        text = describe(file.read_bytes())
+    except ValueError as exc:
+        raise UserError(f"{file}: {_one_line(str(exc))}") from exc
+    click.echo(f"{file}: {text}")
+
+
 def _json_meta(meta: dict[str, str], key: str, file: Path) -> Any:
     import json
 
@@ -486,7 +598,7 @@ def run(
     providers: tuple[str, ...],
     threads: int | None,
 ) -> None:
-    """Run an ONNX model on .npy inputs through axonrt and summarise the outputs."""
+    """Run an ONNX or TFLite model on .npy inputs through axonrt and summarise the outputs."""
     import axonrt
 
     rt = axonrt.load(model, list(providers) or None, threads=threads)

@@ -100,15 +100,17 @@ def op_table_markdown() -> str:
 
     Every listed op has a numpy reference implementation; a column says "—" where
     the op has no rule for that compiler (ONNX, TFLite, autodiff); ops without a
-    gradient rule carry no gradient (integer results, constants).
+    gradient rule carry no gradient (integer results, constants). A TFLite "yes" may
+    still refuse some options at export (spec/tflite.md lists them), by name, never silently.
     """
     rows = ["| op | family | ONNX | TFLite | gradient |", "| --- | --- | --- | --- | --- |"]
     for op in sorted(OPS.values(), key=lambda o: (o.family, o.name)):
         if op.name in ("input", "argument"):
             continue
         onnx = f"opset {MIN_OPSET}+" if type(op).onnx is not Op.onnx else "—"
+        tflite = "yes" if type(op).tflite is not Op.tflite else "—"
         grad = "yes" if type(op).vjp is not Op.vjp else "—"
-        rows.append(f"| `{op.name}` | {op.family} | {onnx} | — | {grad} |")
+        rows.append(f"| `{op.name}` | {op.family} | {onnx} | {tflite} | {grad} |")
     return "\n".join(rows)
 
 

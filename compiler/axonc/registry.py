@@ -117,6 +117,15 @@ class Op:
         """
         raise NotImplementedError(f"op {self.name!r} has no ONNX lowering")
 
+    def tflite(self, ctx: Any, inputs: list[Any], opts: dict[str, Any]) -> Any:
+        """The TFLite lowering (inference mode): emit operators through `ctx.b`, return tensors.
+
+        A rule that cannot export some option raises `ctx.unsupported(reason)`; ops without
+        a rule and such reasons are reported, all at once, when a graph holding them is
+        exported.
+        """
+        raise NotImplementedError(f"op {self.name!r} has no TFLite lowering")
+
     def vjp(
         self, ctx: Any, inputs: list[Any], output: Any, cot: Any, opts: dict[str, Any]
     ) -> list[Any]:

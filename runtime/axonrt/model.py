@@ -126,7 +126,11 @@ def load(
     optimization: str = "all",
     spinning: bool = True,
 ) -> Model:
-    """Load an .onnx file (or its bytes) into a Model.
+    """Load an .onnx or .tflite file (or its bytes) into a Model.
+
+    A .tflite model (recognised by its file identifier) runs on LiteRT (extra
+    `axonrt[tflite]`); `providers`, `optimization` and `spinning` are onnxruntime's
+    and do not apply to it.
 
     `providers`: None picks TensorRT, CUDA, CPU among those available (see
     `choose_providers`); or name them ("cpu", "cuda", full provider names).
@@ -152,12 +156,30 @@ def load(
             f"load takes a path or the model's bytes, got {type(path_or_bytes).__name__}"
         )
     options = _session_options(threads, optimization, spinning)
+    data = _tflite_bytes(model_arg)
+    if data is not None:
+        from .tflite import LiteRTSession
+
+        return Model(LiteRTSession(data, source, threads), source)
     chosen = choose_providers(ort.get_available_providers(), providers)
     try:
         session = ort.InferenceSession(model_arg, options, providers=chosen)
     except Exception as exc:  # onnxruntime's pybind errors share no useful base class
         raise ModelError(f"{source}: cannot load as an ONNX model: {_ort_message(exc)}") from None
     return Model(session, source)
+
+
+def _tflite_bytes(model_arg: str | bytes) -> bytes | None:
+    """The model's bytes when it is a TFLite flatbuffer (by its file identifier), else None."""
+    from .tflite import is_tflite
+
+    if isinstance(model_arg, bytes):
+        return model_arg if is_tflite(model_arg) else None
+    with open(model_arg, "rb") as f:
+        head = f.read(8)
+        if not is_tflite(head):
+            return None
+        return head + f.read()
 
 
 def _ort_message(exc: Exception) -> str:
@@ -279,7 +301,8 @@ class Model:
         try:
             results = self.session.run(names, prepared)
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
-            raise RunError(f"{self.source}: onnxruntime failed: {_ort_message(exc)}") from None
+            engine = "LiteRT" if self.providers == ["LiteRT"] else "onnxruntime"
+            raise RunError(f"{self.source}: {engine} failed: {_ort_message(exc)}") from None
         return dict(zip(names, results))
 
     def validate(self, feeds: Mapping[str, Any], *, rng: Any = None) -> dict[str, np.ndarray]:

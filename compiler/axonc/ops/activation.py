@@ -166,6 +166,76 @@ def _lower(b: Any, act: str, x: str, opts: dict[str, Any], dtype: str) -> str:
     return b.op(simple[act], [x])
 
 
+def _softplus_tflite(b: Any, x: int) -> int:
+    """max(x, 0) + log(1 + exp(-|x|)): softplus without overflow (TFLite has no SOFTPLUS)."""
+    tail = b.unary(
+        "LOG", b.binary("ADD", b.unary("EXP", b.unary("NEG", b.unary("ABS", x))), b.scalar(1.0, x))
+    )
+    return b.binary("ADD", b.binary("MAXIMUM", x, b.scalar(0.0, x)), tail)
+
+
+def _where_positive(b: Any, x: int, negative: int) -> int:
+    """x where x > 0, else `negative`."""
+    cond = b.compare("GREATER", x, b.scalar(0.0, x))
+    return b.op("SELECT_V2", [cond, x, negative], b.type_of(x))
+
+
+def _lower_tflite(b: Any, act: str, x: int, opts: dict[str, Any]) -> int:
+    """TFLite operators computing activation `act` of the float tensor `x`."""
+    simple = {
+        "exp": "EXP",
+        "relu": "RELU",
+        "relu6": "RELU6",
+        "sigmoid": "LOGISTIC",
+        "tanh": "TANH",
+        "hard_tanh": "RELU_N1_TO_1",
+    }
+    if act in simple:
+        return b.unary(simple[act], x)
+    if act == "linear":
+        return x
+    if act == "gelu":
+        return b.unary("GELU", x, b.options("Gelu", approximate=False))
+    if act == "leaky_relu":
+        return b.unary("LEAKY_RELU", x, b.options("LeakyRelu", alpha=float(opts["alpha"])))
+    if act == "elu" and opts["alpha"] == 1.0:
+        return b.unary("ELU", x)
+    if act in ("elu", "celu", "selu"):
+        alpha = SELU_ALPHA if act == "selu" else opts["alpha"]
+        inner = b.binary("MUL", x, b.scalar(1.0 / alpha, x)) if act == "celu" else x
+        em1 = b.binary("SUB", b.unary("EXP", inner), b.scalar(1.0, x))
+        out = _where_positive(b, x, b.binary("MUL", em1, b.scalar(alpha, x)))
+        return b.binary("MUL", out, b.scalar(SELU_SCALE, x)) if act == "selu" else out
+    if act in ("hard_sigmoid", "hard_silu"):
+        z = b.binary(
+            "ADD", b.binary("MUL", x, b.scalar(opts["alpha"], x)), b.scalar(opts["beta"], x)
+        )
+        hs = b.clip(z, 0.0, 1.0)
+        return hs if act == "hard_sigmoid" else b.binary("MUL", x, hs)
+    if act == "softplus":
+        return _softplus_tflite(b, x)
+    if act == "log_sigmoid":
+        return b.unary("NEG", _softplus_tflite(b, b.unary("NEG", x)))
+    if act == "mish":
+        return b.binary("MUL", x, b.unary("TANH", _softplus_tflite(b, x)))
+    if act == "silu":
+        return b.binary("MUL", x, b.unary("LOGISTIC", x))
+    if act == "softsign":
+        denom = b.binary("ADD", b.unary("ABS", x), b.scalar(1.0, x))
+        return b.binary("DIV", x, denom)
+    if act == "softmax":
+        return b.softmax(x, opts["axis"])
+    if act == "log_softmax":
+        return b.on_last_axis(
+            x, opts["axis"], lambda v: b.unary("LOG_SOFTMAX", v, b.options("LogSoftmax"))
+        )
+    # log_sumexp
+    axis = opts["axis"]
+    m = b.reduce("REDUCE_MAX", x, [axis], keepdims=True)
+    total = b.reduce("SUM", b.unary("EXP", b.binary("SUB", x, m)), [axis], keepdims=True)
+    return b.binary("ADD", m, b.unary("LOG", total))
+
+
 def _sig(x: Any) -> Any:
     return 0.5 * (anp.tanh(0.5 * x) + 1.0)
 
@@ -240,6 +310,15 @@ class Activation(Op):
         if dtype != t.dtype:
             x = ctx.b.cast(x, dtype)
         return _lower(ctx.b, self.name, x, opts, dtype)
+
+    def tflite(self, ctx, inputs, opts):
+        (x,) = inputs
+        t = ctx.in_types[0]
+        if t.dtype == "f64":
+            raise ctx.unsupported("f64 activations: LiteRT's kernels compute in f32")
+        return _lower_tflite(
+            ctx.b, self.name, ctx.b.cast(x, t.dtype if t.dtype == "f16" else "f32"), opts
+        )
 
     def infer(self, types, opts, node):
         (t,) = types

@@ -105,6 +105,14 @@ class _ElementWise(Op):
             out = ctx.b.op(self.onnx_op, [out, v])
         return out
 
+    def tflite(self, ctx, inputs, opts):
+        values = _onnx_merged(ctx, inputs, ctx.in_types)
+        out = values[0]
+        kind = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul"}[self.tflite_op]
+        for v in values[1:]:
+            out = ctx.b.binary(self.tflite_op, out, v, options=ctx.b.options(kind))
+        return out
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """cot (negated for the subtrahends; times the other factors for multiply, in the
         merged dtype) summed back over each input's broadcast axes, in its own dtype."""
@@ -140,6 +148,7 @@ def _define(
             "doc": doc,
             "fold": staticmethod(fold),
             "onnx_op": onnx_op,
+            "tflite_op": {"Add": "ADD", "Sub": "SUB", "Mul": "MUL"}[onnx_op],
             "cases": [
                 Case("two", lambda a, b: layer(a, b), two),
                 Case("list3_broadcast", lambda a, b, c: layer([a, b, c]), three),
@@ -212,6 +221,12 @@ class Concatenate(Op):
     def onnx(self, ctx, inputs, opts):
         axis = _normalize_axis(opts["axis"], ctx.in_types[0].rank)
         return ctx.b.op("Concat", _onnx_merged(ctx, inputs, ctx.in_types), axis=axis)
+
+    def tflite(self, ctx, inputs, opts):
+        axis = _normalize_axis(opts["axis"], ctx.in_types[0].rank)
+        values = _onnx_merged(ctx, inputs, ctx.in_types)
+        options = ctx.b.options("Concatenation", axis=axis)
+        return ctx.b.op("CONCATENATION", values, ctx.out_type, options=options)
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Each input's slice of cot. Offsets are static: inputs before the one piece whose
@@ -353,6 +368,28 @@ class Split(Op):
             start += n
         return tuple(pieces)
 
+    def tflite(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        axis = _normalize_axis(opts["axis"], t.rank)
+        sizes = _split_sizes(t.shape[axis], opts["splits"])
+        outs = list(ctx.out_type)
+        if 0 in sizes:
+            raise ctx.unsupported("an empty piece: LiteRT has no zero-sized tensors")
+        if None in sizes:
+            options = b.options("Split", numSplits=len(sizes))
+            return tuple(b.op("SPLIT", [b.ints([axis], "axis"), inputs[0]], outs, options=options))
+        pieces, start = [], 0
+        for n, out in zip(sizes, outs):
+            begin = [0] * t.rank
+            begin[axis] = start
+            size = [-1] * t.rank
+            size[axis] = n
+            pieces.append(
+                b.op("SLICE", [inputs[0], b.ints(begin, "begin"), b.ints(size, "size")], out)
+            )
+            start += n
+        return tuple(pieces)
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """The pieces' cotangents joined back along the axis; a None piece is zeros, and
         so is the tail that sizes adding up to less than the axis dropped."""
@@ -479,6 +516,15 @@ class StackColumns(Op):
             b.op("Unsqueeze", [v, b.ints([-1], "axes")]) for v in _onnx_merged(ctx, leaves, types)
         ]
         return b.op("Concat", columns, axis=-1)
+
+    def tflite(self, ctx, inputs, opts):
+        b = ctx.b
+        leaves = _columns(inputs[0], opts["ignore"], "a tensor")
+        types = _columns(ctx.in_types[0], opts["ignore"], "a tensor")
+        columns = [b.reshape(v, (*b.type_of(v).shape, 1)) for v in _onnx_merged(ctx, leaves, types)]
+        rank = ctx.out_type.rank
+        options = b.options("Concatenation", axis=rank - 1)
+        return b.op("CONCATENATION", columns, ctx.out_type, options=options)
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """The container's cotangent: column j of cot for the j-th stacked leaf, None for

@@ -66,6 +66,8 @@ class Scope(Op):
         """The body inline, its parameters looked up under this layer (block_0/dense_0/kernel)."""
         return ctx.lower(ctx.node.subgraphs["body"], list(inputs), scoped=True)
 
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """The body's layers' gradient rules, their parameters under this layer's path."""
         return backprop_body(ctx, ctx.node.subgraphs["body"], list(inputs), cot, ctx.path)
@@ -166,6 +168,8 @@ class Optional(Op):
     def onnx(self, ctx, inputs, opts):
         return inputs[0]
 
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
+
     def vjp(self, ctx, inputs, output, cot, opts):
         return [cot]
 
@@ -201,6 +205,8 @@ class OrElse(Op):
         """Resolved at export: a missing input is known when the graph is lowered."""
         x, default = inputs
         return default if x is NONE else x
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """The cotangent goes to whichever input was taken.
@@ -309,6 +315,33 @@ class Cond(Op):
                     "ONNX graph cannot choose between a tensor and nothing at run time"
                 )
             return where(ctx.b, c, t, f, out.dtype)
+
+        return select(on_true, on_false, ctx.out_type)
+
+    def tflite(self, ctx, inputs, opts):
+        """SELECT_V2 on the predicate, leaf by leaf, as the ONNX rule's Where."""
+        parent, on_true, on_false = inputs
+        b = ctx.b
+        pred = ctx.lower(ctx.node.subgraphs["pred"], flatten_types([parent]), scoped=True)
+        b.scope = ctx.name
+        if b.type_of(pred).dtype in ("f16", "f64"):
+            raise ctx.unsupported("an f16/f64 predicate")
+        c = (
+            pred
+            if b.type_of(pred).dtype == "pred"
+            else b.compare("NOT_EQUAL", pred, b.scalar(0, pred))
+        )
+
+        def select(t: Any, f: Any, out: Any) -> Any:
+            if isinstance(out, (tuple, list)):
+                return type(out)(select(a, c2, o) for a, c2, o in zip(t, f, out))
+            if isinstance(out, dict):
+                return {k: select(t[k], f[k], out[k]) for k in out}
+            if t is NONE and f is NONE:
+                return NONE
+            if t is NONE or f is NONE:
+                raise ctx.unsupported("a branch output missing (ax.NONE) in only one branch")
+            return b.op("SELECT_V2", [c, b.cast(t, out.dtype), b.cast(f, out.dtype)], out)
 
         return select(on_true, on_false, ctx.out_type)
 
@@ -446,6 +479,8 @@ class ScopedBody(Op):
     def onnx(self, ctx, inputs, opts):
         ctx.path = opts["path"]  # the body's parameters live at `path`, not under this node
         return ctx.lower(ctx.node.subgraphs["body"], list(inputs), scoped=True)
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     def vjp(self, ctx, inputs, output, cot, opts):
         return backprop_body(ctx, ctx.node.subgraphs["body"], list(inputs), cot, opts["path"])

@@ -456,6 +456,208 @@ def _onnx_conv_transpose(ctx: Any, x: str, geo: Geometry, kernel: str, bias: str
 # data and OIHW kernels. `conv_vjp` is its transpose rule, written with itself.
 
 
+# ---------------------------------------------------------------------------
+# TFLite lowering: channels last natively (NHWC / NDHWC), kernels re-laid out at export.
+
+
+def _tfl_kernel_hwio(ctx: Any, key: str, channels: str) -> np.ndarray:
+    """Kernel `key` as an f32 array in {spatial..., in/groups, out} order."""
+    k = ctx.value(key).astype(np.float32)
+    if channels == "first":
+        n = k.ndim - 2
+        k = k.transpose(*range(2, n + 2), 1, 0)
+    return k
+
+
+def _tfl_to_last(ctx: Any, x: int, channels: str) -> int:
+    """The layer's input as channels-last f32 (a transpose only for channels='first')."""
+    t = ctx.in_types[0]
+    if t.dtype == "f64":
+        raise ctx.unsupported("f64 inputs: LiteRT's kernels compute in f32")
+    x = ctx.b.cast(x, "f32")
+    if channels == "first":
+        x = ctx.b.transpose(x, [0, *range(2, t.rank), 1])
+    return x
+
+
+def _tfl_from_last(ctx: Any, y: int, channels: str) -> int:
+    if channels == "first":
+        rank = ctx.b.type_of(y).rank
+        y = ctx.b.transpose(y, [0, rank - 1, *range(1, rank - 1)])
+    return y
+
+
+def _tfl_pad(ctx: Any, x: int, pads: Pads) -> int:
+    """Explicit spatial padding of a channels-last tensor: PAD for growth, SLICE for crops."""
+    b = ctx.b
+    t = b.type_of(x)
+    full = [(0, 0), *pads, (0, 0)]
+    grow = [[max(lo, 0), max(hi, 0)] for lo, hi in full]
+    if any(v for pair in grow for v in pair):
+        shape = tuple(None if d is None else d + lo + hi for d, (lo, hi) in zip(t.shape, grow))
+        paddings = b.const(np.asarray(grow, np.int32), hint="paddings")
+        x = b.op("PAD", [x, paddings], t.with_shape(shape))
+    if any(lo < 0 or hi < 0 for lo, hi in full):
+        have = b.type_of(x).shape
+        if any(d is None for d in have[1:]):
+            raise ctx.unsupported("cropping padding on a dynamic spatial dim")
+        begin = [max(-lo, 0) for lo, _ in full]
+        size = [
+            -1 if d is None else d - max(-lo, 0) - max(-hi, 0) for d, (lo, hi) in zip(have, full)
+        ]
+        out = tuple(None if d is None else n for d, n in zip(have, size))
+        x = b.op("SLICE", [x, b.ints(begin, "begin"), b.ints(size, "size")], t.with_shape(out))
+    return x
+
+
+def _tfl_same(size: int | None, k_eff: int, stride: int) -> tuple[int, int] | None:
+    """TFLite's SAME padding (lo, hi) of one dim, or None when it depends on a dynamic size."""
+    if size is None:
+        return ((k_eff - 1) // 2, k_eff - 1 - (k_eff - 1) // 2) if stride == 1 else None
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k_eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def _tfl_padding(ctx: Any, x: int, geo: Geometry) -> tuple[int, str]:
+    """(input, "SAME" or "VALID"): SAME when Axon's pads are TFLite's, else explicit PAD."""
+    spatial = ctx.b.type_of(x).shape[1:-1]
+    if all(p == (0, 0) for p in geo.padding):
+        return x, "VALID"
+    same = [
+        _tfl_same(d, (k - 1) * r + 1, s)
+        for d, k, r, s in zip(spatial, geo.kernel, geo.kernel_dilation, geo.strides)
+    ]
+    if list(geo.padding) == same:
+        return x, "SAME"
+    return _tfl_pad(ctx, x, geo.padding), "VALID"
+
+
+def _tfl_conv(
+    ctx: Any, x: int, cin: int, geo: Geometry, groups: int, k: np.ndarray, bias: Any
+) -> int:
+    """One convolution of a channels-last f32 tensor with an HWIO kernel `k` (f32 array).
+
+    1-D runs as 2-D with a unit height; 2-D is CONV_2D (DEPTHWISE_CONV_2D when each
+    group is one input channel); 3-D is CONV_3D. Input dilation has no TFLite form.
+    """
+    b = ctx.b
+    n = len(geo.kernel)
+    if any(d != 1 for d in geo.input_dilation):
+        x = _tfl_dilate(ctx, x, geo.input_dilation)
+        geo = Geometry(geo.kernel, geo.strides, geo.padding, (1,) * n, geo.kernel_dilation)
+    cout = k.shape[-1]
+    if groups > 1 and not (groups == cin and n == 2):
+        return _tfl_grouped(ctx, x, cin, geo, groups, k, bias)
+    # LiteRT's conv kernels need the bias input: zeros stand in for use_bias=False
+    bias = np.zeros(cout, np.float32) if bias is None else bias
+    bias_t = b.const(np.asarray(bias, np.float32), hint="bias")
+    if n == 1:
+        t = b.type_of(x)
+        if sum(d is None for d in t.shape) > 1:
+            raise ctx.unsupported("a 1-D conv over a dynamic length (reshaped to 2-D)")
+        x = b.reshape(x, (t.shape[0], 1, *t.shape[1:]))
+        geo = Geometry(
+            (1, *geo.kernel),
+            (1, *geo.strides),
+            ((0, 0), *geo.padding),
+            (1, 1),
+            (1, *geo.kernel_dilation),
+        )
+        k = k[None]
+        y = _tfl_conv(ctx, x, cin, geo, groups, k, bias)
+        yt = b.type_of(y)
+        return b.reshape(y, (yt.shape[0], *yt.shape[2:]))
+    x, padding = _tfl_padding(ctx, x, geo)
+    t = b.type_of(x)
+    spatial = []
+    for i, d in enumerate(t.shape[1:-1]):
+        k_eff = (geo.kernel[i] - 1) * geo.kernel_dilation[i] + 1
+        if d is None:
+            spatial.append(None)
+        elif padding == "SAME":
+            spatial.append(-(-d // geo.strides[i]))
+        else:
+            spatial.append((d - k_eff) // geo.strides[i] + 1)
+    out = TensorType((t.shape[0], *spatial, cout), "f32")
+    if n == 3:
+        options = b.options(
+            "Conv3D",
+            padding=padding,
+            strideD=geo.strides[0],
+            strideH=geo.strides[1],
+            strideW=geo.strides[2],
+            dilationDFactor=geo.kernel_dilation[0],
+            dilationHFactor=geo.kernel_dilation[1],
+            dilationWFactor=geo.kernel_dilation[2],
+        )
+        return b.op(
+            "CONV_3D",
+            [x, b.const(np.ascontiguousarray(k), hint="kernel"), bias_t],
+            out,
+            options=options,
+        )
+    common = dict(
+        padding=padding,
+        strideH=geo.strides[0],
+        strideW=geo.strides[1],
+        dilationHFactor=geo.kernel_dilation[0],
+        dilationWFactor=geo.kernel_dilation[1],
+    )
+    if groups == cin and groups > 1:
+        weights = np.ascontiguousarray(k.reshape(1, *k.shape[:2], cout))
+        options = b.options("DepthwiseConv2D", depthMultiplier=cout // cin, **common)
+        return b.op(
+            "DEPTHWISE_CONV_2D", [x, b.const(weights, hint="kernel"), bias_t], out, options=options
+        )
+    weights = np.ascontiguousarray(k.transpose(3, 0, 1, 2))  # OHWI
+    options = b.options("Conv2D", **common)
+    return b.op("CONV_2D", [x, b.const(weights, hint="kernel"), bias_t], out, options=options)
+
+
+def _tfl_dilate(ctx: Any, x: int, dilation: tuple[int, ...]) -> int:
+    """Interior zeros between the elements of each spatial axis (input dilation):
+    reshape to (batch, before, n, 1, after), pad the unit axis to d, merge, drop the
+    trailing d - 1 (rank 5 at most, LiteRT's PAD limit)."""
+    b = ctx.b
+    for i, d in enumerate(dilation):
+        if d == 1:
+            continue
+        shape = b.type_of(x).shape
+        ax = i + 1
+        if any(v is None for v in shape[1:]):
+            raise ctx.unsupported("input dilation of a dynamic spatial dim")
+        before, n, after = int(np.prod(shape[1:ax])), shape[ax], int(np.prod(shape[ax + 1 :]))
+        x = b.reshape(x, (shape[0], before, n, 1, after))
+        x = b.pad(x, [(0, 0), (0, 0), (0, 0), (0, d - 1), (0, 0)])
+        x = b.reshape(x, (shape[0], before, n * d, after))
+        x = b.crop(x, [(0, 0), (0, 0), (0, d - 1), (0, 0)])
+        x = b.reshape(x, (*shape[:ax], n * d - d + 1, *shape[ax + 1 :]))
+    return x
+
+
+def _tfl_grouped(
+    ctx: Any, x: int, cin: int, geo: Geometry, groups: int, k: np.ndarray, bias: Any
+) -> int:
+    """Feature groups as SPLIT, one convolution per group, CONCATENATION."""
+    b = ctx.b
+    t = b.type_of(x)
+    per_in, per_out = cin // groups, k.shape[-1] // groups
+    piece = t.with_shape((*t.shape[:-1], per_in))
+    options = b.options("Split", numSplits=groups)
+    parts = b.op("SPLIT", [b.ints([t.rank - 1], "axis"), x], [piece] * groups, options=options)
+    outs = []
+    for g, part in enumerate(parts if groups > 1 else [parts]):
+        sl = slice(g * per_out, (g + 1) * per_out)
+        gb = None if bias is None else np.asarray(bias)[sl]
+        outs.append(_tfl_conv(ctx, part, per_in, geo, 1, k[..., sl], gb))
+    out = b.type_of(outs[0])
+    options = b.options("Concatenation", axis=out.rank - 1)
+    return b.op(
+        "CONCATENATION", outs, out.with_shape((*out.shape[:-1], k.shape[-1])), options=options
+    )
+
+
 def _check_pairs(v: Any) -> Pads:
     pairs = int_pairs(v)
     if not pairs:
@@ -961,6 +1163,14 @@ class _SingleConv(Op):
             y = _onnx_conv(ctx, x, cin, geo, groups, kernel, bias)
         return _onnx_output(ctx, y, ch)
 
+    def tflite(self, ctx, inputs, opts):
+        geo, cin, groups, _ = self._resolve(ctx.in_types[0], opts)
+        ch = opts["channels"]
+        x = _tfl_to_last(ctx, inputs[0], ch)
+        bias = ctx.value("bias") if opts["use_bias"] else None
+        y = _tfl_conv(ctx, x, cin, geo, groups, _tfl_kernel_hwio(ctx, "kernel", ch), bias)
+        return _tfl_from_last(ctx, y, ch)
+
     def vjp(self, ctx, inputs, output, cot, opts):
         (x,) = inputs
         geo, _, groups, _ = self._resolve(ctx.in_types[0], opts)
@@ -1287,6 +1497,17 @@ class _SeparableConv(Op):
             bias = ctx.param(f"bias_{i}") if opts["use_bias"] else None
             y = _onnx_conv(ctx, y, c, geo, c, kernel, bias)
         return _onnx_output(ctx, y, ch)
+
+    def tflite(self, ctx, inputs, opts):
+        geos, cin = self._passes(ctx.in_types[0], opts)
+        ch = opts["channels"]
+        cout = cin * opts["channel_multiplier"]
+        y = _tfl_to_last(ctx, inputs[0], ch)
+        for i, geo in enumerate(geos, start=1):
+            c = cin if i == 1 else cout
+            bias = ctx.value(f"bias_{i}") if opts["use_bias"] else None
+            y = _tfl_conv(ctx, y, c, geo, c, _tfl_kernel_hwio(ctx, f"kernel_{i}", ch), bias)
+        return _tfl_from_last(ctx, y, ch)
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Recompute each pass's input, then pull the cotangent back pass by pass."""

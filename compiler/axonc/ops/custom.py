@@ -75,6 +75,8 @@ class Nx(Op):
     def onnx(self, ctx, inputs, opts):
         return ctx.lower(ctx.node.subgraphs["body"], flatten_types(list(inputs)), scoped=True)
 
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """Through the traced body: its primitives' gradient rules, run in reverse."""
         (x,) = inputs
@@ -297,6 +299,8 @@ class Custom(Op):
             values.append(ctx.param(p["name"]))
         args = flatten_types([*present, *values])
         return ctx.lower(self._body(ctx.node, ctx.mode, absent), args, scoped=True)
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Through the body traced for this mode: input cotangents and parameter gradients.

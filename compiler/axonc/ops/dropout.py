@@ -260,6 +260,10 @@ class _Dropout(Op):
         keep = b.op("Less", [uniform, b.const(_keep_threshold(opts["rate"]), "f32", "keep")])
         return self.lower_apply(b, x, keep, opts["rate"], dtype)
 
+    def tflite(self, ctx, inputs, opts):
+        """Inference mode: the identity (dropout acts only while training)."""
+        return inputs[0]
+
     def lower_apply(self, b: Any, x: str, keep: str, rate: float, dtype: str) -> str:
         """ONNX nodes of `apply` (the mask `keep` is bool and broadcasts against `x`)."""
         scaled = b.op("Div", [x, b.const(1.0 - rate, dtype, "keep_prob")])

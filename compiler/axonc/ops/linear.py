@@ -53,6 +53,13 @@ def _as_dtype(b: Any, x: str, have: str, want: str) -> str:
     return x if have == want else b.cast(x, want)
 
 
+def _tflite_input(ctx: Any, x: int, dtype: str) -> int:
+    """`x` as f32, the dtype TFLite's dense kernels compute in (f64 is not exported)."""
+    if dtype == "f64":
+        raise ctx.unsupported("f64 inputs: LiteRT's kernels compute in f32")
+    return ctx.b.cast(x, "f32")
+
+
 def _param_as(ctx: Any, key: str, dtype: str) -> str:
     """This layer's f32 parameter `key` as an ONNX value of `dtype` (f64 inputs compute in f64)."""
     return _as_dtype(ctx.b, ctx.param(key), "f32", dtype)
@@ -100,6 +107,10 @@ class Bias(Op):
         dtype = ctx.out_type.dtype
         x = _as_dtype(ctx.b, inputs[0], ctx.in_types[0].dtype, dtype)
         return ctx.b.op("Add", [x, _param_as(ctx, "bias", dtype)])
+
+    def tflite(self, ctx, inputs, opts):
+        x = _tflite_input(ctx, inputs[0], ctx.in_types[0].dtype)
+        return ctx.b.binary("ADD", x, ctx.param("bias"), options=ctx.b.options("Add"))
 
     cases: ClassVar[list[Case]] = [
         Case("rank2", lambda x: bias(x), [TensorType((None, 5))]),
@@ -166,6 +177,15 @@ class Dense(Op):
             return ctx.b.op("Gemm", [x, kernel, *bias])
         out = ctx.b.op("MatMul", [x, kernel])
         return ctx.b.op("Add", [out, *bias]) if bias else out
+
+    def tflite(self, ctx, inputs, opts):
+        """FULLY_CONNECTED with the kernel stored {out, in}; keep_num_dims for rank > 2."""
+        b = ctx.b
+        x = _tflite_input(ctx, inputs[0], ctx.in_types[0].dtype)
+        weights = b.const(np.ascontiguousarray(ctx.value("kernel").T), "f32", "kernel")
+        bias = b.const(ctx.value("bias"), "f32", "bias") if opts["use_bias"] else -1
+        options = b.options("FullyConnected", keepNumDims=ctx.in_types[0].rank > 2)
+        return b.op("FULLY_CONNECTED", [x, weights, bias], ctx.out_type, options=options)
 
     cases: ClassVar[list[Case]] = [
         Case("rank2", lambda x: dense(x, 4), [TensorType((None, 6))]),
@@ -247,6 +267,27 @@ class Bilinear(Op):
         kernel = _param_as(ctx, "kernel", dtype)
         out = ctx.b.op("Einsum", [a, kernel, c], equation="...i,oij,...j->...o")
         return ctx.b.op("Add", [out, _param_as(ctx, "bias", dtype)]) if opts["use_bias"] else out
+
+    def tflite(self, ctx, inputs, opts):
+        """t[..., o, j] = sum_i a[..., i] K[o, i, j] as FULLY_CONNECTED, then sum_j t c."""
+        b = ctx.b
+        a, c = (_tflite_input(ctx, v, t.dtype) for v, t in zip(inputs, ctx.in_types, strict=True))
+        kernel = ctx.value("kernel").astype(np.float32)
+        units, n1, n2 = kernel.shape
+        weights = b.const(np.ascontiguousarray(kernel.transpose(0, 2, 1).reshape(units * n2, n1)))
+        at, ct = b.type_of(a), b.type_of(c)
+        fc = b.op(
+            "FULLY_CONNECTED",
+            [a, weights, -1],
+            TensorType((*at.shape[:-1], units * n2), "f32"),
+            options=b.options("FullyConnected", keepNumDims=True),
+        )
+        t = b.reshape(fc, (*at.shape[:-1], units, n2))
+        prod = b.binary("MUL", t, b.reshape(c, (*ct.shape[:-1], 1, n2)))
+        out = b.reduce("SUM", prod, [-1], keepdims=False)
+        if opts["use_bias"]:
+            out = b.binary("ADD", out, ctx.param("bias"))
+        return out
 
     def vjp(self, ctx, inputs, output, cot, opts):
         a, c = inputs
@@ -351,6 +392,13 @@ class Embedding(Op):
         if ctx.in_types[0].dtype not in ("s32", "s64"):
             ids = ctx.b.cast(ids, "s64")
         return ctx.b.op("Gather", [ctx.param("kernel"), ids], axis=0)
+
+    def tflite(self, ctx, inputs, opts):
+        """GATHER of table rows; like the ONNX model it does not check the ids (LiteRT
+        rejects an out-of-range id at run time)."""
+        ids = ctx.b.cast(inputs[0], "s32")
+        options = ctx.b.options("Gather", axis=0)
+        return ctx.b.op("GATHER", [ctx.param("kernel"), ids], ctx.out_type, options=options)
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Rows of the cotangent summed into the table rows their ids name; ids get none."""

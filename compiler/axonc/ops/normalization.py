@@ -179,6 +179,33 @@ def _axes_mean(axes: tuple[int, ...]) -> Callable[[Any], Any]:
     return lambda t: anp.mean(t, axis=axes, keepdims=True)
 
 
+# ---- TFLite lowering: f32 element-wise ops; running statistics folded at export --------
+
+
+def _tfl_float(ctx: Any, x: int) -> int:
+    if ctx.in_types[0].dtype != "f32":
+        raise ctx.unsupported(f"{ctx.in_types[0].dtype} input: LiteRT normalises f32 tensors")
+    return x
+
+
+def _tfl_vector(b: Any, vec: np.ndarray, rank: int, axis: int) -> int:
+    """A {C} vector as an f32 constant shaped to broadcast along `axis`."""
+    return b.const(np.asarray(vec, np.float32).reshape((-1,) + (1,) * (rank - 1 - axis)))
+
+
+def _tfl_standardize(b: Any, x: int, axes: tuple[int, ...], eps: float) -> int:
+    """(x - mean) / sqrt(var + eps) over `axes` (biased variance)."""
+    centered = b.binary("SUB", x, b.reduce("MEAN", x, axes, keepdims=True))
+    var = b.reduce("MEAN", b.binary("MUL", centered, centered), axes, keepdims=True)
+    return b.binary("MUL", centered, b.unary("RSQRT", b.binary("ADD", var, b.scalar(eps, x))))
+
+
+def _tfl_affine(ctx: Any, y: int, rank: int, axis: int) -> int:
+    b = ctx.b
+    y = b.binary("MUL", y, _tfl_vector(b, ctx.value("gamma"), rank, axis))
+    return b.binary("ADD", y, _tfl_vector(b, ctx.value("beta"), rank, axis))
+
+
 _GAMMA_GLOROT = Option(
     "glorot_uniform", check_initializer, "gamma initializer (Axon's default: glorot_uniform)"
 )
@@ -317,6 +344,18 @@ class _StatefulNorm(_Norm):
                 ctx.set_state(key, b.op("Add", [old, new]), TensorType(state_shape, "f32"))
         gamma, beta = (_onnx_vector(ctx, k, dtype, t.rank, axis) for k in ("gamma", "beta"))
         return _onnx_normalize(b, centered, var, gamma, beta, eps, dtype)
+
+    def tflite(self, ctx, inputs, opts):
+        """Running statistics folded into one scale and one shift: x * scale + shift."""
+        b, t = ctx.b, ctx.in_types[0]
+        x = _tfl_float(ctx, inputs[0])
+        axis = opts["channel_index"] % t.rank
+        gamma, beta, mean, var = (
+            np.asarray(ctx.value(k), np.float64) for k in ("gamma", "beta", "mean", "var")
+        )
+        scale = gamma / np.sqrt(var + opts["epsilon"])
+        y = b.binary("MUL", x, _tfl_vector(b, scale, t.rank, axis))
+        return b.binary("ADD", y, _tfl_vector(b, beta - mean * scale, t.rank, axis))
 
 
 @register
@@ -460,6 +499,12 @@ class LayerNorm(_Norm):
         gamma, beta = (_onnx_vector(ctx, k, dtype, t.rank, axis) for k in ("gamma", "beta"))
         return _onnx_normalize(ctx.b, centered, var, gamma, beta, opts["epsilon"], dtype)
 
+    def tflite(self, ctx, inputs, opts):
+        t = ctx.in_types[0]
+        axis = opts["channel_index"] % t.rank
+        y = _tfl_standardize(ctx.b, _tfl_float(ctx, inputs[0]), (axis,), opts["epsilon"])
+        return _tfl_affine(ctx, y, t.rank, axis)
+
 
 @register
 class GroupNorm(_Norm):
@@ -561,6 +606,18 @@ class GroupNorm(_Norm):
         gamma, beta = (_onnx_vector(ctx, k, dtype, t.rank, axis) for k in ("gamma", "beta"))
         return b.op("Add", [b.op("Mul", [normed, gamma]), beta])
 
+    def tflite(self, ctx, inputs, opts):
+        """Channels split into (groups, rest), rest merging the axes after the channel axis."""
+        b, t = ctx.b, ctx.in_types[0]
+        x = _tfl_float(ctx, inputs[0])
+        axis, g = opts["channel_index"] % t.rank, opts["num_groups"]
+        if any(d is None for d in t.shape[1:]):
+            raise ctx.unsupported("a dynamic non-batch dim (the group reshape needs them)")
+        rest = int(np.prod(t.shape[axis:])) // g
+        grouped = b.reshape(x, (*t.shape[:axis], g, rest))
+        y = _tfl_standardize(b, grouped, (*range(1, axis), axis + 1), opts["epsilon"])
+        return _tfl_affine(ctx, b.reshape(y, t.shape), t.rank, axis)
+
 
 def _check_groups(channels: int, groups: int) -> None:
     if channels % groups:
@@ -645,6 +702,15 @@ class RmsNorm(_Norm):
         if opts["shift"]:
             scale = b.op("Add", [scale, b.const(opts["shift"], dtype, "shift")])
         return b.op("Mul", [normed, scale])
+
+    def tflite(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        x = _tfl_float(ctx, inputs[0])
+        axis = opts["channel_index"] % t.rank
+        mean_sq = b.reduce("MEAN", b.binary("MUL", x, x), (axis,), keepdims=True)
+        inv = b.unary("RSQRT", b.binary("ADD", mean_sq, b.scalar(opts["epsilon"], x)))
+        scale = np.asarray(ctx.value("gamma"), np.float64) + opts["shift"]
+        return b.binary("MUL", b.binary("MUL", x, inv), _tfl_vector(b, scale, t.rank, axis))
 
 
 @layer_api

@@ -446,6 +446,116 @@ class _WindowPool(Op):
             opts.get("norm"),
         )
 
+    def tflite(self, ctx, inputs, opts):
+        _, kernel, strides, dilations, pads = self.geometry(ctx.in_types[0].rank, opts)
+        return _tfl_pool(
+            ctx,
+            inputs[0],
+            self.kind,
+            opts["channels"],
+            kernel,
+            strides,
+            dilations,
+            pads,
+            opts.get("norm"),
+        )
+
+
+# ---------------------------------------------------------------------------
+# TFLite lowering: MAX_POOL_2D / AVERAGE_POOL_2D on channels-last tensors (1-D pools
+# run as 2-D with a unit height). Padding is explicit (PADV2 with -inf for max, zeros
+# for averages, which count padded positions as Axon does); lp pools are
+# (K * avg(x ** p)) ** (1 / p).
+
+
+def _tfl_pool(
+    ctx: Any, x: int, kind: str, channels: str, kernel, strides, dilations, pads, norm
+) -> int:
+    b, t = ctx.b, ctx.in_types[0]
+    n = len(kernel)
+    if t.dtype == "f64" or (kind == "max" and t.dtype != "f32"):
+        raise ctx.unsupported(f"{t.dtype} input: LiteRT pools f32 tensors")
+    x = b.cast(x, "f32")
+    if channels == "first":
+        x = b.transpose(x, [0, *range(2, t.rank), 1])
+    lo_hi = [(0, 0), *pads, (0, 0)]
+    crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in lo_hi]
+    if any(v for c in crops for v in c) and any(d is None for d in b.type_of(x).shape[1:]):
+        raise ctx.unsupported("a cropping pad on a dynamic spatial dim")
+    x = b.crop(x, crops)
+    x = b.pad(x, [(max(lo, 0), max(hi, 0)) for lo, hi in lo_hi], -np.inf if kind == "max" else 0.0)
+    if kind == "lp":
+        x = b.binary("POW", x, b.scalar(norm, x))
+    if n == 3 or any(d != 1 for d in dilations):
+        y = _tfl_window_slices(ctx, x, kind, kernel, strides, dilations)
+    else:
+        y = _tfl_pool_2d(ctx, x, kind, kernel, strides)
+    if kind == "lp":
+        total = b.binary("MUL", y, b.scalar(float(np.prod(kernel)), y))
+        y = b.binary("POW", total, b.scalar(1.0 / norm, y))
+    if channels == "first":
+        rank = b.type_of(y).rank
+        y = b.transpose(y, [0, rank - 1, *range(1, rank - 1)])
+    return y
+
+
+def _tfl_window_slices(ctx: Any, x: int, kind: str, kernel, strides, dilations) -> int:
+    """A 3-D or dilated window reduced from its kernel positions: one STRIDED_SLICE per
+    position, combined by MAXIMUM (max) or ADD then a divide (avg, lp)."""
+    b = ctx.b
+    xt = b.type_of(x)
+    spatial = xt.shape[1:-1]
+    if any(d is None for d in spatial):
+        raise ctx.unsupported("a 3-D or dilated window over a dynamic spatial dim")
+    out = [
+        (d - (k - 1) * r - 1) // s + 1 for d, k, r, s in zip(spatial, kernel, dilations, strides)
+    ]
+    mask = 1 | (1 << (len(spatial) + 1))  # the batch and channel axes are taken whole
+    options = b.options("StridedSlice", beginMask=mask, endMask=mask)
+    acc = None
+    for pos in np.ndindex(*kernel):
+        begin = [0, *(p * r for p, r in zip(pos, dilations)), 0]
+        end = [0, *(p * r + (o - 1) * s + 1 for p, r, o, s in zip(pos, dilations, out, strides)), 0]
+        piece = b.op(
+            "STRIDED_SLICE",
+            [x, b.ints(begin, "begin"), b.ints(end, "end"), b.ints([1, *strides, 1], "strides")],
+            xt.with_shape((xt.shape[0], *out, xt.shape[-1])),
+            options=options,
+        )
+        acc = piece if acc is None else b.binary("MAXIMUM" if kind == "max" else "ADD", acc, piece)
+    if kind == "max":
+        return acc
+    return b.binary("MUL", acc, b.scalar(1.0 / float(np.prod(kernel)), acc))
+
+
+def _tfl_pool_2d(ctx: Any, x: int, kind: str, kernel, strides) -> int:
+    """MAX_POOL_2D / AVERAGE_POOL_2D (VALID) of a padded channels-last tensor; 1-D as 2-D."""
+    b = ctx.b
+    n = len(kernel)
+    if n == 1:
+        xt = b.type_of(x)
+        if sum(d is None for d in xt.shape) > 1:
+            raise ctx.unsupported("a 1-D pool over a dynamic length (reshaped to 2-D)")
+        x = b.reshape(x, (xt.shape[0], 1, *xt.shape[1:]))
+        kernel, strides = (1, *kernel), (1, *strides)
+    xt = b.type_of(x)
+    spatial = [
+        None if d is None else (d - k) // s + 1 for d, k, s in zip(xt.shape[1:-1], kernel, strides)
+    ]
+    out = xt.with_shape((xt.shape[0], *spatial, xt.shape[-1]))
+    options = b.options(
+        "Pool2D",
+        padding="VALID",
+        strideH=strides[0],
+        strideW=strides[1],
+        filterHeight=kernel[0],
+        filterWidth=kernel[1],
+    )
+    y = b.op("MAX_POOL_2D" if kind == "max" else "AVERAGE_POOL_2D", [x], out, options=options)
+    if n == 1:
+        y = b.reshape(y, (out.shape[0], *out.shape[2:]))
+    return y
+
 
 def _window_cases(layer) -> list[Case]:
     return [
@@ -671,6 +781,21 @@ class _AdaptivePool(Op):
             opts.get("norm"),
         )
 
+    def tflite(self, ctx, inputs, opts):
+        axes, _, windows, strides = self.geometry(ctx.in_types[0].shape, opts)
+        ones, valid = (1,) * len(axes), ((0, 0),) * len(axes)
+        return _tfl_pool(
+            ctx,
+            inputs[0],
+            self.kind,
+            opts["channels"],
+            windows,
+            strides,
+            ones,
+            valid,
+            opts.get("norm"),
+        )
+
 
 def _adaptive_cases(layer) -> list[Case]:
     return [
@@ -824,6 +949,21 @@ class _GlobalPool(Op):
         out = ctx.out_type.dtype
         return y if out == work else b.cast(y, out)
 
+    def tflite(self, ctx, inputs, opts):
+        b, t = ctx.b, ctx.in_types[0]
+        axes = spatial_axes(t.rank, opts["channels"])
+        keep = opts["keep_axes"]
+        if t.dtype == "f64" or (self.kind == "max" and t.dtype != "f32"):
+            raise ctx.unsupported(f"{t.dtype} input: LiteRT reduces f32 tensors here")
+        x = b.cast(inputs[0], "f32")
+        if self.kind == "max":
+            return b.reduce("REDUCE_MAX", x, axes, keep)
+        if self.kind == "avg":
+            return b.reduce("MEAN", x, axes, keep)
+        norm = opts["norm"]
+        sums = b.reduce("SUM", b.binary("POW", x, b.scalar(norm, x)), axes, keep)
+        return b.binary("POW", sums, b.scalar(1.0 / norm, sums))
+
 
 def _global_cases(layer) -> list[Case]:
     return [
@@ -953,6 +1093,44 @@ class BlurPool(Op):
         y = _onnx_from_first(b, y, t.rank, opts["channels"])
         out = ctx.out_type.dtype
         return y if out == work else b.cast(y, out)
+
+    def tflite(self, ctx, inputs, opts):
+        """DEPTHWISE_CONV_2D with the fixed 3x3 kernel, SAME padding (zeros); 1-D as 2-D."""
+        b, t = ctx.b, ctx.in_types[0]
+        n = t.rank - 2
+        if n == 3 or t.dtype == "f64":
+            raise ctx.unsupported("3-D or f64 input (TFLite's depthwise conv is 2-D, f32)")
+        x = b.cast(inputs[0], "f32")
+        if opts["channels"] == "first":
+            x = b.transpose(x, [0, *range(2, t.rank), 1])
+        if n == 1:
+            xt = b.type_of(x)
+            if sum(d is None for d in xt.shape) > 1:
+                raise ctx.unsupported("a 1-D blur over a dynamic length (reshaped to 2-D)")
+            x = b.reshape(x, (xt.shape[0], 1, *xt.shape[1:]))
+        xt = b.type_of(x)
+        c = xt.shape[-1]
+        taps = np.asarray(BLUR_TAPS, np.float32)
+        kernel = np.outer(taps, taps) if n == 2 else np.outer([0.0, 1.0, 0.0], taps)
+        weights = np.ascontiguousarray(np.repeat(kernel[None, :, :, None], c, axis=3), np.float32)
+        options = b.options(
+            "DepthwiseConv2D",
+            padding="SAME",
+            strideH=1,
+            strideW=1,
+            depthMultiplier=1,
+            dilationHFactor=1,
+            dilationWFactor=1,
+        )
+        zeros = b.const(np.zeros(c, np.float32), hint="bias")
+        y = b.op(
+            "DEPTHWISE_CONV_2D", [x, b.const(weights, hint="kernel"), zeros], xt, options=options
+        )
+        if n == 1:
+            y = b.reshape(y, (xt.shape[0], *xt.shape[2:]))
+        if opts["channels"] == "first":
+            y = b.transpose(y, [0, t.rank - 1, *range(1, t.rank - 1)])
+        return y
 
     cases: ClassVar[list[Case]] = [
         Case("2d", lambda x: blur_pool(x), [TensorType((None, 6, 6, 2))]),

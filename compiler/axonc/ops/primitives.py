@@ -192,6 +192,108 @@ _F32_ONLY = {"tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "erf"}
 _I64_MAX, _I64_MIN = 2**63 - 1, -(2**63)
 
 
+# ---------------------------------------------------------------------------
+# TFLite lowering helpers. LiteRT's kernels compute floats in f32 and integers in
+# s32/s64 (element-wise ops); other dtypes are refused at export, never approximated.
+
+_TFL_INTS = ("s32", "s64")
+_TFL_ARITH = {"add": "ADD", "subtract": "SUB", "multiply": "MUL"}
+_TFL_COMPARE = {
+    "equal": "EQUAL",
+    "not_equal": "NOT_EQUAL",
+    "less": "LESS",
+    "less_equal": "LESS_EQUAL",
+    "greater": "GREATER",
+    "greater_equal": "GREATER_EQUAL",
+}
+# Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, within f32 parity
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _tfl_check(ctx: Any, *dtypes: str, ints: bool = True) -> None:
+    """Refuse dtypes LiteRT's kernels do not compute (f16, f64, narrow and unsigned ints)."""
+    ok = ("f32", "pred", *(_TFL_INTS if ints else ()))
+    bad = sorted({d for d in dtypes if d not in ok})
+    if bad:
+        raise ctx.unsupported(
+            f"{', '.join(bad)} tensors: LiteRT computes this op in {'/'.join(ok)}"
+        )
+
+
+def _tfl_truthy(b: Any, x: int) -> int:
+    """`x != 0` as a bool tensor."""
+    t = b.type_of(x)
+    if t.dtype == "pred":
+        return x
+    return b.compare("NOT_EQUAL", x, b.scalar(0, x))
+
+
+def _tfl_erf(b: Any, x: int) -> int:
+    ax = b.unary("ABS", x)
+    t = b.binary(
+        "DIV",
+        b.scalar(1.0, x),
+        b.binary("ADD", b.scalar(1.0, x), b.binary("MUL", ax, b.scalar(_ERF_P, x))),
+    )
+    poly = b.scalar(_ERF_A[-1], x)
+    for a in reversed(_ERF_A[:-1]):
+        poly = b.binary("ADD", b.binary("MUL", poly, t), b.scalar(a, x))
+    poly = b.binary("MUL", poly, t)
+    y = b.binary(
+        "SUB",
+        b.scalar(1.0, x),
+        b.binary("MUL", poly, b.unary("EXP", b.unary("NEG", b.binary("MUL", x, x)))),
+    )
+    return b.binary("MUL", b.unary("SIGN", x), y)
+
+
+def _tfl_unary_float(b: Any, short: str, x: int) -> int:
+    """TFLite operators for the float unary functions, on an f32 tensor."""
+    direct = {
+        "exp": "EXP",
+        "log": "LOG",
+        "sqrt": "SQRT",
+        "sin": "SIN",
+        "cos": "COS",
+        "tanh": "TANH",
+    }
+    if short in direct:
+        return b.unary(direct[short], x)
+    one = b.scalar(1.0, x)
+    if short == "expm1":
+        return b.binary("SUB", b.unary("EXP", x), one)
+    if short == "exp2":
+        return b.unary("EXP", b.binary("MUL", x, b.scalar(_LN2, x)))
+    if short == "log1p":
+        return b.unary("LOG", b.binary("ADD", x, one))
+    if short in ("log2", "log10"):
+        return b.binary(
+            "MUL", b.unary("LOG", x), b.scalar(1 / (_LN2 if short == "log2" else _LN10), x)
+        )
+    if short == "tan":
+        # sign(x) sin|x| / sin(pi/2 - |x|), pi/2 in two parts so the denominator stays
+        # accurate near the pole (cos would lose its relative precision there)
+        ax = b.unary("ABS", x)
+        hi = float(np.float32(math.pi / 2))
+        d = b.binary("ADD", b.binary("SUB", b.scalar(hi, x), ax), b.scalar(math.pi / 2 - hi, x))
+        ratio = b.binary("DIV", b.unary("SIN", ax), b.unary("SIN", d))
+        return b.binary("MUL", b.unary("SIGN", x), ratio)
+    if short in ("arcsin", "arccos"):
+        root = b.unary("SQRT", b.binary("SUB", one, b.binary("MUL", x, x)))
+        pair = [x, root] if short == "arcsin" else [root, x]
+        return b.op("ATAN2", pair, b.type_of(x))
+    if short == "arctan":
+        return b.op(
+            "ATAN2", [x, b.binary("ADD", b.binary("MUL", x, b.scalar(0.0, x)), one)], b.type_of(x)
+        )
+    if short in ("sinh", "cosh"):
+        e, inv = b.unary("EXP", x), b.unary("EXP", b.unary("NEG", x))
+        both = b.binary("SUB" if short == "sinh" else "ADD", e, inv)
+        return b.binary("MUL", both, b.scalar(0.5, x))
+    return _tfl_erf(b, x)
+
+
 def _to(b: Any, x: str, src: str, dst: str) -> str:
     """`x` (of dtype `src`) as dtype `dst`; no node when they agree."""
     return x if src == dst else b.cast(x, dst)
@@ -546,6 +648,38 @@ class Unary(Primitive):
             return b.op("Where", [b.op("IsNaN", [x]), x, b.op("Sign", [x])])
         return b.op({"abs": "Abs", "sign": "Sign"}[short], [x])
 
+    def tflite(self, ctx, inputs, opts):
+        b, (x,), src, out = ctx.b, inputs, ctx.in_types[0].dtype, ctx.out_type.dtype
+        short = self.name[3:]
+        _tfl_check(ctx, src, out)
+        if self.kind == "float":
+            return _tfl_unary_float(b, short, b.cast(x, "f32"))
+        if self.kind == "test":
+            if src != "f32":
+                return b.compare("EQUAL" if short == "isfinite" else "NOT_EQUAL", x, x)
+            if short == "isnan":
+                return b.compare("NOT_EQUAL", x, x)
+            inf = b.scalar(np.inf, x)
+            return b.compare("LESS" if short == "isfinite" else "EQUAL", b.unary("ABS", x), inf)
+        if short == "logical_not":
+            return b.unary("LOGICAL_NOT", _tfl_truthy(b, x))
+        if self.kind == "round":
+            return (
+                x
+                if src != "f32"
+                else b.unary({"floor": "FLOOR", "ceil": "CEIL", "rint": "ROUND"}[short], x)
+            )
+        if short == "square":
+            return b.binary("MUL", x, x)
+        if short == "sign" and src == "f32":
+            return b.unary("SIGN", x)
+        if short == "sign":
+            zero = b.scalar(0, x)
+            pos = b.cast(b.compare("GREATER", x, zero), src)
+            neg = b.cast(b.compare("LESS", x, zero), src)
+            return b.binary("SUB", pos, neg)
+        return b.unary({"abs": "ABS", "negative": "NEG"}[short], x)
+
 
 # ---------------------------------------------------------------------------
 # binary element-wise ops with broadcasting: name -> (numpy function, kind, doc)
@@ -709,6 +843,41 @@ class Binary(Primitive):
             return b.op("Pow", [x, y]) if is_float(common) else _int_power(b, x, y, common)
         return b.op(_ARITH_ONNX[short], [x, y])
 
+    def tflite(self, ctx, inputs, opts):
+        b, short = ctx.b, self.name[3:]
+        (ta, tc), (x, y) = (t.dtype for t in ctx.in_types), inputs
+        common, out = self.dtypes(ta, tc)
+        _tfl_check(ctx, ta, tc, common, out)
+        if self.kind == "logical":
+            x, y = _tfl_truthy(b, x), _tfl_truthy(b, y)
+            if short == "logical_xor":
+                return b.compare("NOT_EQUAL", x, y)
+            return b.compare("LOGICAL_AND" if short == "logical_and" else "LOGICAL_OR", x, y)
+        if self.kind == "float":
+            x, y = b.cast(x, "f32"), b.cast(y, "f32")
+            if short == "divide":
+                return b.binary("DIV", x, y)
+            # ATAN2 takes operands of one shape: broadcast each against the other
+            zero = b.scalar(0.0, x)
+            x, y = (b.binary("ADD", v, b.binary("MUL", w, zero)) for v, w in ((x, y), (y, x)))
+            return b.binary("ATAN2", x, y)
+        x, y = b.cast(x, common), b.cast(y, common)
+        if self.kind == "compare":
+            if common == "pred":
+                x, y = b.cast(x, "s32"), b.cast(y, "s32")
+            return b.compare(_TFL_COMPARE[short], x, y)
+        if self.kind == "minmax":
+            if common == "pred":
+                return b.compare("LOGICAL_OR" if short == "maximum" else "LOGICAL_AND", x, y)
+            return b.binary("MAXIMUM" if short == "maximum" else "MINIMUM", x, y)
+        if short in ("floor_divide", "remainder"):
+            return b.binary("FLOOR_DIV" if short == "floor_divide" else "FLOOR_MOD", x, y)
+        if short == "power":
+            if common == "s64":
+                raise ctx.unsupported("s64 power: LiteRT's POW takes f32 and s32")
+            return b.binary("POW", x, y)
+        return b.binary(_TFL_ARITH[short], x, y)
+
 
 # ---------------------------------------------------------------------------
 # reductions: name -> (numpy function, kind, doc)
@@ -836,6 +1005,44 @@ class Reduce(Primitive):
         op_type = {"sum": "ReduceSum", "prod": "ReduceProd", "mean": "ReduceMean"}[short]
         y = b.reduce(op_type, _to(b, x, t.dtype, work), axes, keep)
         return _to(b, y, work, out)
+
+    def tflite(self, ctx, inputs, opts):
+        b, (x,), t, out = ctx.b, inputs, ctx.in_types[0], ctx.out_type.dtype
+        short, keep = self.name[3:], opts["keepdims"]
+        _tfl_check(ctx, t.dtype, out)
+        if self.kind == "arg":
+            axis = opts["axis"]
+            if axis is None:
+                x, axis = b.reshape(x, (-1,) if None not in t.shape else (None,)), 0
+                if t.rank != 1 and None in t.shape:
+                    raise ctx.unsupported("argmax/argmin over a flattened dynamic tensor")
+            axis = _norm_axis(axis, b.type_of(x).rank)
+            shape = [d for i, d in enumerate(b.type_of(x).shape) if i != axis]
+            kind = "ARG_MAX" if short == "argmax" else "ARG_MIN"
+            opt = b.options(
+                "ArgMax" if short == "argmax" else "ArgMin", outputType=b.s.TensorType.INT32
+            )
+            idx = b.op(
+                kind, [x, b.ints([axis], "axis")], TensorType(tuple(shape), "s32"), options=opt
+            )
+            return b.reshape(idx, ctx.out_type.shape) if keep else idx
+        axes = _norm_axes(opts["axis"], t.rank)
+        if self.kind == "pred":
+            x = _tfl_truthy(b, x)
+            if not axes:
+                return x
+            return b.reduce("REDUCE_ANY" if short == "any" else "REDUCE_ALL", x, axes, keep)
+        x = b.cast(x, out)
+        if not axes:
+            return x
+        kind = {
+            "sum": "SUM",
+            "prod": "REDUCE_PROD",
+            "mean": "MEAN",
+            "max": "REDUCE_MAX",
+            "min": "REDUCE_MIN",
+        }[short]
+        return b.reduce(kind, x, axes, keep)
 
     def _onnx_extreme(self, b, x, dtype, axes, keep):
         """ReduceMax/ReduceMin with numpy's NaN propagation."""
@@ -997,6 +1204,13 @@ class Where(Primitive):
         out = ctx.out_type.dtype
         return where(b, truthy(b, c, tc), _to(b, x, tx, out), _to(b, y, ty, out), out)
 
+    def tflite(self, ctx, inputs, opts):
+        b, (c, x, y), out = ctx.b, inputs, ctx.out_type
+        _tfl_check(ctx, *(t.dtype for t in ctx.in_types), out.dtype)
+        return b.op(
+            "SELECT_V2", [_tfl_truthy(b, c), b.cast(x, out.dtype), b.cast(y, out.dtype)], out
+        )
+
     cases = [
         Case(
             "broadcast",
@@ -1063,6 +1277,21 @@ class Matmul(Primitive):
 
     def onnx(self, ctx, inputs, opts):
         return _contract(ctx, inputs, "MatMul", {})
+
+    def tflite(self, ctx, inputs, opts):
+        """BATCH_MATMUL (f32) with 1-D operands promoted to matrices and squeezed back."""
+        b, (x, y), (tx, ty) = ctx.b, inputs, ctx.in_types
+        _tfl_check(ctx, tx.dtype, ty.dtype, ints=False)
+        x, y = b.cast(x, "f32"), b.cast(y, "f32")
+        if tx.rank == 1:
+            x = b.reshape(x, (1, *tx.shape))
+        if ty.rank == 1:
+            y = b.reshape(y, (*ty.shape, 1))
+        sx, sy = b.type_of(x).shape, b.type_of(y).shape
+        lead = broadcast_shapes(sx[:-2], sy[:-2])
+        t = TensorType((*lead, sx[-2], sy[-1]), "f32")
+        z = b.op("BATCH_MATMUL", [x, y], t, options=b.options("BatchMatMul"))
+        return z if t.shape == ctx.out_type.shape else b.reshape(z, ctx.out_type.shape)
 
     cases = [
         Case(
@@ -1255,6 +1484,12 @@ class Reshape(Primitive):
         ]
         return b.op("Reshape", [x, b.op("Concat", parts, axis=0)], allowzero=1)
 
+    def tflite(self, ctx, inputs, opts):
+        shape = ctx.out_type.shape
+        if 0 in shape or sum(d is None for d in shape) > 1:
+            raise ctx.unsupported(f"reshape to {shape}: one dynamic and no zero-sized dim")
+        return ctx.b.reshape(inputs[0], shape)
+
     cases = [
         Case(
             "flatten",
@@ -1308,6 +1543,10 @@ class Transpose(Primitive):
         perm = self.perm(ctx.in_types[0].rank, opts["axes"])
         return ctx.b.op("Transpose", [inputs[0]], perm=list(perm))
 
+    def tflite(self, ctx, inputs, opts):
+        perm = self.perm(ctx.in_types[0].rank, opts["axes"])
+        return ctx.b.transpose(inputs[0], [int(p) for p in perm])
+
     cases = [
         Case(
             "perm",
@@ -1343,6 +1582,12 @@ class ExpandDims(Primitive):
     def onnx(self, ctx, inputs, opts):
         axes = sorted(_norm_axes(opts["axis"], ctx.out_type.rank))
         return ctx.b.op("Unsqueeze", [inputs[0], ctx.b.ints(axes)])
+
+    def tflite(self, ctx, inputs, opts):
+        shape = ctx.out_type.shape
+        if sum(d is None for d in shape) > 1:
+            raise ctx.unsupported(f"a result of shape {shape} with more than one dynamic dim")
+        return ctx.b.reshape(inputs[0], shape)
 
     cases = [
         Case(
@@ -1395,6 +1640,12 @@ class Squeeze(Primitive):
         if not axes:
             return inputs[0]
         return ctx.b.op("Squeeze", [inputs[0], ctx.b.ints(sorted(axes))])
+
+    def tflite(self, ctx, inputs, opts):
+        shape = ctx.out_type.shape
+        if sum(d is None for d in shape) > 1:
+            raise ctx.unsupported(f"a result of shape {shape} with more than one dynamic dim")
+        return ctx.b.reshape(inputs[0], shape)
 
     cases = [
         Case(
@@ -1451,6 +1702,16 @@ class BroadcastTo(Primitive):
         # Expand broadcasts both ways: a 1 where the target is None keeps the input's dim
         shape = [1 if d is None else d for d in opts["shape"]]
         return ctx.b.op("Expand", [inputs[0], ctx.b.ints(shape)])
+
+    def tflite(self, ctx, inputs, opts):
+        """A multiply by ones of the target's static dims: broadcasting keeps dynamic dims."""
+        b, t = ctx.b, ctx.in_types[0]
+        self.target(t.shape, opts["shape"])
+        _tfl_check(ctx, t.dtype)
+        if t.dtype == "pred":
+            raise ctx.unsupported("broadcasting a bool tensor")
+        ones = np.ones([1 if d is None else d for d in opts["shape"]], to_numpy_dtype(t.dtype))
+        return b.op("MUL", [inputs[0], b.const(ones)], ctx.out_type)
 
     cases = [
         Case(
@@ -1529,6 +1790,12 @@ class Concatenate(Primitive):
         values = [_to(ctx.b, v, t.dtype, out.dtype) for v, t in zip(inputs, ctx.in_types)]
         return ctx.b.op("Concat", values, axis=_norm_axis(opts["axis"], out.rank))
 
+    def tflite(self, ctx, inputs, opts):
+        b, out = ctx.b, ctx.out_type
+        values = [b.cast(v, out.dtype) for v in inputs]
+        options = b.options("Concatenation", axis=_norm_axis(opts["axis"], out.rank))
+        return b.op("CONCATENATION", values, out, options=options)
+
     cases = [
         Case(
             "last",
@@ -1582,6 +1849,13 @@ class Stack(Primitive):
         ]
         return b.op("Concat", values, axis=axis)
 
+    def tflite(self, ctx, inputs, opts):
+        b, out = ctx.b, ctx.out_type
+        axis = _norm_axis(opts["axis"], out.rank)
+        values = [b.cast(v, out.dtype) for v in inputs]
+        options = b.options("Pack", valuesCount=len(values), axis=axis)
+        return b.op("PACK", values, out, options=options)
+
     cases = [
         Case(
             "new_last",
@@ -1628,6 +1902,23 @@ class Take(Primitive):
         if opts["axis"] is None:
             return b.op("Gather", [b.op("Reshape", [a, b.ints([-1])]), idx], axis=0)
         return b.op("Gather", [a, idx], axis=_norm_axis(opts["axis"], ta.rank))
+
+    def tflite(self, ctx, inputs, opts):
+        """GATHER; negative indices count from the end as in numpy (LiteRT rejects them)."""
+        b, (a, idx), (ta, _ti) = ctx.b, inputs, ctx.in_types
+        if opts["axis"] is None:
+            if None in ta.shape:
+                raise ctx.unsupported("take from a flattened tensor with a dynamic dim")
+            a, axis = b.reshape(a, (math.prod(ta.shape),)), 0
+        else:
+            axis = _norm_axis(opts["axis"], ta.rank)
+        n = b.type_of(a).shape[axis]
+        idx = b.cast(idx, "s32")
+        if n is None:
+            raise ctx.unsupported("take along a dynamic axis")
+        idx = b.binary("FLOOR_MOD", idx, b.scalar(n, idx))
+        options = b.options("Gather", axis=axis)
+        return b.op("GATHER", [a, idx], ctx.out_type, options=options)
 
     cases = [
         Case(
@@ -1797,6 +2088,12 @@ class Astype(Primitive):
             return truthy(ctx.b, inputs[0], src)
         return _to(ctx.b, inputs[0], src, dst)
 
+    def tflite(self, ctx, inputs, opts):
+        _src, dst = ctx.in_types[0].dtype, opts["dtype"]
+        if dst == "pred":
+            return _tfl_truthy(ctx.b, inputs[0])
+        return ctx.b.cast(inputs[0], dst)
+
     cases = [
         Case(
             "to_s32",
@@ -1833,6 +2130,18 @@ class FullLike(Primitive):
         value = np.full((1,), opts["fill_value"], dtype=to_numpy_dtype(ctx.out_type.dtype))
         shape = ctx.b.op("Shape", [inputs[0]])
         return ctx.b.op("ConstantOfShape", [shape], value=numpy_helper.from_array(value))
+
+    def tflite(self, ctx, inputs, opts):
+        """FILL with the input's run-time shape (SHAPE)."""
+        b, t = ctx.b, ctx.in_types[0]
+        value = b.const(np.asarray(opts["fill_value"], to_numpy_dtype(ctx.out_type.dtype)))
+        shape = b.op(
+            "SHAPE",
+            [inputs[0]],
+            TensorType((t.rank,), "s32"),
+            options=b.options("Shape", outType=b.s.TensorType.INT32),
+        )
+        return b.op("FILL", [shape, value], ctx.out_type)
 
     cases = [
         Case(

@@ -473,6 +473,123 @@ def _conv_onnx(
 
 
 # ---------------------------------------------------------------------------
+# TFLite lowering: the recurrence unrolled over a static time dim (one FULLY_CONNECTED
+# for every step's input projection, then per step a FULLY_CONNECTED of the state,
+# SPLIT into gates, the activations and SELECT_V2 for masked steps). A dynamic time
+# dim and a random initial state (its values depend on the batch size) are not exported.
+
+
+def _tfl_act(b: Any, name: str, x: int) -> int:
+    from .activation import _lower_tflite
+
+    return _lower_tflite(b, name, x, {k: o.default for k, o in ACTIVATIONS[name][1].items()})
+
+
+def _tfl_time(ctx: Any) -> int:
+    t = ctx.in_types[0].shape[1]
+    if t is None or t == 0:
+        raise ctx.unsupported("a dynamic or empty time dim (TFLite export unrolls the steps)")
+    return t
+
+
+def _tfl_initial(
+    ctx: Any, x: int, states: list[int], opts: dict[str, Any], n: int, tail: tuple = ()
+) -> list[int]:
+    """The initial states: the given ones, or FILL of a constant initializer to
+    (batch, units), or (batch, *tail) when `tail` is given."""
+    b = ctx.b
+    if states:
+        return [b.cast(s, "f32") for s in states]
+    spec = opts["recurrent_initializer"]
+    if spec["name"] not in ("zeros", "ones", "full"):
+        raise ctx.unsupported(
+            f"recurrent_initializer {spec['name']!r}: its initial state depends on the batch "
+            "size (give the state as an input, or use zeros / ones / full)"
+        )
+    value = {"zeros": 0.0, "ones": 1.0}.get(spec["name"], spec.get("value"))
+    tail = tail or (opts["units"],)
+    rank = b.type_of(x).rank
+    shape_options = b.options("Shape", outType=b.s.TensorType.INT32)
+    shape = b.op("SHAPE", [x], TensorType((rank,), "s32"), options=shape_options)
+    batch = b.op("SLICE", [shape, b.ints([0]), b.ints([1])], TensorType((1,), "s32"))
+    dims = b.op(
+        "CONCATENATION",
+        [batch, b.ints(list(tail))],
+        TensorType((1 + len(tail),), "s32"),
+        options=b.options("Concatenation", axis=0),
+    )
+    fill = b.const(np.asarray(np.float32(value)))
+    out = TensorType((ctx.in_types[0].shape[0], *tail), "f32")
+    return [b.op("FILL", [dims, fill], out)] * n
+
+
+def _tfl_keep(ctx: Any, m: int | None, time: int) -> list[int | None]:
+    """Per step, a (batch, 1) bool 'keep the previous state' tensor (None without a mask)."""
+    if m is None:
+        return [None] * time
+    b, mt = ctx.b, ctx.in_types[-1]
+    if mt.rank == 0:
+        raise ctx.unsupported("a scalar mask")
+    m = b.cast(m, "s32")  # float masks truncate toward zero, as the reference's trunc
+    keep = b.compare("NOT_EQUAL", m, b.scalar(0, m))
+    out = []
+    for t in range(time):
+        step = b.op(
+            "SLICE", [keep, b.ints([0, t]), b.ints([-1, 1])], TensorType((mt.shape[0], 1), "pred")
+        )
+        out.append(step)
+    return out
+
+
+def _tfl_fc(b: Any, x: int, w: np.ndarray, bias: np.ndarray | None) -> int:
+    """x . w (+ bias) over the last axis for an {in, out} matrix w."""
+    t = b.type_of(x)
+    weights = b.const(np.ascontiguousarray(w.T.astype(np.float32)), hint="kernel")
+    bias_t = -1 if bias is None else b.const(np.asarray(bias, np.float32), hint="bias")
+    options = b.options("FullyConnected", keepNumDims=t.rank > 2)
+    return b.op(
+        "FULLY_CONNECTED",
+        [x, weights, bias_t],
+        t.with_shape((*t.shape[:-1], w.shape[1])),
+        options=options,
+    )
+
+
+def _tfl_step(b: Any, xw: int, t: int, width: int) -> int:
+    """Step t of a (batch, time, width) tensor as (batch, width)."""
+    batch = b.type_of(xw).shape[0]
+    piece = b.op(
+        "SLICE",
+        [xw, b.ints([0, t, 0]), b.ints([-1, 1, width])],
+        TensorType((batch, 1, width), "f32"),
+    )
+    return b.reshape(piece, (batch, width))
+
+
+def _tfl_split(b: Any, v: int, n: int) -> list[int]:
+    t = b.type_of(v)
+    piece = t.with_shape((t.shape[0], t.shape[1] // n))
+    return list(
+        b.op(
+            "SPLIT", [b.ints([1], "axis"), v], [piece] * n, options=b.options("Split", numSplits=n)
+        )
+    )
+
+
+def _tfl_stack(b: Any, hs: list[int]) -> int:
+    """(batch, units) steps stacked into (batch, time, units): RESHAPE + CONCATENATION,
+    which ai-edge-quantizer quantizes consistently (its int8 PACK is not)."""
+    t = b.type_of(hs[0])
+    steps = [b.reshape(h, (t.shape[0], 1, *t.shape[1:])) for h in hs]
+    out = TensorType((t.shape[0], len(hs), *t.shape[1:]), "f32")
+    return b.op("CONCATENATION", steps, out, options=b.options("Concatenation", axis=1))
+
+
+def _tfl_weights(ctx: Any, group: str, names: list[str]) -> np.ndarray:
+    return np.concatenate([ctx.value(group, n).astype(np.float64) for n in names], axis=-1)
+
+
+# ---------------------------------------------------------------------------
 # Gradients: backpropagation through time over a static time dim. The rules
 # recompute the forward states step by step with axonc.numpy (the layer's
 # output holds only the last state), then walk the steps backwards. A dynamic
@@ -735,6 +852,34 @@ class LSTM(_Recurrent):
         )
         return (seq, (c, h))
 
+    def tflite(self, ctx, inputs, opts):
+        x, states, m = self._split(inputs, opts)
+        b, u = ctx.b, opts["units"]
+        if ctx.in_types[0].dtype == "f64":
+            raise ctx.unsupported("f64 input: LiteRT's kernels compute in f32")
+        time = _tfl_time(ctx)
+        x = b.cast(x, "f32")
+        c, h = _tfl_initial(ctx, x, states, opts, 2)
+        keep = _tfl_keep(ctx, m, time)
+        bias = _tfl_weights(ctx, "bias", [f"b{g}" for g in "ifgo"]) if opts["use_bias"] else None
+        xw = _tfl_fc(b, x, _tfl_weights(ctx, "input_kernel", [f"wi{g}" for g in "ifgo"]), bias)
+        wh = _tfl_weights(ctx, "hidden_kernel", [f"wh{g}" for g in "ifgo"])
+        gate, act = opts["gate"], opts["activation"]
+        hs = []
+        for t in range(time):
+            z = b.binary("ADD", _tfl_step(b, xw, t, 4 * u), _tfl_fc(b, h, wh, None))
+            i, f, g, o = _tfl_split(b, z, 4)
+            i, f, o = (_tfl_act(b, gate, v) for v in (i, f, o))
+            g = _tfl_act(b, act, g)
+            new_c = b.binary("ADD", b.binary("MUL", f, c), b.binary("MUL", i, g))
+            new_h = b.binary("MUL", o, _tfl_act(b, act, new_c))
+            if keep[t] is not None:
+                new_c = b.op("SELECT_V2", [keep[t], c, new_c], b.type_of(new_c))
+                new_h = b.op("SELECT_V2", [keep[t], h, new_h], b.type_of(new_h))
+            c, h = new_c, new_h
+            hs.append(h)
+        return (_tfl_stack(b, hs), (c, h))
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """Backpropagation through time over the recomputed states (static time dim only)."""
         run = _Unrolled(self, ctx, inputs, opts)
@@ -946,6 +1091,38 @@ class GRU(_Recurrent):
         state = (None, u)
         seq, (h,) = _recur(ctx, seqs, [(h0, dt, state)], step, (dt, state), self._inline(ctx, opts))
         return (seq, (h,))
+
+    def tflite(self, ctx, inputs, opts):
+        x, states, m = self._split(inputs, opts)
+        b, u = ctx.b, opts["units"]
+        if ctx.in_types[0].dtype == "f64":
+            raise ctx.unsupported("f64 input: LiteRT's kernels compute in f32")
+        time = _tfl_time(ctx)
+        x = b.cast(x, "f32")
+        (h,) = _tfl_initial(ctx, x, states, opts, 1)
+        keep = _tfl_keep(ctx, m, time)
+        if opts["use_bias"]:
+            xb = _tfl_weights(ctx, "bias", ["br", "bz", "bin"])
+            hb = np.concatenate([np.zeros(2 * u), ctx.value("bias", "bhn").astype(np.float64)])
+        else:
+            xb = hb = None
+        xw = _tfl_fc(b, x, _tfl_weights(ctx, "input_kernel", [f"wi{g}" for g in "rzn"]), xb)
+        wh = _tfl_weights(ctx, "hidden_kernel", [f"wh{g}" for g in "rzn"])
+        gate, act = opts["gate"], opts["activation"]
+        hs = []
+        for t in range(time):
+            xr, xz, xn = _tfl_split(b, _tfl_step(b, xw, t, 3 * u), 3)
+            hr, hz, hn = _tfl_split(b, _tfl_fc(b, h, wh, hb), 3)
+            r = _tfl_act(b, gate, b.binary("ADD", xr, hr))
+            z = _tfl_act(b, gate, b.binary("ADD", xz, hz))
+            n = _tfl_act(b, act, b.binary("ADD", xn, b.binary("MUL", r, hn)))
+            # (1 - z) n + z h = n + z (h - n)
+            new_h = b.binary("ADD", n, b.binary("MUL", z, b.binary("SUB", h, n)))
+            if keep[t] is not None:
+                new_h = b.op("SELECT_V2", [keep[t], h, new_h], b.type_of(new_h))
+            h = new_h
+            hs.append(h)
+        return (_tfl_stack(b, hs), (h,))
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Backpropagation through time over the recomputed states (static time dim only)."""
@@ -1202,6 +1379,75 @@ class ConvLSTM(_Recurrent):
         )
         return (seq, (_unsqueeze(b, c, 1), _unsqueeze(b, h, 1)))
 
+    def tflite(self, ctx, inputs, opts):
+        """Unrolled as lstm, channels last inside: every step's input convolved at once
+        (batch and time merged), then per step the state's convolution and the gates."""
+        from .conv import Geometry, _tfl_conv
+
+        x, states, _ = self._split(inputs, opts)
+        b, u, xt = ctx.b, opts["units"], ctx.in_types[0]
+        if xt.dtype == "f64":
+            raise ctx.unsupported("f64 input: LiteRT's kernels compute in f32")
+        time = _tfl_time(ctx)
+        spatial = xt.shape[3:]
+        if any(d is None for d in (*spatial, xt.shape[2])):
+            raise ctx.unsupported("dynamic channel or spatial dims")
+        n = len(spatial)
+        kernel, strides, pads = self._geometry(xt, opts)
+        geo = Geometry(kernel, strides, pads, (1,) * n, (1,) * n)
+        to_last = [0, *range(2, n + 2), 1]
+        hwio = lambda w: w.astype(np.float32).transpose(*range(2, n + 2), 1, 0)  # noqa: E731
+        x = b.cast(x, "f32")
+        x = b.transpose(x, [0, 1, *range(3, n + 3), 2])  # (batch, time, spatial..., channels)
+        cin = xt.shape[2]
+        merged = b.reshape(x, (None, *spatial, cin))
+        bias = ctx.value("bias") if opts["use_bias"] else None
+        xw = _tfl_conv(ctx, merged, cin, geo, 1, hwio(ctx.value("input_kernel")), bias)
+        xw = b.reshape(xw, (xt.shape[0], time, *spatial, 4 * u))
+        if states:
+            states = [
+                b.transpose(b.reshape(b.cast(s, "f32"), (xt.shape[0], u, *spatial)), to_last)
+                for s in states
+            ]
+        c, h = _tfl_initial(ctx, x, states, opts, 2, (*spatial, u))
+        wh = hwio(ctx.value("hidden_kernel"))
+        one = b.const(np.float32(1.0))
+        hs = []
+        for t in range(time):
+            begin = [0, t] + [0] * (n + 1)
+            size = [-1, 1, *spatial, 4 * u]
+            step = b.op(
+                "SLICE",
+                [xw, b.ints(begin, "begin"), b.ints(size, "size")],
+                TensorType((xt.shape[0], 1, *spatial, 4 * u), "f32"),
+            )
+            z = b.binary(
+                "ADD",
+                b.reshape(step, (xt.shape[0], *spatial, 4 * u)),
+                _tfl_conv(ctx, h, u, geo, 1, wh, None),
+            )
+            zt = b.type_of(z)
+            piece = zt.with_shape((*zt.shape[:-1], u))
+            i, g, f, o = b.op(
+                "SPLIT",
+                [b.ints([zt.rank - 1], "axis"), z],
+                [piece] * 4,
+                options=b.options("Split", numSplits=4),
+            )
+            forget = b.unary("LOGISTIC", b.binary("ADD", f, one))
+            c = b.binary(
+                "ADD",
+                b.binary("MUL", forget, c),
+                b.binary("MUL", b.unary("LOGISTIC", i), b.unary("TANH", g)),
+            )
+            h = b.binary("MUL", b.unary("LOGISTIC", o), b.unary("TANH", c))
+            hs.append(h)
+        seq = _tfl_stack(b, hs)
+        seq = b.transpose(seq, [0, 1, n + 2, *range(2, n + 2)])
+        first = [0, n + 1, *range(1, n + 1)]
+        c, h = (b.reshape(b.transpose(v, first), (xt.shape[0], 1, u, *spatial)) for v in (c, h))
+        return (seq, (c, h))
+
     def vjp(self, ctx, inputs, output, cot, opts):
         """Backpropagation through time; each step's convolutions through conv_vjp."""
         from .conv import Geometry, conv_general, conv_vjp
@@ -1352,6 +1598,13 @@ class Mask(Op):
         eq = b.op("Equal", [x, b.ints([opts["eos_token"]], hint="eos_token")])
         if t.rank == 0:
             eq = b.op("Reshape", [eq, b.ints([], hint="scalar_shape")])
+        return b.cast(eq, "u8")
+
+    def tflite(self, ctx, inputs, opts):
+        """A float input truncates toward zero in the cast to s32, as np.trunc does."""
+        b = ctx.b
+        x = b.cast(inputs[0], "s32")
+        eq = b.compare("EQUAL", x, b.scalar(opts["eos_token"], x))
         return b.cast(eq, "u8")
 
     cases: ClassVar[list[Case]] = [

@@ -75,6 +75,13 @@ class Flatten(Op):
     def onnx(self, ctx, inputs, opts):
         return ctx.b.op("Flatten", [inputs[0]], axis=1)
 
+    def tflite(self, ctx, inputs, opts):
+        if ctx.in_types[0].rank == 2:
+            return inputs[0]
+        if ctx.out_type.shape[0] is not None and None in ctx.in_types[0].shape:
+            raise ctx.unsupported("a flatten whose batch is static but other dims are not")
+        return ctx.b.reshape(inputs[0], ctx.out_type.shape)
+
     def vjp(self, ctx, inputs, output, cot, opts):
         if not is_float(ctx.in_types[0].dtype):
             return [None]
@@ -91,6 +98,19 @@ class Flatten(Op):
 def flatten(x: Axon, *, name: str | None = None) -> Axon:
     """Flatten all but the batch axis, e.g. a conv feature map before a dense layer."""
     return make_node("flatten", [x], {}, name=name)
+
+
+def _fc(b: Any, x: int, w: np.ndarray) -> int:
+    """x . w over the last axis ({in, out} matrix w) as FULLY_CONNECTED."""
+    t = b.type_of(x)
+    weights = b.const(np.ascontiguousarray(w.T))
+    options = b.options("FullyConnected", keepNumDims=True)
+    return b.op(
+        "FULLY_CONNECTED",
+        [x, weights, -1],
+        t.with_shape((*t.shape[:-1], w.shape[1])),
+        options=options,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -191,6 +211,14 @@ class Reshape(Op):
         shape = b.op("Concat", pieces, axis=0)
         return b.op("Reshape", [inputs[0], shape], allowzero=int(literal_zero))
 
+    def tflite(self, ctx, inputs, opts):
+        """RESHAPE with the batch written as -1 (its only unknown dim)."""
+        if 0 in ctx.out_type.shape or 0 in ctx.in_types[0].shape:
+            raise ctx.unsupported("zero-sized dims: LiteRT has no empty tensors")
+        if sum(d is None for d in ctx.out_type.shape) > 1:
+            raise ctx.unsupported(f"more than one dynamic dim in {ctx.out_type.shape}")
+        return ctx.b.reshape(inputs[0], ctx.out_type.shape)
+
     def vjp(self, ctx, inputs, output, cot, opts):
         t = ctx.in_types[0]
         if not is_float(t.dtype):
@@ -265,6 +293,10 @@ class Transpose(Op):
     def onnx(self, ctx, inputs, opts):
         perm = _resolve_permutation(opts["permutation"], ctx.in_types[0].rank)
         return ctx.b.op("Transpose", [inputs[0]], perm=list(perm))
+
+    def tflite(self, ctx, inputs, opts):
+        perm = _resolve_permutation(opts["permutation"], ctx.in_types[0].rank)
+        return ctx.b.transpose(inputs[0], [int(p) for p in perm])
 
     def vjp(self, ctx, inputs, output, cot, opts):
         if not is_float(ctx.in_types[0].dtype):
@@ -347,6 +379,27 @@ class Pad(Op):
         flat = [lo for lo, _ in pads] + [hi for _, hi in pads]
         value = b.const(np.asarray(opts["value"]).astype(to_numpy_dtype(t.dtype)), hint="value")
         return b.op("Pad", [inputs[0], b.ints(flat, "pads"), value], mode="constant")
+
+    def tflite(self, ctx, inputs, opts):
+        """PADV2 with the fill value for the positive pads, SLICE for the negative ones."""
+        b, t = ctx.b, ctx.in_types[0]
+        pads = self._pads(t.rank, opts)
+        x = inputs[0]
+        grow = [[max(lo, 0), max(hi, 0)] for lo, hi in pads]
+        if any(v for pair in grow for v in pair):
+            shape = tuple(None if d is None else d + lo + hi for d, (lo, hi) in zip(t.shape, grow))
+            value = b.const(np.asarray(opts["value"]).astype(to_numpy_dtype(t.dtype)), hint="value")
+            paddings = b.const(np.asarray(grow, np.int32), hint="paddings")
+            x = b.op("PADV2", [x, paddings, value], t.with_shape(shape))
+        if any(lo < 0 or hi < 0 for lo, hi in pads):
+            have = b.type_of(x).shape
+            begin = [max(-lo, 0) for lo, _ in pads]
+            size = [
+                -1 if d is None else d - max(-lo, 0) - max(-hi, 0)
+                for d, (lo, hi) in zip(have, pads)
+            ]
+            x = b.op("SLICE", [x, b.ints(begin, "begin"), b.ints(size, "size")], ctx.out_type)
+        return x
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """The opposite padding: crop what was padded, pad with zeros what was cropped."""
@@ -532,6 +585,33 @@ class Resize(Op):
             if axis != last:
                 x = b.op("Transpose", [x], perm=perm)
         return x if work == t.dtype else b.cast(x, t.dtype)
+
+    def tflite(self, ctx, inputs, opts):
+        """The ONNX rule's separable tables: GATHER for nearest, FULLY_CONNECTED for kernels."""
+        b, t = ctx.b, ctx.in_types[0]
+        if t.dtype not in ("f32",) and opts["method"] != "nearest":
+            raise ctx.unsupported(f"{t.dtype} input: TFLite resizes f32 tensors")
+        x = inputs[0]
+        for axis, size in self._sizes(t.rank, opts):
+            n = t.shape[axis]
+            if n is None:
+                raise ctx.unsupported(f"a dynamic spatial axis {axis}")
+            if n == size:
+                continue
+            shape = list(b.type_of(x).shape)
+            shape[axis] = size
+            if opts["method"] == "nearest":
+                idx = b.ints(nearest_indices(n, size), "indices")
+                x = b.op(
+                    "GATHER",
+                    [x, idx],
+                    t.with_shape(tuple(shape)),
+                    options=b.options("Gather", axis=axis),
+                )
+                continue
+            w = resize_weights(n, size, opts["method"], opts["antialias"]).astype(np.float32)
+            x = b.on_last_axis(x, axis, lambda v, w=w: _fc(b, v, w))
+        return x
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Each axis is x . W for an {in, out} matrix W (nearest: the one-hot matrix of

@@ -118,6 +118,8 @@ class Parameter(Op):
     def onnx(self, ctx, inputs, opts):
         return ctx.param_at(opts["path"])
 
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
+
 
 def parameter(path: tuple[str, ...], shape: tuple[int, ...], dtype: str = "f32") -> Axon:
     """A node reading the state leaf at `path` (used by gradient and optimizer graphs)."""
@@ -140,6 +142,8 @@ class Constant(Op):
 
     def onnx(self, ctx, inputs, opts):
         return ctx.b.const(opts["value"], hint="value")
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     cases = [Case("vector", lambda: constant(np.arange(3, dtype=np.float32)), [])]
 
@@ -174,6 +178,8 @@ class Container(Op):
 
     def onnx(self, ctx, inputs, opts):
         return tree_map(lambda i: inputs[i], opts["structure"])
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     def vjp(self, ctx, inputs, output, cot, opts):
         cots: list[Any] = [None] * len(inputs)
@@ -252,6 +258,8 @@ class Elem(Op):
 
     def onnx(self, ctx, inputs, opts):
         return _get(inputs[0], opts["path"], "elem")
+
+    tflite = onnx  # the same generic rule: values, subgraphs and parameters
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """The container's cotangent: `cot` at this element's path, None (zero) elsewhere."""
