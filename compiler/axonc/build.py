@@ -6,11 +6,16 @@ initializers. `predict_fn(state, inputs)` validates the inputs and runs the grap
 through onnxruntime (compiled once per input signature; the default) or the
 reference interpreter (`compiler="reference"`); in train mode it returns
 {"prediction", "state"}.
+
+Both first resolve the graph for the template's or the data's types
+(`resolve`, cached per input signature on the graph): as in Axon, shapes and
+dtypes come from what arrives, and a declared input shape is a hint.
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +28,10 @@ from .interpreter import MODES, run
 from .ir import Axon, assign_names, topo_order
 from .model_state import ModelState
 from .parameters import collect_specs
-from .shape_inference import NONE, infer_types
+from .shape_inference import NONE, infer_types, resolve_input, specialize
+
+# Resolved graphs per model handle, by input signature (handles are immutable).
+_resolved: weakref.WeakKeyDictionary[Axon, dict[tuple, Axon]] = weakref.WeakKeyDictionary()
 
 
 def input_nodes(model: Axon) -> dict[str, Any]:
@@ -60,8 +68,40 @@ def template_types(model: Axon, template: Any) -> dict[str, Any]:
         elif isinstance(t, TensorType):
             out[name] = t
         else:
-            out[name] = type_of(t)
+            out[name] = _array_type(inputs[name], t)
     return out
+
+
+def _array_type(node: Any, value: Any) -> TensorType:
+    """An array's type as an input's template: f64 counts as f32 where no dtype is declared.
+
+    numpy's default float is f64 where Nx's is f32, and the data of an input without
+    a dtype is cast so (see `_feeds`), so the template must agree.
+    """
+    t = type_of(value)
+    return t.with_dtype("f32") if t.dtype == "f64" and node.options["dtype"] is None else t
+
+
+def signature(model: Axon, given: Mapping[str, Any]) -> tuple:
+    """The input signature `given` (types by input name) resolves to: the cache key."""
+    nodes = input_nodes(model)
+    return tuple(
+        (name, NONE if t is NONE else resolve_input(nodes[name], t))
+        for name, t in sorted(given.items())
+    )
+
+
+def resolve(model: Axon, given: Mapping[str, Any]) -> Axon:
+    """`model` resolved for these input types (template or data types by input name).
+
+    The resolved graph (see `shape_inference.specialize`) is cached per signature, so
+    each new signature traces custom layers and compiles once.
+    """
+    key = signature(model, given)
+    cache = _resolved.setdefault(model, {})
+    if key not in cache:
+        cache[key] = specialize(model, dict(key), assign_names(model))
+    return cache[key]
 
 
 def _as_state(initial: Any) -> ModelState:
@@ -96,9 +136,9 @@ def init(
     """Initialise a model's parameters and state for `template` (see module doc)."""
     given = _as_state(initial)
     names = assign_names(model)
-    types = infer_types(model, template_types(model, template), names)
-    specs = collect_specs(model, types, mode, names)
-    frozen_layers = {names[nid] for nid, node in model.nodes.items() if node.frozen}
+    resolved = resolve(model, template_types(model, template))
+    specs = _specs(resolved, model, mode)
+    frozen_layers = {names[nid] for nid, node in resolved.nodes.items() if node.frozen}
     data: dict[str, Any] = {}
     params, state, frozen = [], [], []
     ties = {dest: tie for dest, tie in given.ties.items() if dest in specs}
@@ -143,22 +183,49 @@ def _state_data(state: Any) -> Mapping[str, Any]:
     return data
 
 
-def _checked_feeds(model: Axon, state: Any, inputs: Any) -> dict[str, np.ndarray]:
-    """Input arrays by name, validated by dtype and by shape inference over the model."""
-    _state_data(state)
+def _checked_feeds(
+    model: Axon, state: Any, inputs: Any, mode: str = "inference"
+) -> tuple[Axon, dict[str, np.ndarray]]:
+    """The model resolved for the inputs, and the input arrays by name, validated.
+
+    Since the data decides the shapes, data the state was not initialised for shows
+    as parameters that do not fit: a StateError names them and the inputs.
+    """
+    data = _state_data(state)
     feeds = _feeds(model, inputs)
     for name, node in input_nodes(model).items():
         if name not in feeds and not node.options["optional"]:
             raise InputError(f"input {name!r} is required but was not given")
-    infer_types(model, {k: type_of(v) for k, v in feeds.items()}, assign_names(model))
-    return feeds
+    resolved = resolve(model, {k: type_of(v) for k, v in feeds.items()})
+    for path, spec in _specs(resolved, model, mode).items():
+        value = _lookup(data, path)
+        if value is not None and tuple(np.shape(value)) != tuple(spec.shape):
+            shapes = ", ".join(f"{k!r}: {v.shape}" for k, v in feeds.items())
+            raise StateError(
+                f"{'/'.join(path)}: inputs shaped {{{shapes}}} need shape {tuple(spec.shape)} "
+                f"but the state holds {tuple(np.shape(value))}; was it initialised for inputs "
+                "of another shape?"
+            )
+    return resolved, feeds
+
+
+_spec_cache: weakref.WeakKeyDictionary[Axon, dict[str, dict]] = weakref.WeakKeyDictionary()
+
+
+def _specs(resolved: Axon, model: Axon, mode: str) -> dict[tuple[str, ...], Any]:
+    """The parameter specs of a resolved graph (cached; names from the original graph)."""
+    by_mode = _spec_cache.setdefault(resolved, {})
+    if mode not in by_mode:
+        names = assign_names(model)
+        by_mode[mode] = collect_specs(resolved, infer_types(resolved, names=names), mode, names)
+    return by_mode[mode]
 
 
 def predict(model: Axon, state: Any, inputs: Any, *, mode: str = "inference") -> Any:
     """Run the model once on concrete inputs with the reference interpreter."""
     if mode not in MODES:
         raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
-    feeds = _checked_feeds(model, state, inputs)
+    model, feeds = _checked_feeds(model, state, inputs, mode)
     out, new_state = run(model, feeds, _state_data(state), mode)
     if mode == "train":
         return {"prediction": out, "state": new_state}
@@ -182,7 +249,13 @@ def _feeds(model: Axon, inputs: Any) -> dict[str, np.ndarray]:
         if value is None or value is NONE:
             continue
         arr = np.asarray(value)
-        want = dtype_name(nodes[name].options["dtype"])
+        declared = nodes[name].options["dtype"]
+        if declared is None:  # the input takes the data's dtype (f64 as f32, as Nx's default)
+            if arr.dtype.kind not in "biuf":
+                raise InputError(f"input {name!r}: expected a numeric array, got dtype {arr.dtype}")
+            feeds[name] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
+            continue
+        want = dtype_name(declared)
         if (
             (arr.dtype.kind == "f" and want[0] == "f")
             or (arr.dtype.kind in "iub" and want[0] in "su")
@@ -234,7 +307,7 @@ def build(
     compiled = CompiledModel(model, mode)
 
     def predict_fn(state: Any, inputs: Any) -> Any:
-        feeds = _checked_feeds(model, state, inputs)
+        _, feeds = _checked_feeds(model, state, inputs, mode)
         return compiled(state, feeds)
 
     predict_fn.compiled = compiled  # type: ignore[attr-defined]

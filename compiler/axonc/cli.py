@@ -338,9 +338,10 @@ def _inspect_axon(file: Path) -> None:
                 shapeless.append(name)
             continue
         dims = tuple(1 if i == 0 and d is None else d for i, d in enumerate(shape))
-        template[name] = TensorType(dims, dtype)
+        template[name] = TensorType(dims, dtype or "f32")
         shown = ", ".join("nil" if d is None else str(d) for d in shape)
-        click.echo(f"input {name!r}: {dtype} {{{shown}}}")
+        typed = f"{dtype} " if dtype else ""
+        click.echo(f"input {name!r}: {typed}{{{shown}}}")
     if shapeless:
         click.echo(
             f"no layer table: input(s) {', '.join(map(repr, shapeless))} declare no shape "

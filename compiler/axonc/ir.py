@@ -47,6 +47,9 @@ class Node:
     hooks: tuple[tuple[Callable[[Any], Any], str], ...] = ()
     # Set by ax.freeze: init_fn marks this layer's parameters frozen.
     frozen: bool = False
+    # Traced layers (nx, custom, cond; runtime only, never saved): retrace(node, input_types)
+    # returns the node traced for those input types; until traced once, it has no subgraphs.
+    retrace: Callable[[Node, list[Any]], Node] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -93,7 +96,7 @@ class Axon:
     then cached, so building a graph of n layers costs O(n), not O(n^2).
     """
 
-    __slots__ = ("_nodes", "_output", "_own", "_parents")
+    __slots__ = ("__weakref__", "_nodes", "_output", "_own", "_parents")
 
     def __init__(
         self,
@@ -266,6 +269,7 @@ def make_node(
     name: str | None = None,
     op_name: str | None = None,
     subgraphs: Mapping[str, Axon] | None = None,
+    retrace: Callable[[Node, list[Any]], Node] | None = None,
 ) -> Axon:
     """Apply a registered op to input graphs: normalise options, check types, return a handle.
 
@@ -288,7 +292,9 @@ def make_node(
             )
         ids.append(h.output)
     opts = spec.normalize_options(dict(options or {}), label)
-    node = Node(new_id(), op, tuple(ids), opts, name, op_name, dict(subgraphs or {}))
+    node = Node(
+        new_id(), op, tuple(ids), opts, name, op_name, dict(subgraphs or {}), retrace=retrace
+    )
     from .shape_inference import declare
 
     declare(node, handles)

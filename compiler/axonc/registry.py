@@ -89,6 +89,8 @@ class Op:
     container_inputs: ClassVar[bool] = False
     # Primitives are the ops traced functions are made of (axonc.numpy).
     primitive: ClassVar[bool] = False
+    # Subgraphs are layer graphs over the node's inputs (block, namespace), resolved with it.
+    layer_bodies: ClassVar[bool] = False
     cases: ClassVar[list[Case]] = []
 
     def params(

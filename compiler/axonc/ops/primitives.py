@@ -26,7 +26,7 @@ from ..dtypes import (
     jnp_promote,
     to_numpy_dtype,
 )
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError
 from ..ir import make_node
 from ..registry import Case, Op, Option, check_bool, check_int, register
 
@@ -1601,7 +1601,7 @@ class Take(Primitive):
     def infer(self, types, opts, node):
         a, idx = types
         if not is_int(idx.dtype):
-            raise ShapeError(f"take: indices must be integers, got {idx.dtype}")
+            raise DTypeError(f"take: indices must be integers, got {idx.dtype}")
         if opts["axis"] is None:
             return TensorType(idx.shape, a.dtype)
         axis = _norm_axis(opts["axis"], a.rank)
