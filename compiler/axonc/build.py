@@ -197,16 +197,23 @@ def _checked_feeds(
         if name not in feeds and not node.options["optional"]:
             raise InputError(f"input {name!r} is required but was not given")
     resolved = resolve(model, {k: type_of(v) for k, v in feeds.items()})
+    check_fit(model, resolved, data, feeds, mode)
+    return resolved, feeds
+
+
+def check_fit(
+    model: Axon, resolved: Axon, data: Mapping[str, Any], feeds: Mapping[str, Any], mode: str
+) -> None:
+    """A StateError when the state's parameters do not fit the model resolved for `feeds`."""
     for path, spec in _specs(resolved, model, mode).items():
         value = _lookup(data, path)
         if value is not None and tuple(np.shape(value)) != tuple(spec.shape):
-            shapes = ", ".join(f"{k!r}: {v.shape}" for k, v in feeds.items())
+            shapes = ", ".join(f"{k!r}: {np.shape(v)}" for k, v in feeds.items())
             raise StateError(
                 f"{'/'.join(path)}: inputs shaped {{{shapes}}} need shape {tuple(spec.shape)} "
                 f"but the state holds {tuple(np.shape(value))}; was it initialised for inputs "
                 "of another shape?"
             )
-    return resolved, feeds
 
 
 _spec_cache: weakref.WeakKeyDictionary[Axon, dict[str, dict]] = weakref.WeakKeyDictionary()

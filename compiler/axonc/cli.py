@@ -216,6 +216,15 @@ class _Progress:
 )
 @click.option("--timings", is_flag=True, help="Print how long each pass took.")
 @click.option("--verify-each", is_flag=True, help="Verify the graph after every pass.")
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    metavar="[NAME=]DIMS[:DTYPE]",
+    help="An input's shape and dtype for the export, e.g. x=1,784:f32 (the first dim is "
+    "the batch, exported dynamic). Needed for inputs declared without a shape; "
+    "repeat it per input.",
+)
 def compile(
     model: Path,
     output: Path | None,
@@ -225,6 +234,7 @@ def compile(
     dump_after: tuple[str, ...],
     timings: bool,
     verify_each: bool,
+    templates: tuple[str, ...],
 ) -> None:
     """Compile an .axon model file to an ONNX model."""
     from .passes import PASSES, PassReport
@@ -265,6 +275,7 @@ def compile(
             ir,
             state,
             output,
+            template=_parse_templates(ir, templates),
             mode=mode,
             opset=opset,
             opt_level=opt_level,
@@ -280,6 +291,35 @@ def compile(
         f"wrote {output} ({_size(output.stat().st_size)}; opset {opset}, {mode} mode, "
         f"{len(onnx_model.graph.node)} ONNX nodes) in {seconds:.2f}s"
     )
+
+
+def _parse_templates(model: Any, specs: tuple[str, ...]) -> Any:
+    """`--template` values as a template dict ({name: TensorType}); None when none given."""
+    from .build import input_nodes
+    from .dtypes import TensorType
+
+    if not specs:
+        return None
+    names = list(input_nodes(model))
+    out = {}
+    for spec in specs:
+        name, _, rest = spec.rpartition("=")
+        if not name:
+            if len(names) != 1:
+                raise UserError(
+                    f"--template {spec!r}: the model has inputs {', '.join(names)}; "
+                    "say which, e.g. --template NAME=1,784:f32"
+                )
+            name = names[0]
+        dims, _, dtype = rest.partition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(",") if d.strip())
+            out[name] = TensorType(shape, dtype or "f32")
+        except ValueError as exc:  # a bad number, dtype or shape
+            raise UserError(
+                f"--template {spec!r}: expected [NAME=]DIMS[:DTYPE] such as x=1,784:f32 ({exc})"
+            ) from None
+    return out
 
 
 def _load_axon(path: Path) -> tuple[Any, Any]:

@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from .build import resolve, template_types
 from .dtypes import DTYPES, dtype_name, to_numpy_dtype
-from .errors import AxoncError, FormatError
+from .errors import AxoncError, FormatError, GraphError
 from .ir import Axon, Node, assign_names, new_id, topo_order
 from .model_state import ModelState
 from .registry import OPS
+from .shape_inference import pending_layers
 
 FORMAT = "axon-model"
 VERSION = "1"
@@ -66,13 +68,14 @@ Path = tuple[str, ...]
 # Public API
 
 
-def save(model: Axon, state: Any, path: str | os.PathLike[str]) -> None:
+def save(model: Axon, state: Any, path: str | os.PathLike[str], *, template: Any = None) -> None:
     """Write `model` and its `state` (a ModelState or a nested dict of arrays) to `path`.
 
     The file is written to a temporary file next to `path` and renamed over it, so
-    a crash never leaves a half-written model behind.
+    a crash never leaves a half-written model behind. With a `template` the model is
+    saved resolved for it (needed when a traced layer waits for its input shapes).
     """
-    data = to_bytes(model, state)
+    data = to_bytes(model, state, template=template)
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(prefix=".axonc-", suffix=".tmp", dir=directory)
@@ -105,12 +108,21 @@ def load(path: str | os.PathLike[str]) -> tuple[Axon, ModelState]:
     return from_bytes(data)
 
 
-def to_bytes(model: Axon, state: Any = None) -> bytes:
-    """The model file's bytes (what `save` writes)."""
+def to_bytes(model: Axon, state: Any = None, *, template: Any = None) -> bytes:
+    """The model file's bytes (what `save` writes); see `save` for `template`."""
     import safetensors.numpy
 
     if not isinstance(model, Axon):
         raise FormatError(f"ax.save expects an Axon graph as the model, got {type(model).__name__}")
+    if template is not None:
+        model = resolve(model, template_types(model, template))
+    waiting = pending_layers(model)
+    if waiting:
+        raise GraphError(
+            f"layer(s) {', '.join(map(repr, waiting))} are traced when their input shapes "
+            "are known, and a model file holds traced graphs, not code: give ax.save a "
+            "template (ax.save(model, state, path, template=ax.template((1, ...), 'f32')))"
+        )
     tensors: dict[str, np.ndarray] = {}
     graph = _Encoder(tensors).graph(model, 0)
     manifest = _encode_state(state, tensors)

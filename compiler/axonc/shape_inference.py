@@ -109,6 +109,17 @@ def _declare_one(node: Node, in_types: list[Any], parents: list[Node], nodes: An
         _declared[node] = None
 
 
+def pending_layers(model: Axon) -> list[str]:
+    """Names (or kinds) of the traced layers still waiting for their input types, nested too."""
+    out = []
+    for node in model.nodes.values():
+        if pending(node):
+            out.append(node.name or node.kind)
+        for body in node.subgraphs.values():
+            out.extend(pending_layers(body))
+    return out
+
+
 def is_guessed(graph: Axon) -> bool:
     """Whether a graph's declared output type rests on an assumed (f32) input dtype."""
     declared_type(graph, graph.output)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..autodiff import gradients, tensor_of
-from ..build import _feeds, init, resolve
+from ..build import _feeds, check_fit, init, resolve
 from ..dtypes import TensorType, dtype_name, type_of
 from ..errors import InputError, OptionError, StateError
 from ..interpreter import run
@@ -197,8 +197,11 @@ class TrainStep:
         """The step as an IR graph for inputs shaped like `feeds` (built once per signature)."""
         self._check_target(feeds)
         key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items()))
+        inputs = {k: v for k, v in feeds.items() if k != TARGET}
+        model = self._resolved(feeds)
+        check_fit(self.model, model, train_state.model_state.data, inputs, "train")
         if key not in self._graphs:
-            self._graphs[key] = self._build(self._resolved(feeds), train_state, feeds)
+            self._graphs[key] = self._build(model, train_state, feeds)
         return self._graphs[key]
 
     def _resolved(self, feeds: Mapping[str, np.ndarray]) -> Axon:
