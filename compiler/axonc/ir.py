@@ -220,12 +220,12 @@ def topo_order(nodes: Mapping[int, Node], output: Any) -> list[int]:
 def assign_names(model: Axon) -> dict[int, str]:
     """Layer names by node id: explicit names, else `<op_name>_<n>` counted per op.
 
-    A duplicate name (explicit or clashing with a generated one) is a GraphError,
-    since parameters are keyed by layer name.
+    As in Axon, parameters are keyed by layer name, so layers that share a name
+    (explicit, or clashing with a generated one) share their parameters, and inputs
+    that share a name are one input. Uses of one block share its name.
     """
     names: dict[int, str] = {}
     counts: dict[str, int] = {}
-    owner: dict[str, int] = {}
     shared: dict[Any, str] = {}
     for nid in topo_order(model.nodes, model.output):
         node = model.nodes[nid]
@@ -239,12 +239,6 @@ def assign_names(model: Axon) -> dict[int, str]:
             n = counts.get(node.kind, 0)
             counts[node.kind] = n + 1
             name = f"{node.kind}_{n}"
-        if name in owner:
-            raise GraphError(
-                f"two layers are named {name!r} ({model.nodes[owner[name]].kind} and "
-                f"{node.kind}); layer names must be unique because parameters are keyed by them"
-            )
-        owner[name] = nid
         names[nid] = name
         if share is not None:
             shared[share] = name
