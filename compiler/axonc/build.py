@@ -21,87 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import TensorType, dtype_name, to_numpy_dtype, type_of
+from .dtypes import dtype_name, to_numpy_dtype, type_of
 from .errors import InputError, StateError
 from .initializers import derive_seed, initialize
 from .interpreter import MODES, run
-from .ir import Axon, assign_names, topo_order
+from .ir import Axon, assign_names
 from .model_state import ModelState
 from .parameters import collect_specs
-from .shape_inference import NONE, infer_types, resolve_input, specialize
-
-# Resolved graphs per model handle, by input signature (handles are immutable).
-_resolved: weakref.WeakKeyDictionary[Axon, dict[tuple, Axon]] = weakref.WeakKeyDictionary()
-
-
-def input_nodes(model: Axon) -> dict[str, Any]:
-    """The model's input nodes by input name, in graph order."""
-    out = {}
-    for nid in topo_order(model.nodes, model.output):
-        node = model.nodes[nid]
-        if node.op == "input":
-            out[node.options["name"]] = node
-    return out
-
-
-def template_types(model: Axon, template: Any) -> dict[str, Any]:
-    """Input types by name from a template: a TensorType, an array, or a dict of them."""
-    inputs = input_nodes(model)
-    if not isinstance(template, Mapping):
-        required = [n for n, node in inputs.items() if not node.options["optional"]]
-        if len(inputs) != 1 and len(required) != 1:
-            raise InputError(
-                f"the model has inputs {', '.join(map(repr, inputs))}; "
-                "give a dict of templates or arrays keyed by input name"
-            )
-        template = {(required or list(inputs))[0]: template}
-    unknown = sorted(set(template) - set(inputs))
-    if unknown:
-        raise InputError(
-            f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are "
-            f"{', '.join(map(repr, inputs)) or 'none'}"
-        )
-    out: dict[str, Any] = {}
-    for name, t in template.items():
-        if t is None or t is NONE:
-            out[name] = NONE
-        elif isinstance(t, TensorType):
-            out[name] = t
-        else:
-            out[name] = _array_type(inputs[name], t)
-    return out
-
-
-def _array_type(node: Any, value: Any) -> TensorType:
-    """An array's type as an input's template: f64 counts as f32 where no dtype is declared.
-
-    numpy's default float is f64 where Nx's is f32, and the data of an input without
-    a dtype is cast so (see `_feeds`), so the template must agree.
-    """
-    t = type_of(value)
-    return t.with_dtype("f32") if t.dtype == "f64" and node.options["dtype"] is None else t
-
-
-def signature(model: Axon, given: Mapping[str, Any]) -> tuple:
-    """The input signature `given` (types by input name) resolves to: the cache key."""
-    nodes = input_nodes(model)
-    return tuple(
-        (name, NONE if t is NONE else resolve_input(nodes[name], t))
-        for name, t in sorted(given.items())
-    )
-
-
-def resolve(model: Axon, given: Mapping[str, Any]) -> Axon:
-    """`model` resolved for these input types (template or data types by input name).
-
-    The resolved graph (see `shape_inference.specialize`) is cached per signature, so
-    each new signature traces custom layers and compiles once.
-    """
-    key = signature(model, given)
-    cache = _resolved.setdefault(model, {})
-    if key not in cache:
-        cache[key] = specialize(model, dict(key), assign_names(model))
-    return cache[key]
+from .shape_inference import NONE, infer_types, input_nodes, resolve, template_types
+from .to_onnx.compiled import CompiledModel
 
 
 def _as_state(initial: Any) -> ModelState:
@@ -308,8 +236,6 @@ def build(
             return predict(model, state, inputs, mode=mode)
 
         return init_fn, predict_fn
-
-    from .to_onnx.compiled import CompiledModel
 
     compiled = CompiledModel(model, mode)
 

@@ -5,6 +5,10 @@ node id, or a nested tuple/list/dict of node ids) plus every node it reaches.
 Handles are immutable, so each layer call returns a new handle that shares the
 old nodes, as in Elixir's Axon. Layer constructors from the registry are
 attached as methods, so `ax.dense(x, 8)` and `x.dense(8)` are the same call.
+
+This module is the bottom of the house: it imports only the error classes and
+the registry. Adding a checked layer node (`shape_inference.make_node`) and
+resolving types (`shape_inference.specialize`) live above it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import GraphError
-from .registry import LAYERS, get_op
+from .registry import LAYERS, load_ops
 
 _ids = itertools.count()
 
@@ -152,11 +156,11 @@ class Axon:
         )
 
     def __repr__(self) -> str:
-        from .model import describe
-
         return describe(self)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr not in LAYERS and not attr.startswith("_"):
+            load_ops()
         fn = LAYERS.get(attr)
         if fn is None or not getattr(fn, "_axon_method", True):
             raise AttributeError(f"'Axon' graph has no layer or attribute {attr!r}")
@@ -169,6 +173,7 @@ class Axon:
         return method
 
     def __dir__(self) -> list[str]:
+        load_ops()
         return sorted(set(super().__dir__()) | {k for k, f in LAYERS.items() if f._axon_method})
 
 
@@ -255,41 +260,43 @@ def as_axon(x: Any, what: str = "input") -> Axon:
     return x
 
 
-def make_node(
-    op: str,
-    inputs: list[Axon],
-    options: Mapping[str, Any] | None = None,
-    *,
-    name: str | None = None,
-    op_name: str | None = None,
-    subgraphs: Mapping[str, Axon] | None = None,
-    retrace: Callable[[Node, list[Any]], Node] | None = None,
-) -> Axon:
-    """Apply a registered op to input graphs: normalise options, check types, return a handle.
+def _fmt_shape(shape: Any) -> str:
+    if shape is None:
+        return "?"
+    dims = ", ".join("nil" if d is None else str(d) for d in shape)
+    return "{" + dims + "}"
 
-    Each input must be a single-node graph. The new node's type is inferred at once
-    from the inputs' declared shapes, so a mismatch is reported where the layer is
-    added, naming both layers.
-    """
-    spec = get_op(op)
-    label = f"{op_name or op} layer" + (f" {name!r}" if name else "")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise GraphError(f"{label}: name must be a non-empty string, got {name!r}")
-    handles = [as_axon(x, f"{label}: input {i}") for i, x in enumerate(inputs)]
-    if spec.arity is not None and len(handles) != spec.arity:
-        raise GraphError(f"{label}: expected {spec.arity} input(s), got {len(handles)}")
-    ids = []
-    for i, h in enumerate(handles):
-        if not isinstance(h.output, int):
-            raise GraphError(
-                f"{label}: input {i} is a container graph; take one element of it first"
-            )
-        ids.append(h.output)
-    opts = spec.normalize_options(dict(options or {}), label)
-    node = Node(
-        new_id(), op, tuple(ids), opts, name, op_name, dict(subgraphs or {}), retrace=retrace
+
+def describe(model: Axon) -> str:
+    """Axon's inspect: inputs with shapes, outputs by layer name, node count."""
+    names = _safe_names(model)
+    inputs = []
+    for nid in topo_order(model.nodes, model.output):
+        node = model.nodes[nid]
+        if node.op == "input":
+            inputs.append(f'"{node.options["name"]}" => {_fmt_shape(node.options["shape"])}')
+    outputs = tree_map(lambda nid: names.get(nid, model.nodes[nid].kind), model.output)
+    out = outputs if isinstance(outputs, str) else repr(outputs)
+    return (
+        "#Axon<\n"
+        f"  inputs: %{{{', '.join(inputs)}}}\n"
+        f'  outputs: "{out}"\n'
+        f"  nodes: {len(model.nodes)}\n"
+        ">"
     )
-    from .shape_inference import declare
 
-    declare(node, handles)
-    return Axon(node.id, own={node.id: node}, parents=tuple(handles))
+
+def _safe_names(model: Axon) -> dict[int, str]:
+    try:
+        return assign_names(model)
+    except GraphError:  # a cycle in a hand-made graph: print what can be printed
+        return {}
+
+
+def __getattr__(name: str) -> Any:
+    """`make_node` moved up to `shape_inference` (it checks types); this alias keeps old imports."""
+    if name == "make_node":
+        from .shape_inference import make_node
+
+        return make_node
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

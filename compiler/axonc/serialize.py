@@ -22,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .build import resolve, template_types
 from .dtypes import DTYPES, dtype_name, to_numpy_dtype
 from .errors import AxoncError, FormatError, GraphError
 from .ir import Axon, Node, assign_names, new_id, topo_order
 from .model_state import ModelState
-from .registry import OPS
-from .shape_inference import pending_layers
+from .ops.composite import new_block_id
+from .registry import OPS, load_ops
+from .shape_inference import infer_types, pending_layers, resolve, template_types
+
+load_ops()  # every op a file or the docs may name
 
 FORMAT = "axon-model"
 VERSION = "1"
@@ -187,7 +189,6 @@ class _Encoder:
     def graph(self, model: Axon, depth: int) -> dict[str, Any]:
         if depth > MAX_GRAPH_DEPTH:
             raise FormatError(f"subgraphs are nested more than {MAX_GRAPH_DEPTH} deep")
-        assign_names(model)  # a graph with duplicate names could not be loaded
         order = topo_order(model.nodes, model.output)
         local = {nid: i for i, nid in enumerate(order)}
         nodes = []
@@ -612,8 +613,6 @@ class _Decoder:
 
     def _check_model(self, model: Axon, where: str, depth: int) -> None:
         """Naming and shape inference, as when the graph was built; errors become FormatError."""
-        from .shape_inference import infer_types
-
         try:
             names = assign_names(model)
             if depth == 0:
@@ -678,8 +677,6 @@ class _Decoder:
 
     def fresh_block_id(self, old: int) -> int:
         """Block ids are identities, like node ids: map the file's to fresh ones."""
-        from .ops.composite import new_block_id
-
         if old not in self.block_ids:
             self.block_ids[old] = new_block_id()
         return self.block_ids[old]

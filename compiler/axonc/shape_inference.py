@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .dtypes import TensorType
-from .errors import AxoncError, DTypeError, GraphError, ShapeError, ShapeHintWarning
-from .ir import Axon, Node, topo_order, tree_leaves, tree_map
+from .dtypes import TensorType, type_of
+from .errors import (
+    AxoncError,
+    DTypeError,
+    GraphError,
+    InputError,
+    ShapeError,
+    ShapeHintWarning,
+)
+from .ir import Axon, Node, as_axon, assign_names, new_id, topo_order, tree_leaves, tree_map
 from .registry import get_op
 
 
@@ -323,3 +330,115 @@ def _fmt(shape: Any) -> str:
 def leaves_known(t: Any) -> bool:
     """Whether every leaf of a type tree is a TensorType (no unknown shape, no NONE)."""
     return all(isinstance(x, TensorType) for x in tree_leaves(t))
+
+
+def make_node(
+    op: str,
+    inputs: list[Axon],
+    options: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    op_name: str | None = None,
+    subgraphs: Mapping[str, Axon] | None = None,
+    retrace: Callable[[Node, list[Any]], Node] | None = None,
+) -> Axon:
+    """Apply a registered op to input graphs: normalise options, check types, return a handle.
+
+    Each input must be a single-node graph. The new node's type is inferred at once
+    from the inputs' declared shapes, so a mismatch is reported where the layer is
+    added, naming both layers.
+    """
+    spec = get_op(op)
+    label = f"{op_name or op} layer" + (f" {name!r}" if name else "")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise GraphError(f"{label}: name must be a non-empty string, got {name!r}")
+    handles = [as_axon(x, f"{label}: input {i}") for i, x in enumerate(inputs)]
+    if spec.arity is not None and len(handles) != spec.arity:
+        raise GraphError(f"{label}: expected {spec.arity} input(s), got {len(handles)}")
+    ids = []
+    for i, h in enumerate(handles):
+        if not isinstance(h.output, int):
+            raise GraphError(
+                f"{label}: input {i} is a container graph; take one element of it first"
+            )
+        ids.append(h.output)
+    opts = spec.normalize_options(dict(options or {}), label)
+    node = Node(
+        new_id(), op, tuple(ids), opts, name, op_name, dict(subgraphs or {}), retrace=retrace
+    )
+    declare(node, handles)
+    return Axon(node.id, own={node.id: node}, parents=tuple(handles))
+
+
+# Resolved graphs per model handle, by input signature (handles are immutable).
+_resolved: weakref.WeakKeyDictionary[Axon, dict[tuple, Axon]] = weakref.WeakKeyDictionary()
+
+
+def input_nodes(model: Axon) -> dict[str, Any]:
+    """The model's input nodes by input name, in graph order."""
+    out = {}
+    for nid in topo_order(model.nodes, model.output):
+        node = model.nodes[nid]
+        if node.op == "input":
+            out[node.options["name"]] = node
+    return out
+
+
+def template_types(model: Axon, template: Any) -> dict[str, Any]:
+    """Input types by name from a template: a TensorType, an array, or a dict of them."""
+    inputs = input_nodes(model)
+    if not isinstance(template, Mapping):
+        required = [n for n, node in inputs.items() if not node.options["optional"]]
+        if len(inputs) != 1 and len(required) != 1:
+            raise InputError(
+                f"the model has inputs {', '.join(map(repr, inputs))}; "
+                "give a dict of templates or arrays keyed by input name"
+            )
+        template = {(required or list(inputs))[0]: template}
+    unknown = sorted(set(template) - set(inputs))
+    if unknown:
+        raise InputError(
+            f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are "
+            f"{', '.join(map(repr, inputs)) or 'none'}"
+        )
+    out: dict[str, Any] = {}
+    for name, t in template.items():
+        if t is None or t is NONE:
+            out[name] = NONE
+        elif isinstance(t, TensorType):
+            out[name] = t
+        else:
+            out[name] = _array_type(inputs[name], t)
+    return out
+
+
+def _array_type(node: Any, value: Any) -> TensorType:
+    """An array's type as an input's template: f64 counts as f32 where no dtype is declared.
+
+    numpy's default float is f64 where Nx's is f32, and the data of an input without
+    a dtype is cast so (see `_feeds`), so the template must agree.
+    """
+    t = type_of(value)
+    return t.with_dtype("f32") if t.dtype == "f64" and node.options["dtype"] is None else t
+
+
+def signature(model: Axon, given: Mapping[str, Any]) -> tuple:
+    """The input signature `given` (types by input name) resolves to: the cache key."""
+    nodes = input_nodes(model)
+    return tuple(
+        (name, NONE if t is NONE else resolve_input(nodes[name], t))
+        for name, t in sorted(given.items())
+    )
+
+
+def resolve(model: Axon, given: Mapping[str, Any]) -> Axon:
+    """`model` resolved for these input types (template or data types by input name).
+
+    The resolved graph (see `shape_inference.specialize`) is cached per signature, so
+    each new signature traces custom layers and compiles once.
+    """
+    key = signature(model, given)
+    cache = _resolved.setdefault(model, {})
+    if key not in cache:
+        cache[key] = specialize(model, dict(key), assign_names(model))
+    return cache[key]

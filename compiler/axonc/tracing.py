@@ -23,9 +23,9 @@ import numpy as np
 
 from .dtypes import TensorType, dtype_kind, dtype_name, jnp_promote, to_numpy_dtype
 from .errors import DTypeError, ShapeError, TraceError
-from .ir import Axon, make_node, merge_nodes, topo_order, tree_leaves, tree_map
+from .ir import Axon, merge_nodes, topo_order, tree_leaves, tree_map
 from .registry import get_op
-from .shape_inference import NONE, declared_type, is_guessed, leaves_known
+from .shape_inference import NONE, declared_type, is_guessed, leaves_known, make_node
 
 _traces = itertools.count()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -358,3 +361,22 @@ class TestTrees:
         assert tree_map(lambda v: v * 10, tree) == {"a": (10, [20, 30]), "b": 40}
         assert isinstance(tree_map(str, (1,)), tuple)
         assert isinstance(tree_map(str, [1]), list)
+
+
+def test_the_ir_imports_alone():
+    """The IR is the bottom of the house: importing it loads no module above it."""
+    code = (
+        "import sys, axonc.ir; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'axonc')))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["axonc", "axonc.errors", "axonc.ir", "axonc.registry"]
+
+
+def test_the_package_publishes_build_the_function_even_after_its_module_is_imported():
+    code = "import axonc.build, axonc as ax; print(callable(ax.build), ax.build.__module__)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "axonc.build"], out.stderr

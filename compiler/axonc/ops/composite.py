@@ -22,9 +22,9 @@ import numpy as np
 from .. import numpy as anp
 from ..dtypes import TensorType, is_float
 from ..errors import GraphError, ShapeError
-from ..ir import Axon, as_axon, assign_names, make_node, topo_order, tree_leaves, tree_map
+from ..ir import Axon, as_axon, assign_names, topo_order, tree_leaves, tree_map
 from ..registry import Case, Op, Option, check_int, get_op, layer_api, register
-from ..shape_inference import NONE, declared_type, infer_types, output_types
+from ..shape_inference import NONE, declared_type, infer_types, make_node, output_types
 from ..tracing import Tensor, flatten_types, trace, trace_now, traced_types
 from .primitives import truthy, where
 from .special import container, elem

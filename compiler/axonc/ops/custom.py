@@ -20,9 +20,16 @@ from ..dtypes import TensorType, dtype_name, normalize_shape
 from ..errors import GraphError, OptionError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import MODES, layer_param
-from ..ir import Axon, make_node, tree_map
+from ..ir import Axon, tree_map
 from ..registry import Case, Op, Option, ParamSpec, check_int, layer_api, register
-from ..shape_inference import NONE, declared_type, infer_types, leaves_known, output_types
+from ..shape_inference import (
+    NONE,
+    declared_type,
+    infer_types,
+    leaves_known,
+    make_node,
+    output_types,
+)
 from ..tracing import flatten_types, trace, trace_now, traced_types
 from .composite import (
     backprop_body,

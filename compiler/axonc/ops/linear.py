@@ -25,8 +25,9 @@ from ..dtypes import (
 from ..errors import DTypeError, InputError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import Case, Op, Option, ParamSpec, check_bool, check_int, layer_api, register
+from ..shape_inference import make_node
 from ..tracing import apply
 from .activation import apply_activation
 

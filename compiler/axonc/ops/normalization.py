@@ -41,7 +41,7 @@ from ..dtypes import TensorType, float_or_f32_np, is_float
 from ..errors import DTypeError, ShapeError, StateError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import (
     Case,
     Op,
@@ -54,6 +54,7 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..shape_inference import make_node
 
 
 def _norm_axis(t: TensorType, channel_index: int) -> int:

@@ -27,8 +27,8 @@ from ..dtypes import (
     to_numpy_dtype,
 )
 from ..errors import DTypeError, ShapeError
-from ..ir import make_node
 from ..registry import Case, Op, Option, check_bool, check_int, register
+from ..shape_inference import make_node
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 

@@ -9,8 +9,9 @@ import numpy as np
 
 from ..dtypes import TensorType, dtype_name, normalize_shape, type_of
 from ..errors import GraphError, ShapeError, StateError
-from ..ir import Axon, Node, make_node, merge_nodes, new_id, tree_leaves, tree_map
+from ..ir import Axon, Node, merge_nodes, new_id, tree_leaves, tree_map
 from ..registry import Case, Op, Option, check_bool, check_optional, layer_api, register
+from ..shape_inference import make_node
 
 
 def _check_name(v: Any) -> str:

@@ -18,13 +18,14 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from ..build import input_nodes, resolve, template_types
 from ..dtypes import TensorType
 from ..errors import OptionError
 from ..interpreter import MODES
 from ..ir import Axon, tree_leaves, tree_map
 from ..model_state import ModelState
-from ..shape_inference import NONE
+from ..passes import optimize, optimize_onnx
+from ..serialize import to_bytes
+from ..shape_inference import NONE, input_nodes, resolve, template_types
 from .builder import OnnxBuilder
 from .lower import Lowering, UnsupportedOpsError, unsupported_ops
 
@@ -143,8 +144,6 @@ def to_onnx(
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedOpsError(f"these ops have no ONNX lowering yet: {', '.join(missing)}")
-    from ..passes import optimize, optimize_onnx
-
     state = state if isinstance(state, ModelState) else ModelState.new(state or {})
     model, state = optimize(
         model,
@@ -178,8 +177,6 @@ def to_onnx(
         )
         state_outputs[name] = list(path)
     onnx_model = _make_model(b.graph("axonc"), opset)
-    from ..serialize import to_bytes
-
     meta = {
         "axonc.mode": mode,
         "axonc.outputs": json.dumps(encode_structure(structure)),
