@@ -3,3 +3,7 @@
 import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from axonc.registry import load_ops
+
+load_ops()  # test modules enumerate the registry (OPS) when they are imported

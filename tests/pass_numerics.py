@@ -32,7 +32,7 @@ def random_inputs(model: Axon, batch: int, seed: int) -> dict[str, np.ndarray]:
     out = {}
     for name, node in input_nodes(model).items():
         shape = tuple(batch if d is None else d for d in node.options["shape"])
-        dtype = node.options["dtype"]
+        dtype = node.options["dtype"] or "f32"  # an input without a dtype takes the data's
         if is_float(dtype):
             out[name] = rng.normal(size=shape).astype(to_numpy_dtype(dtype))
         else:

@@ -3,83 +3,45 @@
 Build a graph with layer constructors (`ax.input(...).dense(8).relu()`), then
 `ax.build(model, mode)` for (init_fn, predict_fn), and `ax.save` / `ax.load` for
 the model file. Every name follows Elixir's Axon.
+
+The public names live in `axonc.api`, loaded the first time one is used (PEP
+562), so that `import axonc.ir` loads the IR alone: this package imports none of
+its modules itself.
 """
 
-from . import (
-    display,
-    initializers,
-    losses,
-    metrics,
-    numpy,
-    ops,  # noqa: F401  (registers every op and layer constructor)
-    optimizers,
-    schedules,
-    train,
-)
-from .build import build, predict
-from .dtypes import TensorType, template
-from .errors import AxoncError
-from .ir import Axon, Node
-from .loop import Loop
-from .model import (
-    attach_hook,
-    freeze,
-    get_inputs,
-    get_op_counts,
-    get_options,
-    get_output_shape,
-    get_parameters,
-    map_nodes,
-    reduce_nodes,
-    set_options,
-    set_parameters,
-    trace_forward,
-    trace_init,
-)
-from .model_state import ModelState
-from .registry import LAYERS as _LAYERS
-from .serialize import load, save
-from .shape_inference import NONE
-from .to_onnx.export import export_onnx
-from .to_tflite.export import export_tflite
+from __future__ import annotations
 
-globals().update(_LAYERS)
+import sys
+from importlib import import_module
+from importlib.util import find_spec
+from types import ModuleType
+from typing import Any
 
-__all__ = [
-    "NONE",
-    "Axon",
-    "AxoncError",
-    "Loop",
-    "ModelState",
-    "Node",
-    "TensorType",
-    "attach_hook",
-    "build",
-    "display",
-    "export_onnx",
-    "export_tflite",
-    "freeze",
-    "get_inputs",
-    "get_op_counts",
-    "get_options",
-    "get_output_shape",
-    "get_parameters",
-    "initializers",
-    "load",
-    "losses",
-    "map_nodes",
-    "metrics",
-    "numpy",
-    "optimizers",
-    "predict",
-    "reduce_nodes",
-    "save",
-    "schedules",
-    "set_options",
-    "set_parameters",
-    "template",
-    "trace_forward",
-    "trace_init",
-    "train",
-    *_LAYERS,
-]
+# Public functions named like a submodule: `ax.build` is the function in `axonc.build`.
+_FUNCTIONS_OVER_MODULES = frozenset({"build"})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FUNCTIONS_OVER_MODULES and find_spec(f"{__name__}.{name}") is not None:
+        return import_module(f"{__name__}.{name}")  # a submodule: `from axonc import losses`
+    api = import_module(f"{__name__}.api")  # it publishes its names here (see api.py)
+    if name == "__all__" or name in api.__all__:
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *import_module(f"{__name__}.api").__all__})
+
+
+class _Package(ModuleType):
+    """Importing `axonc.build` sets the package's `build` to that module: answer the function."""
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name in _FUNCTIONS_OVER_MODULES and isinstance(value, ModuleType):
+            return getattr(import_module(f"{__name__}.api"), name)
+        return value
+
+
+sys.modules[__name__].__class__ = _Package

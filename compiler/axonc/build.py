@@ -6,62 +6,30 @@ initializers. `predict_fn(state, inputs)` validates the inputs and runs the grap
 through onnxruntime (compiled once per input signature; the default) or the
 reference interpreter (`compiler="reference"`); in train mode it returns
 {"prediction", "state"}.
+
+Both first resolve the graph for the template's or the data's types
+(`resolve`, cached per input signature on the graph): as in Axon, shapes and
+dtypes come from what arrives, and a declared input shape is a hint.
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from .dtypes import TensorType, dtype_name, to_numpy_dtype, type_of
+from .dtypes import dtype_name, to_numpy_dtype, type_of
 from .errors import InputError, StateError
 from .initializers import derive_seed, initialize
 from .interpreter import MODES, run
-from .ir import Axon, assign_names, topo_order
+from .ir import Axon, assign_names
 from .model_state import ModelState
 from .parameters import collect_specs
-from .shape_inference import NONE, infer_types
-
-
-def input_nodes(model: Axon) -> dict[str, Any]:
-    """The model's input nodes by input name, in graph order."""
-    out = {}
-    for nid in topo_order(model.nodes, model.output):
-        node = model.nodes[nid]
-        if node.op == "input":
-            out[node.options["name"]] = node
-    return out
-
-
-def template_types(model: Axon, template: Any) -> dict[str, Any]:
-    """Input types by name from a template: a TensorType, an array, or a dict of them."""
-    inputs = input_nodes(model)
-    if not isinstance(template, Mapping):
-        required = [n for n, node in inputs.items() if not node.options["optional"]]
-        if len(inputs) != 1 and len(required) != 1:
-            raise InputError(
-                f"the model has inputs {', '.join(map(repr, inputs))}; "
-                "give a dict of templates or arrays keyed by input name"
-            )
-        template = {(required or list(inputs))[0]: template}
-    unknown = sorted(set(template) - set(inputs))
-    if unknown:
-        raise InputError(
-            f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are "
-            f"{', '.join(map(repr, inputs)) or 'none'}"
-        )
-    out: dict[str, Any] = {}
-    for name, t in template.items():
-        if t is None or t is NONE:
-            out[name] = NONE
-        elif isinstance(t, TensorType):
-            out[name] = t
-        else:
-            out[name] = type_of(t)
-    return out
+from .shape_inference import NONE, infer_types, input_nodes, resolve, template_types
+from .to_onnx.compiled import CompiledModel
 
 
 def _as_state(initial: Any) -> ModelState:
@@ -96,9 +64,9 @@ def init(
     """Initialise a model's parameters and state for `template` (see module doc)."""
     given = _as_state(initial)
     names = assign_names(model)
-    types = infer_types(model, template_types(model, template), names)
-    specs = collect_specs(model, types, mode, names)
-    frozen_layers = {names[nid] for nid, node in model.nodes.items() if node.frozen}
+    resolved = resolve(model, template_types(model, template))
+    specs = _specs(resolved, model, mode)
+    frozen_layers = {names[nid] for nid, node in resolved.nodes.items() if node.frozen}
     data: dict[str, Any] = {}
     params, state, frozen = [], [], []
     ties = {dest: tie for dest, tie in given.ties.items() if dest in specs}
@@ -143,22 +111,56 @@ def _state_data(state: Any) -> Mapping[str, Any]:
     return data
 
 
-def _checked_feeds(model: Axon, state: Any, inputs: Any) -> dict[str, np.ndarray]:
-    """Input arrays by name, validated by dtype and by shape inference over the model."""
-    _state_data(state)
+def _checked_feeds(
+    model: Axon, state: Any, inputs: Any, mode: str = "inference"
+) -> tuple[Axon, dict[str, np.ndarray]]:
+    """The model resolved for the inputs, and the input arrays by name, validated.
+
+    Since the data decides the shapes, data the state was not initialised for shows
+    as parameters that do not fit: a StateError names them and the inputs.
+    """
+    data = _state_data(state)
     feeds = _feeds(model, inputs)
     for name, node in input_nodes(model).items():
         if name not in feeds and not node.options["optional"]:
             raise InputError(f"input {name!r} is required but was not given")
-    infer_types(model, {k: type_of(v) for k, v in feeds.items()}, assign_names(model))
-    return feeds
+    resolved = resolve(model, {k: type_of(v) for k, v in feeds.items()})
+    check_fit(model, resolved, data, feeds, mode)
+    return resolved, feeds
+
+
+def check_fit(
+    model: Axon, resolved: Axon, data: Mapping[str, Any], feeds: Mapping[str, Any], mode: str
+) -> None:
+    """A StateError when the state's parameters do not fit the model resolved for `feeds`."""
+    for path, spec in _specs(resolved, model, mode).items():
+        value = _lookup(data, path)
+        if value is not None and tuple(np.shape(value)) != tuple(spec.shape):
+            shapes = ", ".join(f"{k!r}: {np.shape(v)}" for k, v in feeds.items())
+            raise StateError(
+                f"{'/'.join(path)}: inputs shaped {{{shapes}}} need shape {tuple(spec.shape)} "
+                f"but the state holds {tuple(np.shape(value))}; was it initialised for inputs "
+                "of another shape?"
+            )
+
+
+_spec_cache: weakref.WeakKeyDictionary[Axon, dict[str, dict]] = weakref.WeakKeyDictionary()
+
+
+def _specs(resolved: Axon, model: Axon, mode: str) -> dict[tuple[str, ...], Any]:
+    """The parameter specs of a resolved graph (cached; names from the original graph)."""
+    by_mode = _spec_cache.setdefault(resolved, {})
+    if mode not in by_mode:
+        names = assign_names(model)
+        by_mode[mode] = collect_specs(resolved, infer_types(resolved, names=names), mode, names)
+    return by_mode[mode]
 
 
 def predict(model: Axon, state: Any, inputs: Any, *, mode: str = "inference") -> Any:
     """Run the model once on concrete inputs with the reference interpreter."""
     if mode not in MODES:
         raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
-    feeds = _checked_feeds(model, state, inputs)
+    model, feeds = _checked_feeds(model, state, inputs, mode)
     out, new_state = run(model, feeds, _state_data(state), mode)
     if mode == "train":
         return {"prediction": out, "state": new_state}
@@ -182,7 +184,13 @@ def _feeds(model: Axon, inputs: Any) -> dict[str, np.ndarray]:
         if value is None or value is NONE:
             continue
         arr = np.asarray(value)
-        want = dtype_name(nodes[name].options["dtype"])
+        declared = nodes[name].options["dtype"]
+        if declared is None:  # the input takes the data's dtype (f64 as f32, as Nx's default)
+            if arr.dtype.kind not in "biuf":
+                raise InputError(f"input {name!r}: expected a numeric array, got dtype {arr.dtype}")
+            feeds[name] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
+            continue
+        want = dtype_name(declared)
         if (
             (arr.dtype.kind == "f" and want[0] == "f")
             or (arr.dtype.kind in "iub" and want[0] in "su")
@@ -229,12 +237,10 @@ def build(
 
         return init_fn, predict_fn
 
-    from .to_onnx.compiled import CompiledModel
-
     compiled = CompiledModel(model, mode)
 
     def predict_fn(state: Any, inputs: Any) -> Any:
-        feeds = _checked_feeds(model, state, inputs)
+        _, feeds = _checked_feeds(model, state, inputs, mode)
         return compiled(state, feeds)
 
     predict_fn.compiled = compiled  # type: ignore[attr-defined]

@@ -239,6 +239,15 @@ class _Progress:
 )
 @click.option("--timings", is_flag=True, help="Print how long each pass took.")
 @click.option("--verify-each", is_flag=True, help="Verify the graph after every pass.")
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    metavar="[NAME=]DIMS[:DTYPE]",
+    help="An input's shape and dtype for the export, e.g. x=1,784:f32 (the first dim is "
+    "the batch, exported dynamic). Needed for inputs declared without a shape; "
+    "repeat it per input.",
+)
 def compile(
     model: Path,
     output: Path | None,
@@ -252,6 +261,7 @@ def compile(
     dump_after: tuple[str, ...],
     timings: bool,
     verify_each: bool,
+    templates: tuple[str, ...],
 ) -> None:
     """Compile an .axon model file to an ONNX or a TFLite model."""
     if target is None:
@@ -299,6 +309,7 @@ def compile(
             ir,
             state,
             output,
+            template=_parse_templates(ir, templates),
             mode=mode,
             opset=opset,
             opt_level=opt_level,
@@ -378,6 +389,33 @@ def _calibration_batches(path: Path) -> list[dict[str, np.ndarray]]:
         {k: a[i : i + CALIBRATION_BATCH] for k, a in arrays.items()}
         for i in range(0, n, CALIBRATION_BATCH)
     ]
+def _parse_templates(model: Any, specs: tuple[str, ...]) -> Any:
+    """`--template` values as a template dict ({name: TensorType}); None when none given."""
+    from .build import input_nodes
+    from .dtypes import TensorType
+
+    if not specs:
+        return None
+    names = list(input_nodes(model))
+    out = {}
+    for spec in specs:
+        name, _, rest = spec.rpartition("=")
+        if not name:
+            if len(names) != 1:
+                raise UserError(
+                    f"--template {spec!r}: the model has inputs {', '.join(names)}; "
+                    "say which, e.g. --template NAME=1,784:f32"
+                )
+            name = names[0]
+        dims, _, dtype = rest.partition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(",") if d.strip())
+            out[name] = TensorType(shape, dtype or "f32")
+        except ValueError as exc:  # a bad number, dtype or shape
+            raise UserError(
+                f"--template {spec!r}: expected [NAME=]DIMS[:DTYPE] such as x=1,784:f32 ({exc})"
+            ) from None
+    return out
 
 
 def _load_axon(path: Path) -> tuple[Any, Any]:
@@ -440,9 +478,10 @@ def _inspect_axon(file: Path) -> None:
                 shapeless.append(name)
             continue
         dims = tuple(1 if i == 0 and d is None else d for i, d in enumerate(shape))
-        template[name] = TensorType(dims, dtype)
+        template[name] = TensorType(dims, dtype or "f32")
         shown = ", ".join("nil" if d is None else str(d) for d in shape)
-        click.echo(f"input {name!r}: {dtype} {{{shown}}}")
+        typed = f"{dtype} " if dtype else ""
+        click.echo(f"input {name!r}: {typed}{{{shown}}}")
     if shapeless:
         click.echo(
             f"no layer table: input(s) {', '.join(map(repr, shapeless))} declare no shape "

@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .build import template_types
 from .dtypes import TensorType, to_numpy_dtype
 from .ir import Axon, assign_names, topo_order
 from .registry import REQUIRED, get_op
-from .shape_inference import infer_types
+from .shape_inference import infer_types, template_types
 
 
 def _shape(t: Any) -> str:

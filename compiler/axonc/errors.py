@@ -19,6 +19,10 @@ class ShapeError(AxoncError, ValueError):
     """Input shapes or dtypes do not fit an op's rule."""
 
 
+class DTypeError(ShapeError):
+    """An input's dtype does not fit an op's rule (integer ids into `embedding`, ...)."""
+
+
 class GraphError(AxoncError, ValueError):
     """The graph itself is invalid: duplicate names, cycles, dangling inputs."""
 
@@ -44,3 +48,7 @@ class TraceError(AxoncError, TypeError):
 
 class FormatError(AxoncError, ValueError):
     """A model file is malformed, truncated, of an unknown version or hostile."""
+
+
+class ShapeHintWarning(UserWarning):
+    """Data contradicts an input's declared shape; the data wins (a declared shape is a hint)."""

@@ -5,6 +5,10 @@ node id, or a nested tuple/list/dict of node ids) plus every node it reaches.
 Handles are immutable, so each layer call returns a new handle that shares the
 old nodes, as in Elixir's Axon. Layer constructors from the registry are
 attached as methods, so `ax.dense(x, 8)` and `x.dense(8)` are the same call.
+
+This module is the bottom of the house: it imports only the error classes and
+the registry. Adding a checked layer node (`shape_inference.make_node`) and
+resolving types (`shape_inference.specialize`) live above it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import GraphError
-from .registry import LAYERS, get_op
+from .registry import LAYERS, load_ops
 
 _ids = itertools.count()
 
@@ -47,6 +51,9 @@ class Node:
     hooks: tuple[tuple[Callable[[Any], Any], str], ...] = ()
     # Set by ax.freeze: init_fn marks this layer's parameters frozen.
     frozen: bool = False
+    # Traced layers (nx, custom, cond; runtime only, never saved): retrace(node, input_types)
+    # returns the node traced for those input types; until traced once, it has no subgraphs.
+    retrace: Callable[[Node, list[Any]], Node] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -93,7 +100,7 @@ class Axon:
     then cached, so building a graph of n layers costs O(n), not O(n^2).
     """
 
-    __slots__ = ("_nodes", "_output", "_own", "_parents")
+    __slots__ = ("__weakref__", "_nodes", "_output", "_own", "_parents")
 
     def __init__(
         self,
@@ -149,11 +156,11 @@ class Axon:
         )
 
     def __repr__(self) -> str:
-        from .model import describe
-
         return describe(self)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr not in LAYERS and not attr.startswith("_"):
+            load_ops()
         fn = LAYERS.get(attr)
         if fn is None or not getattr(fn, "_axon_method", True):
             raise AttributeError(f"'Axon' graph has no layer or attribute {attr!r}")
@@ -166,6 +173,7 @@ class Axon:
         return method
 
     def __dir__(self) -> list[str]:
+        load_ops()
         return sorted(set(super().__dir__()) | {k for k, f in LAYERS.items() if f._axon_method})
 
 
@@ -217,12 +225,12 @@ def topo_order(nodes: Mapping[int, Node], output: Any) -> list[int]:
 def assign_names(model: Axon) -> dict[int, str]:
     """Layer names by node id: explicit names, else `<op_name>_<n>` counted per op.
 
-    A duplicate name (explicit or clashing with a generated one) is a GraphError,
-    since parameters are keyed by layer name.
+    As in Axon, parameters are keyed by layer name, so layers that share a name
+    (explicit, or clashing with a generated one) share their parameters, and inputs
+    that share a name are one input. Uses of one block share its name.
     """
     names: dict[int, str] = {}
     counts: dict[str, int] = {}
-    owner: dict[str, int] = {}
     shared: dict[Any, str] = {}
     for nid in topo_order(model.nodes, model.output):
         node = model.nodes[nid]
@@ -236,12 +244,6 @@ def assign_names(model: Axon) -> dict[int, str]:
             n = counts.get(node.kind, 0)
             counts[node.kind] = n + 1
             name = f"{node.kind}_{n}"
-        if name in owner:
-            raise GraphError(
-                f"two layers are named {name!r} ({model.nodes[owner[name]].kind} and "
-                f"{node.kind}); layer names must be unique because parameters are keyed by them"
-            )
-        owner[name] = nid
         names[nid] = name
         if share is not None:
             shared[share] = name
@@ -258,38 +260,43 @@ def as_axon(x: Any, what: str = "input") -> Axon:
     return x
 
 
-def make_node(
-    op: str,
-    inputs: list[Axon],
-    options: Mapping[str, Any] | None = None,
-    *,
-    name: str | None = None,
-    op_name: str | None = None,
-    subgraphs: Mapping[str, Axon] | None = None,
-) -> Axon:
-    """Apply a registered op to input graphs: normalise options, check types, return a handle.
+def _fmt_shape(shape: Any) -> str:
+    if shape is None:
+        return "?"
+    dims = ", ".join("nil" if d is None else str(d) for d in shape)
+    return "{" + dims + "}"
 
-    Each input must be a single-node graph. The new node's type is inferred at once
-    from the inputs' declared shapes, so a mismatch is reported where the layer is
-    added, naming both layers.
-    """
-    spec = get_op(op)
-    label = f"{op_name or op} layer" + (f" {name!r}" if name else "")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise GraphError(f"{label}: name must be a non-empty string, got {name!r}")
-    handles = [as_axon(x, f"{label}: input {i}") for i, x in enumerate(inputs)]
-    if spec.arity is not None and len(handles) != spec.arity:
-        raise GraphError(f"{label}: expected {spec.arity} input(s), got {len(handles)}")
-    ids = []
-    for i, h in enumerate(handles):
-        if not isinstance(h.output, int):
-            raise GraphError(
-                f"{label}: input {i} is a container graph; take one element of it first"
-            )
-        ids.append(h.output)
-    opts = spec.normalize_options(dict(options or {}), label)
-    node = Node(new_id(), op, tuple(ids), opts, name, op_name, dict(subgraphs or {}))
-    from .shape_inference import declare
 
-    declare(node, handles)
-    return Axon(node.id, own={node.id: node}, parents=tuple(handles))
+def describe(model: Axon) -> str:
+    """Axon's inspect: inputs with shapes, outputs by layer name, node count."""
+    names = _safe_names(model)
+    inputs = []
+    for nid in topo_order(model.nodes, model.output):
+        node = model.nodes[nid]
+        if node.op == "input":
+            inputs.append(f'"{node.options["name"]}" => {_fmt_shape(node.options["shape"])}')
+    outputs = tree_map(lambda nid: names.get(nid, model.nodes[nid].kind), model.output)
+    out = outputs if isinstance(outputs, str) else repr(outputs)
+    return (
+        "#Axon<\n"
+        f"  inputs: %{{{', '.join(inputs)}}}\n"
+        f'  outputs: "{out}"\n'
+        f"  nodes: {len(model.nodes)}\n"
+        ">"
+    )
+
+
+def _safe_names(model: Axon) -> dict[int, str]:
+    try:
+        return assign_names(model)
+    except GraphError:  # a cycle in a hand-made graph: print what can be printed
+        return {}
+
+
+def __getattr__(name: str) -> Any:
+    """`make_node` moved up to `shape_inference` (it checks types); this alias keeps old imports."""
+    if name == "make_node":
+        from .shape_inference import make_node
+
+        return make_node
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,41 +12,9 @@ from typing import Any
 
 from .errors import GraphError, OptionError
 from .ir import Axon, Node, assign_names, topo_order, tree_map
+from .parameters import collect_specs
 from .registry import ParamSpec, get_op
-from .shape_inference import declared_type, infer_types, output_types
-
-
-def _fmt_shape(shape: Any) -> str:
-    if shape is None:
-        return "?"
-    dims = ", ".join("nil" if d is None else str(d) for d in shape)
-    return "{" + dims + "}"
-
-
-def describe(model: Axon) -> str:
-    """Axon's inspect: inputs with shapes, outputs by layer name, node count."""
-    names = _safe_names(model)
-    inputs = []
-    for nid in topo_order(model.nodes, model.output):
-        node = model.nodes[nid]
-        if node.op == "input":
-            inputs.append(f'"{node.options["name"]}" => {_fmt_shape(node.options["shape"])}')
-    outputs = tree_map(lambda nid: names.get(nid, model.nodes[nid].kind), model.output)
-    out = outputs if isinstance(outputs, str) else repr(outputs)
-    return (
-        "#Axon<\n"
-        f"  inputs: %{{{', '.join(inputs)}}}\n"
-        f'  outputs: "{out}"\n'
-        f"  nodes: {len(model.nodes)}\n"
-        ">"
-    )
-
-
-def _safe_names(model: Axon) -> dict[int, str]:
-    try:
-        return assign_names(model)
-    except GraphError:
-        return {}
+from .shape_inference import declared_type, infer_types, output_types, template_types
 
 
 def get_inputs(model: Axon) -> dict[str, Any]:
@@ -60,8 +28,6 @@ def get_inputs(model: Axon) -> dict[str, Any]:
 
 def get_output_shape(model: Axon, template: Any) -> Any:
     """The output shape (or container of shapes) for the given input template."""
-    from .build import template_types
-
     types = infer_types(model, template_types(model, template))
     return tree_map(lambda t: getattr(t, "shape", t), output_types(model, types))
 
@@ -159,8 +125,6 @@ def attach_hook(
 
 def trace_forward(model: Axon, template: Any, *, mode: str = "inference") -> list[dict[str, Any]]:
     """The flattened graph for inspection: one record per node, in execution order."""
-    from .build import template_types
-
     names = assign_names(model)
     types = infer_types(model, template_types(model, template), names)
     records = []
@@ -182,9 +146,6 @@ def trace_forward(model: Axon, template: Any, *, mode: str = "inference") -> lis
 
 def trace_init(model: Axon, template: Any, *, mode: str = "inference") -> dict[str, ParamSpec]:
     """What init_fn will create for `template`: each leaf path with its spec (shape, init, kind)."""
-    from .build import template_types
-    from .parameters import collect_specs
-
     names = assign_names(model)
     types = infer_types(model, template_types(model, template), names)
     return {"/".join(path): spec for path, spec in collect_specs(model, types, mode, names).items()}

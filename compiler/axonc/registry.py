@@ -9,8 +9,10 @@ this registry, so adding an op is one module edit (DESIGN.md section 2).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any, ClassVar
 
 from .errors import OptionError, UnknownOpError
@@ -89,6 +91,8 @@ class Op:
     container_inputs: ClassVar[bool] = False
     # Primitives are the ops traced functions are made of (axonc.numpy).
     primitive: ClassVar[bool] = False
+    # Subgraphs are layer graphs over the node's inputs (block, namespace), resolved with it.
+    layer_bodies: ClassVar[bool] = False
     cases: ClassVar[list[Case]] = []
 
     def params(
@@ -179,13 +183,23 @@ def register(cls: type[Op]) -> type[Op]:
     return cls
 
 
+def load_ops() -> None:
+    """Register every op family (a no-op once done).
+
+    The registry sits below the op modules that register into it, so it names
+    their modules to load (the plugin pattern) rather than importing them.
+    """
+    for family in import_module("axonc.ops").FAMILIES:
+        import_module(f"axonc.ops.{family}")
+
+
 def get_op(name: str) -> Op:
     """The registered op of that name, or an UnknownOpError listing the near misses."""
+    if name not in OPS:
+        load_ops()
     try:
         return OPS[name]
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(name, OPS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownOpError(f"unknown op {name!r}{hint}") from None

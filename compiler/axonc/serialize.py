@@ -23,10 +23,14 @@ from typing import Any
 import numpy as np
 
 from .dtypes import DTYPES, dtype_name, to_numpy_dtype
-from .errors import AxoncError, FormatError
+from .errors import AxoncError, FormatError, GraphError
 from .ir import Axon, Node, assign_names, new_id, topo_order
 from .model_state import ModelState
-from .registry import OPS
+from .ops.composite import new_block_id
+from .registry import OPS, load_ops
+from .shape_inference import infer_types, pending_layers, resolve, template_types
+
+load_ops()  # every op a file or the docs may name
 
 FORMAT = "axon-model"
 VERSION = "1"
@@ -66,13 +70,14 @@ Path = tuple[str, ...]
 # Public API
 
 
-def save(model: Axon, state: Any, path: str | os.PathLike[str]) -> None:
+def save(model: Axon, state: Any, path: str | os.PathLike[str], *, template: Any = None) -> None:
     """Write `model` and its `state` (a ModelState or a nested dict of arrays) to `path`.
 
     The file is written to a temporary file next to `path` and renamed over it, so
-    a crash never leaves a half-written model behind.
+    a crash never leaves a half-written model behind. With a `template` the model is
+    saved resolved for it (needed when a traced layer waits for its input shapes).
     """
-    data = to_bytes(model, state)
+    data = to_bytes(model, state, template=template)
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(prefix=".axonc-", suffix=".tmp", dir=directory)
@@ -105,12 +110,21 @@ def load(path: str | os.PathLike[str]) -> tuple[Axon, ModelState]:
     return from_bytes(data)
 
 
-def to_bytes(model: Axon, state: Any = None) -> bytes:
-    """The model file's bytes (what `save` writes)."""
+def to_bytes(model: Axon, state: Any = None, *, template: Any = None) -> bytes:
+    """The model file's bytes (what `save` writes); see `save` for `template`."""
     import safetensors.numpy
 
     if not isinstance(model, Axon):
         raise FormatError(f"ax.save expects an Axon graph as the model, got {type(model).__name__}")
+    if template is not None:
+        model = resolve(model, template_types(model, template))
+    waiting = pending_layers(model)
+    if waiting:
+        raise GraphError(
+            f"layer(s) {', '.join(map(repr, waiting))} are traced when their input shapes "
+            "are known, and a model file holds traced graphs, not code: give ax.save a "
+            "template (ax.save(model, state, path, template=ax.template((1, ...), 'f32')))"
+        )
     tensors: dict[str, np.ndarray] = {}
     graph = _Encoder(tensors).graph(model, 0)
     manifest = _encode_state(state, tensors)
@@ -175,7 +189,6 @@ class _Encoder:
     def graph(self, model: Axon, depth: int) -> dict[str, Any]:
         if depth > MAX_GRAPH_DEPTH:
             raise FormatError(f"subgraphs are nested more than {MAX_GRAPH_DEPTH} deep")
-        assign_names(model)  # a graph with duplicate names could not be loaded
         order = topo_order(model.nodes, model.output)
         local = {nid: i for i, nid in enumerate(order)}
         nodes = []
@@ -600,8 +613,6 @@ class _Decoder:
 
     def _check_model(self, model: Axon, where: str, depth: int) -> None:
         """Naming and shape inference, as when the graph was built; errors become FormatError."""
-        from .shape_inference import infer_types
-
         try:
             names = assign_names(model)
             if depth == 0:
@@ -666,8 +677,6 @@ class _Decoder:
 
     def fresh_block_id(self, old: int) -> int:
         """Block ids are identities, like node ids: map the file's to fresh ones."""
-        from .ops.composite import new_block_id
-
         if old not in self.block_ids:
             self.block_ids[old] = new_block_id()
         return self.block_ids[old]

@@ -3,17 +3,33 @@
 Every op's `infer` rule is run in graph order. Types are TensorTypes, containers
 of them, `NONE` (a missing optional input, Axon's %Axon.None{}) or None while a
 shape is still unknown (an `ax.input` declared without a shape).
+
+A declared input shape is a hint, as in Axon 0.8.1 (which does not check data
+against it): while layers are added it gives early shape errors, and when a
+template or data arrives, `specialize` resolves the graph for the types given,
+warning once (ShapeHintWarning) where they contradict the declaration. An
+input declared without a dtype is taken as f32 while layers are added, but a
+dtype rule it breaks then (integer ids into `embedding`) makes the type unknown
+instead of an error: the data's dtype decides at `specialize`.
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .dtypes import TensorType
-from .errors import AxoncError, GraphError, ShapeError
-from .ir import Axon, Node, topo_order, tree_leaves
+from .dtypes import TensorType, type_of
+from .errors import (
+    AxoncError,
+    DTypeError,
+    GraphError,
+    InputError,
+    ShapeError,
+    ShapeHintWarning,
+)
+from .ir import Axon, Node, as_axon, assign_names, new_id, topo_order, tree_leaves, tree_map
 from .registry import get_op
 
 
@@ -37,6 +53,8 @@ class _NoneType:
 NONE = _NoneType()
 
 _declared: weakref.WeakKeyDictionary[Node, Any] = weakref.WeakKeyDictionary()
+# Nodes whose declared type rests on an input declared without a dtype (f32 assumed).
+_guessed: weakref.WeakSet[Node] = weakref.WeakSet()
 
 
 def _label(node: Node, names: Mapping[int, str] | None) -> str:
@@ -52,7 +70,7 @@ def infer_node(
 ) -> Any:
     """The output type of one node, given its inputs' types; errors name the layers."""
     spec = get_op(node.op)
-    if any(t is None for t in in_types):
+    if any(t is None for t in in_types) or pending(node):
         return None
     if not spec.accepts_none and any(t is NONE for t in in_types):
         return NONE
@@ -78,6 +96,43 @@ def _check_tensor_inputs(in_types: list[Any]) -> None:
             )
 
 
+def pending(node: Node) -> bool:
+    """A traced layer whose function could not be traced yet (its input types are unknown)."""
+    return node.retrace is not None and not node.subgraphs
+
+
+def _declare_one(node: Node, in_types: list[Any], parents: list[Node], nodes: Any) -> None:
+    """Memoise one node's declared type; a rule broken only by an assumed dtype defers."""
+    guessed = any(p in _guessed for p in parents) or (
+        node.op in ("input", "argument") and node.options["dtype"] is None
+    )
+    if guessed:
+        _guessed.add(node)
+    try:
+        _declared[node] = infer_node(node, in_types, nodes)
+    except DTypeError:
+        if not guessed:
+            raise
+        _declared[node] = None
+
+
+def pending_layers(model: Axon) -> list[str]:
+    """Names (or kinds) of the traced layers still waiting for their input types, nested too."""
+    out = []
+    for node in model.nodes.values():
+        if pending(node):
+            out.append(node.name or node.kind)
+        for body in node.subgraphs.values():
+            out.extend(pending_layers(body))
+    return out
+
+
+def is_guessed(graph: Axon) -> bool:
+    """Whether a graph's declared output type rests on an assumed (f32) input dtype."""
+    declared_type(graph, graph.output)
+    return graph.nodes[graph.output] in _guessed
+
+
 def declare(node: Node, inputs: list[Axon]) -> Any:
     """Infer and memoise a new node's type from its input handles' (already known) types."""
     in_types = []
@@ -85,7 +140,7 @@ def declare(node: Node, inputs: list[Axon]) -> Any:
         parent = h.node
         in_types.append(_declared[parent] if parent in _declared else declared_type(h, h.output))
     labels = {h.output: h.node for h in inputs}
-    _declared[node] = infer_node(node, in_types, labels)
+    _declare_one(node, in_types, [h.node for h in inputs], labels)
     return _declared[node]
 
 
@@ -114,8 +169,8 @@ def declared_type(model: Axon, nid: int) -> Any:
             stack.append((node.inputs[k], 0))
         else:
             on_stack.discard(i)
-            in_types = [_declared[nodes[j]] for j in node.inputs]
-            _declared[node] = infer_node(node, in_types, nodes)
+            parents = [nodes[j] for j in node.inputs]
+            _declare_one(node, [_declared[p] for p in parents], parents, nodes)
     return _declared[nodes[nid]]
 
 
@@ -144,37 +199,124 @@ def infer_types(
 
 
 def input_type(node: Node, given: Any) -> Any:
-    """An input node's type: the template given for it, checked against its declared shape."""
+    """An input node's type: the template given for it (see `resolve_input`), else declared."""
     declared = node.options["shape"]
-    name = node.options["name"]
     if given is None:
         if node.options["optional"]:
             return NONE
         if declared is None:
             return None
-        return TensorType(declared, node.options["dtype"])
+        return TensorType(declared, node.options["dtype"] or "f32")
     if given is NONE:
         return NONE
+    return resolve_input(node, given, batch=False)
+
+
+_warned: set[int] = set()
+
+
+def _fits(declared: tuple, shape: tuple) -> bool:
+    return len(declared) == len(shape) and all(
+        d is None or g is None or d == g for d, g in zip(declared, shape)
+    )
+
+
+def resolve_input(node: Node, given: Any, *, batch: bool = True) -> TensorType:
+    """The type an input takes for a template or data of type `given`.
+
+    The given shape wins over the declared one (a hint, as in Axon 0.8.1): a
+    contradiction warns once per input. With `batch` the first dim (the batch)
+    is dynamic unless declared static, so one resolution serves every batch
+    size. A declared dtype wins (data is cast to it); without one the given
+    dtype is taken.
+    """
+    name = node.options["name"]
     if not isinstance(given, TensorType):
         raise ShapeError(
             f"input {name!r}: expected a template or array, got {type(given).__name__}"
         )
-    if declared is not None:
-        ok = len(declared) == len(given.shape) and all(
-            d is None or g is None or d == g for d, g in zip(declared, given.shape)
+    declared = node.options["shape"]
+    shape = given.shape
+    fits = declared is not None and _fits(declared, shape)
+    if declared is not None and not fits and node.id not in _warned:
+        _warned.add(node.id)
+        warnings.warn(
+            f"input {name!r} is declared with shape {_fmt(declared)} but got {_fmt(shape)}; "
+            "following the data, as Axon does (a declared shape is a hint)",
+            ShapeHintWarning,
+            stacklevel=4,
         )
-        if not ok:
-            raise ShapeError(
-                f"input {name!r}: expected shape {_fmt(declared)}, got {_fmt(given.shape)}"
-            )
-    return given
+    if batch and shape and not (fits and declared[0] is not None):
+        shape = (None, *shape[1:])
+    return TensorType(shape, node.options["dtype"] or given.dtype)
 
 
 def output_types(model: Axon, types: Mapping[int, Any]) -> Any:
     """The model's output type, in its container structure."""
-    from .ir import tree_map
-
     return tree_map(lambda nid: types[nid], model.output)
+
+
+def specialize(
+    model: Axon,
+    input_types: Mapping[str, Any] | None = None,
+    names: Mapping[int, str] | None = None,
+    arg_types: list[Any] | None = None,
+) -> Axon:
+    """The graph resolved for these input types (by input name, or `arg_types` by position).
+
+    Each input and argument node takes its given type as its declared one; traced
+    layers are traced again for their resolved input types (`Node.retrace`) and
+    layers made of layers (`Op.layer_bodies`) have their bodies resolved, so
+    parameter shape functions, custom layers, autodiff and every backend see
+    concrete types. Every node is a new object with the same id, so layer names
+    are unchanged. Give `input_types` already resolved (`resolve_input`).
+    """
+    input_types = dict(input_types or {})
+    types: dict[int, Any] = {}
+    nodes: dict[int, Node] = {}
+    for nid in topo_order(model.nodes, model.output):
+        node = model.nodes[nid]
+        if node.op == "input":
+            t = input_type(node, input_types.get(node.options["name"]))
+            node = _typed_leaf(node, t)
+        elif node.op == "argument" and arg_types is not None:
+            t = arg_types[node.options["index"]]
+            node = _typed_leaf(node, t)
+        else:
+            in_types = [types[i] for i in node.inputs]
+            node = _specialize_node(node, in_types)
+            t = infer_node(node, in_types, nodes, names)
+        types[nid] = t
+        nodes[nid] = node.replace()
+    return Axon(model.output, nodes)
+
+
+def _typed_leaf(node: Node, t: Any) -> Node:
+    """An input or argument node declaring the resolved type `t` (unchanged for NONE/None).
+
+    An optional input that is given is present in this resolution: no longer optional.
+    """
+    if not isinstance(t, TensorType):
+        return node
+    opts = {**node.options, "shape": t.shape, "dtype": t.dtype}
+    if node.op == "input":
+        opts["optional"] = False
+    return node.replace(options=opts)
+
+
+def _specialize_node(node: Node, in_types: list[Any]) -> Node:
+    """One node resolved for its input types: traced again, or its layer bodies resolved."""
+    if any(t is None for t in in_types):
+        return node
+    if not get_op(node.op).accepts_none and any(t is NONE for t in in_types):
+        return node
+    if node.retrace is not None:
+        return node.retrace(node, in_types)
+    if node.subgraphs and get_op(node.op).layer_bodies:
+        args = list(in_types)
+        bodies = {role: specialize(body, arg_types=args) for role, body in node.subgraphs.items()}
+        return node.replace(subgraphs=bodies)
+    return node
 
 
 def _fmt(shape: Any) -> str:
@@ -188,3 +330,115 @@ def _fmt(shape: Any) -> str:
 def leaves_known(t: Any) -> bool:
     """Whether every leaf of a type tree is a TensorType (no unknown shape, no NONE)."""
     return all(isinstance(x, TensorType) for x in tree_leaves(t))
+
+
+def make_node(
+    op: str,
+    inputs: list[Axon],
+    options: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    op_name: str | None = None,
+    subgraphs: Mapping[str, Axon] | None = None,
+    retrace: Callable[[Node, list[Any]], Node] | None = None,
+) -> Axon:
+    """Apply a registered op to input graphs: normalise options, check types, return a handle.
+
+    Each input must be a single-node graph. The new node's type is inferred at once
+    from the inputs' declared shapes, so a mismatch is reported where the layer is
+    added, naming both layers.
+    """
+    spec = get_op(op)
+    label = f"{op_name or op} layer" + (f" {name!r}" if name else "")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise GraphError(f"{label}: name must be a non-empty string, got {name!r}")
+    handles = [as_axon(x, f"{label}: input {i}") for i, x in enumerate(inputs)]
+    if spec.arity is not None and len(handles) != spec.arity:
+        raise GraphError(f"{label}: expected {spec.arity} input(s), got {len(handles)}")
+    ids = []
+    for i, h in enumerate(handles):
+        if not isinstance(h.output, int):
+            raise GraphError(
+                f"{label}: input {i} is a container graph; take one element of it first"
+            )
+        ids.append(h.output)
+    opts = spec.normalize_options(dict(options or {}), label)
+    node = Node(
+        new_id(), op, tuple(ids), opts, name, op_name, dict(subgraphs or {}), retrace=retrace
+    )
+    declare(node, handles)
+    return Axon(node.id, own={node.id: node}, parents=tuple(handles))
+
+
+# Resolved graphs per model handle, by input signature (handles are immutable).
+_resolved: weakref.WeakKeyDictionary[Axon, dict[tuple, Axon]] = weakref.WeakKeyDictionary()
+
+
+def input_nodes(model: Axon) -> dict[str, Any]:
+    """The model's input nodes by input name, in graph order."""
+    out = {}
+    for nid in topo_order(model.nodes, model.output):
+        node = model.nodes[nid]
+        if node.op == "input":
+            out[node.options["name"]] = node
+    return out
+
+
+def template_types(model: Axon, template: Any) -> dict[str, Any]:
+    """Input types by name from a template: a TensorType, an array, or a dict of them."""
+    inputs = input_nodes(model)
+    if not isinstance(template, Mapping):
+        required = [n for n, node in inputs.items() if not node.options["optional"]]
+        if len(inputs) != 1 and len(required) != 1:
+            raise InputError(
+                f"the model has inputs {', '.join(map(repr, inputs))}; "
+                "give a dict of templates or arrays keyed by input name"
+            )
+        template = {(required or list(inputs))[0]: template}
+    unknown = sorted(set(template) - set(inputs))
+    if unknown:
+        raise InputError(
+            f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are "
+            f"{', '.join(map(repr, inputs)) or 'none'}"
+        )
+    out: dict[str, Any] = {}
+    for name, t in template.items():
+        if t is None or t is NONE:
+            out[name] = NONE
+        elif isinstance(t, TensorType):
+            out[name] = t
+        else:
+            out[name] = _array_type(inputs[name], t)
+    return out
+
+
+def _array_type(node: Any, value: Any) -> TensorType:
+    """An array's type as an input's template: f64 counts as f32 where no dtype is declared.
+
+    numpy's default float is f64 where Nx's is f32, and the data of an input without
+    a dtype is cast so (see `_feeds`), so the template must agree.
+    """
+    t = type_of(value)
+    return t.with_dtype("f32") if t.dtype == "f64" and node.options["dtype"] is None else t
+
+
+def signature(model: Axon, given: Mapping[str, Any]) -> tuple:
+    """The input signature `given` (types by input name) resolves to: the cache key."""
+    nodes = input_nodes(model)
+    return tuple(
+        (name, NONE if t is NONE else resolve_input(nodes[name], t))
+        for name, t in sorted(given.items())
+    )
+
+
+def resolve(model: Axon, given: Mapping[str, Any]) -> Axon:
+    """`model` resolved for these input types (template or data types by input name).
+
+    The resolved graph (see `shape_inference.specialize`) is cached per signature, so
+    each new signature traces custom layers and compiles once.
+    """
+    key = signature(model, given)
+    cache = _resolved.setdefault(model, {})
+    if key not in cache:
+        cache[key] = specialize(model, dict(key), assign_names(model))
+    return cache[key]

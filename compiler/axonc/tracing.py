@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from .dtypes import TensorType, dtype_kind, dtype_name, jnp_promote, to_numpy_dtype
-from .errors import ShapeError, TraceError
-from .ir import Axon, make_node, merge_nodes, topo_order, tree_leaves, tree_map
+from .errors import DTypeError, ShapeError, TraceError
+from .ir import Axon, merge_nodes, topo_order, tree_leaves, tree_map
 from .registry import get_op
-from .shape_inference import NONE, declared_type
+from .shape_inference import NONE, declared_type, is_guessed, leaves_known, make_node
 
 _traces = itertools.count()
 
@@ -514,3 +514,27 @@ def trace(fn: Callable[..., Any], arg_types: list[Any], **kwargs: Any) -> Axon:
     leaves = [x for x in tree_leaves(result)]
     nodes = merge_nodes(*(x.graph for x in leaves))
     return Axon(output, {i: nodes[i] for i in topo_order(nodes, output)})
+
+
+def traced_types(body: Axon) -> list[Any]:
+    """The argument types a traced body was recorded for, by argument index."""
+    args = sorted((n.options["index"], n) for n in body.nodes.values() if n.op == "argument")
+    return [get_op("argument").infer([], dict(n.options), n) for _, n in args]
+
+
+def trace_now(make: Callable[[], Any], graphs: list[Axon]) -> Any:
+    """Trace a layer's function for its inputs' declared types, or defer it.
+
+    When an input's type is not known yet (no declared shape, or a dtype still
+    assumed), a function that needs it cannot be traced now: the layer is
+    traced when a template or data gives the types (`shape_inference.specialize`);
+    None says so.
+    """
+    try:
+        return make()
+    except (TraceError, ShapeError) as exc:
+        known = all(leaves_known(declared_type(g, g.output)) for g in graphs)
+        guessed = isinstance(exc, DTypeError) and any(is_guessed(g) for g in graphs)
+        if known and not guessed:
+            raise
+        return None

@@ -54,7 +54,7 @@ def test_ops_without_a_gradient_rule_are_named():
 
     register(NoGrad)
     try:
-        from axonc.ir import make_node
+        from axonc.shape_inference import make_node
 
         model = make_node("test_no_grad", [ax.input("x", (None, 2)).dense(2)])
         state = ax.build(model, compiler="reference")[0](ax.template((1, 2)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import axonc as ax
-from axonc.errors import InputError, ShapeError, StateError
+from axonc.errors import InputError, ShapeError, ShapeHintWarning, StateError
 
 RNG = np.random.default_rng(0)
 
@@ -81,10 +81,13 @@ class TestTemplates:
         assert "unknown input(s) 'image'" in str(err.value)
         assert "'x'" in str(err.value)
 
-    def test_template_of_the_wrong_shape(self):
+    def test_a_template_contradicting_the_declared_shape_warns_and_is_followed(self):
         init, _ = ax.build(_mlp())
-        with pytest.raises(ShapeError, match=r"expected shape \(None, 4\), got \(1, 5\)"):
-            init(ax.template((1, 5)))
+        with pytest.warns(
+            ShapeHintWarning, match=r"declared with shape \(None, 4\) but got \(1, 5\)"
+        ):
+            state = init(ax.template((1, 5)))
+        assert state.data["dense_0"]["kernel"].shape == (5, 8)
 
 
 class TestInit:
@@ -232,14 +235,23 @@ class TestPredict:
         ints = np.array([[1, -2, 3, 0]], np.int32)
         np.testing.assert_array_equal(predict(state, ints), predict(state, ints.astype(np.float32)))
 
-    @pytest.mark.parametrize("shape", [(4,), (1, 5), (2, 4, 1)])
-    def test_wrong_rank_or_shape(self, shape):
+    def test_data_of_a_rank_the_layers_refuse_is_a_shape_error_naming_the_layer(self):
         init, predict = ax.build(_mlp())
         state = init(ax.template((1, 4)))
-        with pytest.raises(ShapeError) as err:
+        with pytest.warns(ShapeHintWarning), pytest.raises(ShapeError) as err:
+            predict(state, np.zeros((4,), np.float32))
+        assert "layer 'dense_0' (dense)" in str(err.value) and "rank >= 2" in str(err.value)
+
+    @pytest.mark.parametrize(("shape", "needed"), [((1, 5), (5, 8)), ((2, 4, 1), (1, 8))])
+    def test_data_the_state_was_not_initialised_for_names_the_parameter(self, shape, needed):
+        init, predict = ax.build(_mlp())
+        state = init(ax.template((1, 4)))
+        warns = pytest.warns(ShapeHintWarning, match=r"declared with shape \(None, 4\)")
+        with warns, pytest.raises(StateError) as err:
             predict(state, np.zeros(shape, np.float32))
-        assert "input 'x': expected shape (None, 4)" in str(err.value)
-        assert str(shape) in str(err.value)
+        msg = str(err.value)
+        assert "dense_0/kernel" in msg and str(shape) in msg
+        assert f"need shape {needed} but the state holds (4, 8)" in msg
 
     def test_missing_parameter_says_how_to_provide_it(self):
         _, predict = ax.build(_mlp())

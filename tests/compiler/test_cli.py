@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -239,7 +240,7 @@ def test_inspect_axon_shows_the_layer_table_and_parameter_count(axon_file):
     result = invoke("inspect", str(axon_file[0]))
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    assert "input 'x': f32 {nil, 4}" in out
+    assert "input 'x': {nil, 4}" in out  # no dtype declared: it comes from the data
     for row in ('dense_0 ( dense["x"] )', 'relu_0 ( relu["dense_0"] )', "softmax_0"):
         assert row in out
     assert "{1, 3}" in out  # softmax output at batch 1
@@ -375,3 +376,18 @@ def test_process_exit_codes(axon_file, tmp_path):
     debug = _process("--debug", "run", str(out), "--input", f"x={tmp_path / 'x.npy'}")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert _process("--help").returncode == 0
+
+
+def test_compile_a_shapeless_model_needs_a_template(tmp_path):
+    model = ax.input("x").dense(2)
+    state = ax.build(model)[0](ax.template((1, 3)))
+    path = tmp_path / "shapeless.axon"
+    ax.save(model, state, path)
+    out = tmp_path / "shapeless.onnx"
+    assert_user_error(invoke("compile", str(path), "-o", str(out)), "give a template")
+    result = invoke("compile", str(path), "-o", str(out), "--template", "x=1,3:f32")
+    assert result.exit_code == 0, result.stderr
+    dims = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and dims[1].dim_value == 3
+    assert invoke("compile", str(path), "-o", str(out), "--template", "1,3").exit_code == 0
+    assert_user_error(invoke("compile", str(path), "--template", "x=1,a"), "--template 'x=1,a'")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import axonc as ax
-from axonc.errors import GraphError, OptionError
+from axonc.errors import GraphError, OptionError, ShapeError
 from axonc.ir import (
     Axon,
     Node,
@@ -176,20 +179,70 @@ class TestNaming:
         names = assign_names(ax.add(a, b))
         assert {names[a.output], names[b.output]} == {"image", "mask"}
 
-    def test_duplicate_explicit_name_is_a_graph_error_naming_both_layers(self):
-        y = _x().dense(3, name="block").relu(name="block")
-        with pytest.raises(GraphError) as err:
-            assign_names(y)
-        msg = str(err.value)
-        assert "'block'" in msg and "dense" in msg and "relu" in msg
-        init, _ = ax.build(y)
-        with pytest.raises(GraphError, match="two layers are named 'block'"):
-            init(ax.template((1, 4)))
+    def test_layers_sharing_a_name_share_parameters_as_in_axon(self):
+        # a VAE notebook builds its encoder twice: the two uses share parameters
+        def encoder(x):
+            return x.dense(4, name="enc").relu(name="act")
 
-    def test_explicit_name_clashing_with_a_generated_one_is_an_error(self):
+        x = _x()
+        y = ax.container((encoder(x), encoder(x.tanh())))
+        names = assign_names(y)
+        assert sorted(n for n in names.values() if n in ("enc", "act")) == [
+            "act",
+            "act",
+            "enc",
+            "enc",
+        ]
+        init, predict = ax.build(y)
+        state = init(ax.template((1, 4)))
+        assert set(state.data) == {"enc"}
+        data = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+        kernel, bias = state.data["enc"]["kernel"], state.data["enc"]["bias"]
+        a, b = predict(state, data)
+        np.testing.assert_allclose(a, np.maximum(data @ kernel + bias, 0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            b, np.maximum(np.tanh(data) @ kernel + bias, 0), rtol=1e-5, atol=1e-6
+        )
+
+    def test_layers_sharing_a_name_but_not_a_shape_are_a_shape_error_naming_both(self):
         y = _x().dense(3).dense(3, name="dense_0")
-        with pytest.raises(GraphError, match="two layers are named 'dense_0'"):
-            assign_names(y)
+        init, _ = ax.build(y)
+        with pytest.raises(ShapeError) as err:
+            init(ax.template((1, 4)))
+        msg = str(err.value)
+        assert "two layers named 'dense_0'" in msg
+        assert "dense_0/kernel as f32[4, 3] and f32[3, 3]" in msg
+
+    def test_inputs_sharing_a_name_are_one_input(self):
+        y = ax.add(ax.input("x", (None, 3)), ax.input("x"))
+        init, predict = ax.build(y)
+        data = np.arange(6, dtype=np.float32).reshape(2, 3)
+        np.testing.assert_array_equal(predict(init(ax.template((1, 3))), {"x": data}), 2 * data)
+
+    def test_a_shared_name_gets_the_sum_of_both_uses_gradients(self):
+        def model():
+            x = ax.input("x")
+            return ax.add(
+                x.dense(1, name="w", use_bias=False), x.tanh().dense(1, name="w", use_bias=False)
+            )
+
+        data = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+        target = np.ones((5, 1), np.float32)
+        step = ax.train.compile_step(model(), "mean_squared_error", ax.optimizers.sgd(1.0))
+        ts = step.init(data)
+        kernel = ts.model_state.data["w"]["kernel"].astype(np.float64)
+        ts, _ = step(ts, data, target)
+
+        def loss(k):
+            return np.mean((data @ k + np.tanh(data) @ k - target) ** 2)
+
+        eps = 1e-6
+        grad = np.zeros_like(kernel)
+        for i in np.ndindex(kernel.shape):
+            d = np.zeros_like(kernel)
+            d[i] = eps
+            grad[i] = (loss(kernel + d) - loss(kernel - d)) / (2 * eps)
+        np.testing.assert_allclose(ts.model_state.data["w"]["kernel"], kernel - grad, rtol=1e-4)
 
     def test_bad_explicit_names(self):
         for bad in ("", 3):
@@ -308,3 +361,22 @@ class TestTrees:
         assert tree_map(lambda v: v * 10, tree) == {"a": (10, [20, 30]), "b": 40}
         assert isinstance(tree_map(str, (1,)), tuple)
         assert isinstance(tree_map(str, [1]), list)
+
+
+def test_the_ir_imports_alone():
+    """The IR is the bottom of the house: importing it loads no module above it."""
+    code = (
+        "import sys, axonc.ir; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'axonc')))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["axonc", "axonc.errors", "axonc.ir", "axonc.registry"]
+
+
+def test_the_package_publishes_build_the_function_even_after_its_module_is_imported():
+    code = "import axonc.build, axonc as ax; print(callable(ax.build), ax.build.__module__)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "axonc.build"], out.stderr

@@ -7,7 +7,6 @@ import pytest
 
 import axonc as ax
 from axonc.errors import GraphError, OptionError, UnknownOpError
-from axonc.ir import make_node
 from axonc.registry import (
     LAYERS,
     OPS,
@@ -24,6 +23,7 @@ from axonc.registry import (
     layer_api,
     register,
 )
+from axonc.shape_inference import make_node
 
 
 def _x():

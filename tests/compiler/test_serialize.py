@@ -623,7 +623,7 @@ def test_a_wrong_number_of_inputs_is_rejected():
     assert "expected 1 input(s), got 2" in _load_error(_file(doc))
 
 
-def test_duplicate_layer_names_are_rejected():
+def test_layers_sharing_a_name_load_as_they_do_in_axon():
     doc = _doc(
         [
             _input(),
@@ -632,7 +632,8 @@ def test_duplicate_layer_names_are_rejected():
         ],
         2,
     )
-    assert "two layers are named 'same'" in _load_error(_file(doc))
+    model, _ = serialize.from_bytes(_file(doc))
+    assert sorted(assign_names(model).values()) == ["same", "same", "x"]
 
 
 def test_duplicate_node_ids_and_unreachable_nodes_are_rejected():

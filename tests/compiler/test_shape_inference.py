@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import axonc as ax
 from axonc.dtypes import TensorType
-from axonc.errors import ShapeError
+from axonc.errors import ShapeError, ShapeHintWarning
 from axonc.ir import assign_names
 from axonc.shape_inference import (
     NONE,
@@ -107,16 +109,20 @@ class TestMismatchAtConstruction:
 
 
 class TestMismatchAtBuild:
-    def test_template_shape_against_declared_shape(self):
+    def test_a_template_of_another_shape_is_followed_with_one_warning(self):
         y = ax.input("x", (None, 4)).dense(3)
-        with pytest.raises(ShapeError) as err:
-            ax.get_output_shape(y, ax.template((2, 5)))
-        assert "input 'x': expected shape (None, 4), got (2, 5)" in str(err.value)
+        with pytest.warns(
+            ShapeHintWarning, match=r"declared with shape \(None, 4\) but got \(2, 5\)"
+        ):
+            assert ax.get_output_shape(y, ax.template((2, 5))) == (2, 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per input: no second warning
+            assert ax.get_output_shape(y, ax.template((7, 5))) == (7, 3)
 
-    def test_template_rank_against_declared_rank(self):
+    def test_a_template_of_another_rank_is_followed(self):
         y = ax.input("x", (None, 4)).dense(3)
-        with pytest.raises(ShapeError, match=r"expected shape \(None, 4\), got \(2, 4, 1\)"):
-            ax.get_output_shape(y, ax.template((2, 4, 1)))
+        with pytest.warns(ShapeHintWarning, match=r"but got \(2, 4, 1\)"):
+            assert ax.get_output_shape(y, ax.template((2, 4, 1))) == (2, 4, 3)
 
     def test_rule_failure_under_a_template_names_the_generated_layer(self):
         y = ax.input("x").dense(3)  # shape unknown until the template

@@ -31,7 +31,6 @@ import numpy as np
 from .. import losses as _losses
 from .. import metrics as _metrics
 from ..build import _feeds, build, input_nodes
-from ..dtypes import TensorType, dtype_name
 from ..errors import InputError, OptionError
 from ..ir import Axon
 from ..optimizers import Optimizer
@@ -284,12 +283,8 @@ def _supervised(batch: Any, who: str) -> tuple[Any, Any]:
     return batch[0], batch[1]
 
 
-def _fmt_shape(shape: Sequence[Any]) -> str:
-    return "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
-
-
 def _check_inputs(model: Axon, x: Any) -> dict[str, np.ndarray]:
-    """The batch's inputs by name, each checked against its declared shape."""
+    """The batch's inputs by name (a declared shape is a hint: the data decides, see build)."""
     nodes = input_nodes(model)
     if not isinstance(x, Mapping):
         if len(nodes) != 1:
@@ -301,27 +296,12 @@ def _check_inputs(model: Axon, x: Any) -> dict[str, np.ndarray]:
     for name, node in nodes.items():
         if name not in x and not node.options["optional"]:
             raise InputError(f"input {name!r} is missing from the batch (it has {sorted(x)})")
-    for name, value in x.items():
-        shape = nodes[name].options["shape"] if name in nodes else None
-        arr = np.asarray(value)
-        if shape is not None and (
-            arr.ndim != len(shape)
-            or any(d is not None and d != a for d, a in zip(shape, arr.shape, strict=False))
-        ):
-            raise InputError(
-                f"input {name!r}: expected batches of shape {_fmt_shape(shape)}, "
-                f"got an array of shape {arr.shape}"
-            )
     return _feeds(model, x)
 
 
 def _target(y: Any) -> np.ndarray:
     arr = np.asarray(y)
     return arr.astype(np.float32) if arr.dtype == np.float64 else arr
-
-
-def _template(feeds: Mapping[str, np.ndarray]) -> dict[str, TensorType]:
-    return {k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in feeds.items()}
 
 
 def _optimizer(optimizer: Any) -> Optimizer:
@@ -354,7 +334,7 @@ def train_step(
 
     def init_fn(batch: Any, init_state: Any) -> dict[str, Any]:
         x, _ = _supervised(batch, "trainer")
-        ts = step.init(_template(_check_inputs(model, x)), init_state)
+        ts = step.init(_check_inputs(model, x), init_state)  # the first batch is the template
         return {
             "model_state": ts.model_state,
             "optimizer_state": ts.optimizer_state,

@@ -1,6 +1,8 @@
-"""Op families; importing this package registers every op and layer constructor."""
+"""Op families, one module each; `axonc.registry.load_ops` imports them all.
 
-from importlib import import_module
+Importing this package registers nothing by itself, so one family (or
+axonc.numpy, which needs the primitives) can load without the others.
+"""
 
 FAMILIES = (
     "special",
@@ -17,6 +19,3 @@ FAMILIES = (
     "custom",
     "composite",
 )
-
-for _family in FAMILIES:
-    import_module(f"{__name__}.{_family}")

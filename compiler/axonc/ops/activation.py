@@ -16,8 +16,9 @@ import numpy as np
 from .. import numpy as anp
 from ..dtypes import TensorType
 from ..errors import OptionError, ShapeError
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import Case, Op, Option, check_float, check_int, layer_api, register
+from ..shape_inference import make_node
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 

@@ -25,9 +25,9 @@ from ..dtypes import (
     to_numpy_dtype,
 )
 from ..errors import GraphError, ShapeError
-from ..ir import Axon, make_node, tree_leaves, tree_map
+from ..ir import Axon, tree_leaves, tree_map
 from ..registry import Case, Op, Option, check_int, layer_api, register
-from ..shape_inference import NONE
+from ..shape_inference import NONE, make_node
 from .special import container, elem
 
 

@@ -22,10 +22,10 @@ import numpy as np
 from .. import numpy as anp
 from ..dtypes import TensorType, is_float
 from ..errors import GraphError, ShapeError
-from ..ir import Axon, as_axon, assign_names, make_node, topo_order, tree_leaves, tree_map
+from ..ir import Axon, as_axon, assign_names, topo_order, tree_leaves, tree_map
 from ..registry import Case, Op, Option, check_int, get_op, layer_api, register
-from ..shape_inference import NONE, declared_type, infer_types, output_types
-from ..tracing import Tensor, flatten_types, trace
+from ..shape_inference import NONE, declared_type, infer_types, make_node, output_types
+from ..tracing import Tensor, flatten_types, trace, trace_now, traced_types
 from .primitives import truthy, where
 from .special import container, elem
 
@@ -43,6 +43,7 @@ class Scope(Op):
     family = "composite"
     arity = None
     container_inputs = True
+    layer_bodies = True
 
     def _body_types(self, types, node):
         body = node.subgraphs["body"]
@@ -381,9 +382,17 @@ def cond(
     if not callable(cond_fn):
         raise GraphError(f"cond: expected a condition function, got {type(cond_fn).__name__}")
     parent = as_axon(parent, "cond parent")
-    pred = trace(cond_fn, [declared_type(parent, parent.output)])
+
+    def retrace(node: Any, types: list[Any]) -> Any:
+        pred = node.subgraphs.get("pred")
+        if pred is not None and traced_types(pred) == flatten_types(types[:1]):
+            return node
+        return node.replace(subgraphs={"pred": trace(cond_fn, list(types[:1]))})
+
+    pred = trace_now(lambda: trace(cond_fn, [declared_type(parent, parent.output)]), [parent])
     inputs = [parent, true_graph, false_graph]
-    return make_node("cond", inputs, {}, name=name, subgraphs={"pred": pred})
+    subgraphs = {} if pred is None else {"pred": pred}
+    return make_node("cond", inputs, {}, name=name, subgraphs=subgraphs, retrace=retrace)
 
 
 @layer_api
@@ -464,6 +473,7 @@ class ScopedBody(Op):
     doc = "Runs the subgraph `body` on the inputs with the parameters stored at `path`."
     arity = None
     container_inputs = True
+    layer_bodies = True
     options = {
         "path": Option((), lambda v: tuple(str(k) for k in v), "where the body's parameters are")
     }

@@ -41,7 +41,7 @@ from ..dtypes import (
 from ..errors import OptionError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import (
     Case,
     Op,
@@ -53,6 +53,7 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..shape_inference import make_node
 from ..tracing import apply
 from ._spatial import (
     channel_axis,

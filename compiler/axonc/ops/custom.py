@@ -20,10 +20,17 @@ from ..dtypes import TensorType, dtype_name, normalize_shape
 from ..errors import GraphError, OptionError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import MODES, layer_param
-from ..ir import Axon, make_node, tree_map
+from ..ir import Axon, tree_map
 from ..registry import Case, Op, Option, ParamSpec, check_int, layer_api, register
-from ..shape_inference import NONE, declared_type, infer_types, leaves_known, output_types
-from ..tracing import flatten_types, trace
+from ..shape_inference import (
+    NONE,
+    declared_type,
+    infer_types,
+    leaves_known,
+    make_node,
+    output_types,
+)
+from ..tracing import flatten_types, trace, trace_now, traced_types
 from .composite import (
     backprop_body,
     choose_present,
@@ -105,8 +112,16 @@ def nx(x: Axon, fn: Callable[..., Any], *, name: str | None = None) -> Axon:
     if not callable(fn):
         raise GraphError(f"nx: expected a function, got {type(fn).__name__}")
     x = _single(x, "nx input")
-    body = trace(fn, [declared_type(x, x.output)])
-    return make_node("nx", [x], {}, name=name, subgraphs={"body": body})
+
+    def retrace(node: Any, types: list[Any]) -> Any:
+        body = node.subgraphs.get("body")
+        if body is not None and traced_types(body) == flatten_types(types):
+            return node
+        return node.replace(subgraphs={"body": trace(fn, list(types))})
+
+    body = trace_now(lambda: trace(fn, [declared_type(x, x.output)]), [x])
+    bodies = {} if body is None else {"body": body}
+    return make_node("nx", [x], {}, name=name, subgraphs=bodies, retrace=retrace)
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +445,56 @@ def layer(
         optional = _check_optional(optional)
     except ValueError as exc:
         raise OptionError(f"{label}: {exc}") from None
-    in_types = [_present_type(g) for g in graphs]
+
+    def traced(in_types: list[Any]) -> tuple[tuple[dict[str, Any], ...], dict[str, Axon]]:
+        return _trace_custom(fn, slots, params, in_types, optional, saved, label)
+
+    def retrace(node: Any, types: list[Any]) -> Any:
+        in_types = [_present_or(t, node, i) for i, t in enumerate(types)]
+        if any(t is None for t in in_types):
+            return node
+        records, bodies = traced(in_types)
+        if (
+            node.subgraphs
+            and node.options["params"] == records
+            and all(traced_types(node.subgraphs[r]) == traced_types(b) for r, b in bodies.items())
+        ):
+            return node
+        return node.replace(options={**node.options, "params": records}, subgraphs=bodies)
+
+    now = trace_now(lambda: traced([_present_type(g) for g in graphs]), graphs)
+    records, bodies = ((), {}) if now is None else now
+    return make_node(
+        "custom",
+        graphs,
+        {"opts": saved, "params": records, "optional": optional},
+        name=name,
+        op_name=op_name,
+        subgraphs=bodies,
+        retrace=retrace,
+    )
+
+
+def _present_or(t: Any, node: Any, i: int) -> Any:
+    """Input i's type, or (a missing optional input) the type its body was traced with."""
+    if t is not NONE:
+        return t
+    body = node.subgraphs.get("inference")
+    if body is None:
+        return None
+    return traced_types(body)[i]
+
+
+def _trace_custom(
+    fn: Callable[..., Any],
+    slots: list[tuple[str, int]],
+    params: list[Param],
+    in_types: list[Any],
+    optional: tuple[int, ...],
+    saved: dict[str, Any],
+    label: str,
+) -> tuple[tuple[dict[str, Any], ...], dict[str, Axon]]:
+    """A custom layer's parameter records and traced bodies for these input types."""
     records = [_param_record(p, in_types, label) for p in params]
     try:
         records = list(_check_params(records))
@@ -439,7 +503,7 @@ def layer(
     param_types = [_param_type(p) for p in records]
     bodies = {}
     for absent in absent_patterns(optional):
-        present = [i for i in range(len(graphs)) if i not in absent]
+        present = [i for i in range(len(in_types)) if i not in absent]
         arg_types = [*(in_types[i] for i in present), *param_types]
         traced = _call_in_order(fn, slots, present)
         for mode in MODES:
@@ -453,14 +517,7 @@ def layer(
                     "a missing ax.optional input is passed as None, so test for it "
                     "(`x if mask is None else x * mask`)"
                 ) from exc
-    return make_node(
-        "custom",
-        graphs,
-        {"opts": saved, "params": records, "optional": optional},
-        name=name,
-        op_name=op_name,
-        subgraphs=bodies,
-    )
+    return tuple(records), bodies
 
 
 def _call_in_order(
@@ -491,7 +548,7 @@ def _present_type(g: Axon) -> Any:
     if t is not NONE:
         return t
     given = {
-        n.options["name"]: TensorType(n.options["shape"], n.options["dtype"])
+        n.options["name"]: TensorType(n.options["shape"], n.options["dtype"] or "f32")
         for n in g.nodes.values()
         if n.op == "input" and n.options["optional"] and n.options["shape"] is not None
     }
@@ -504,8 +561,8 @@ def _param_record(p: Param, in_types: list[Any], label: str) -> dict[str, Any]:
     if callable(shape):
         if not leaves_known(list(in_types)):
             raise ShapeError(
-                f"{label}: param {p.name!r} has a shape function but an input's shape is unknown; "
-                "give ax.input a shape"
+                f"{label}: param {p.name!r} has a shape function but an input's shape is unknown "
+                "until a template or data gives it"
             )
         shapes = [tree_map(lambda t: t.shape, t) for t in in_types]
         shape = shape(*shapes)

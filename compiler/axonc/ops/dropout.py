@@ -57,8 +57,9 @@ from .. import numpy as anp
 from ..dtypes import TensorType
 from ..errors import GraphError, ShapeError, StateError
 from ..interpreter import layer_param
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import Case, Op, Option, ParamSpec, check_bool, layer_api, register
+from ..shape_inference import make_node
 from ..tracing import apply as apply_primitive
 from .activation import SELU_ALPHA, SELU_SCALE
 from .special import container

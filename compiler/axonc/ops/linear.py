@@ -22,11 +22,12 @@ from ..dtypes import (
     with_f32_params,
     with_f32_params_np,
 )
-from ..errors import InputError, ShapeError
+from ..errors import DTypeError, InputError, ShapeError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import Case, Op, Option, ParamSpec, check_bool, check_int, layer_api, register
+from ..shape_inference import make_node
 from ..tracing import apply
 from .activation import apply_activation
 
@@ -353,9 +354,9 @@ class Embedding(Op):
     def infer(self, types, opts, node):
         (t,) = types
         if not is_int(t.dtype):
-            raise ShapeError(
+            raise DTypeError(
                 f"embedding expects integer token ids (s32, s64, u8, ...), got dtype {t.dtype}; "
-                "declare the input with an integer dtype"
+                "feed integer ids (or declare the input with an integer dtype)"
             )
         return TensorType((*t.shape, opts["embedding_size"]), "f32")
 

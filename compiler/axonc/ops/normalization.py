@@ -38,10 +38,10 @@ import numpy as np
 
 from .. import numpy as anp
 from ..dtypes import TensorType, float_or_f32_np, is_float
-from ..errors import ShapeError, StateError
+from ..errors import DTypeError, ShapeError, StateError
 from ..initializers import check_initializer
 from ..interpreter import layer_param
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import (
     Case,
     Op,
@@ -54,6 +54,7 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..shape_inference import make_node
 
 
 def _norm_axis(t: TensorType, channel_index: int) -> int:
@@ -235,7 +236,7 @@ class _Norm(Op):
     def infer(self, types, opts, node):
         (t,) = types
         if not is_float(t.dtype):
-            raise ShapeError(f"{self.name} needs a floating-point input, got {t!r}")
+            raise DTypeError(f"{self.name} needs a floating-point input, got {t!r}")
         if t.rank < self.min_rank:
             raise ShapeError(
                 f"{self.name} needs an input of rank >= {self.min_rank}, got {t!r} (rank {t.rank})"

@@ -38,7 +38,7 @@ import numpy as np
 from .. import numpy as anp
 from ..dtypes import TensorType, float_or_f32, float_or_f32_np, is_float, to_numpy_dtype
 from ..errors import OptionError, ShapeError
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import (
     Case,
     Op,
@@ -50,6 +50,7 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..shape_inference import make_node
 from ..tracing import apply
 from ._spatial import (
     check_channels,

@@ -26,9 +26,9 @@ from ..dtypes import (
     jnp_promote,
     to_numpy_dtype,
 )
-from ..errors import ShapeError
-from ..ir import make_node
+from ..errors import DTypeError, ShapeError
 from ..registry import Case, Op, Option, check_bool, check_int, register
+from ..shape_inference import make_node
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -1875,7 +1875,7 @@ class Take(Primitive):
     def infer(self, types, opts, node):
         a, idx = types
         if not is_int(idx.dtype):
-            raise ShapeError(f"take: indices must be integers, got {idx.dtype}")
+            raise DTypeError(f"take: indices must be integers, got {idx.dtype}")
         if opts["axis"] is None:
             return TensorType(idx.shape, a.dtype)
         axis = _norm_axis(opts["axis"], a.rank)

@@ -37,7 +37,7 @@ from ..dtypes import (
 from ..errors import OptionError, ShapeError
 from ..initializers import check_initializer, initialize
 from ..interpreter import layer_param
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import (
     REQUIRED,
     Case,
@@ -51,6 +51,7 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..shape_inference import make_node
 from ..tracing import Tensor, apply
 from ._spatial import check_padding, per_dim, resolve_padding, window_out
 from .activation import ACTIVATIONS

@@ -19,7 +19,7 @@ import numpy as np
 from .. import numpy as anp
 from ..dtypes import TensorType, is_float, to_numpy_dtype
 from ..errors import ShapeError
-from ..ir import Axon, make_node
+from ..ir import Axon
 from ..registry import (
     Case,
     Op,
@@ -31,6 +31,7 @@ from ..registry import (
     layer_api,
     register,
 )
+from ..shape_inference import make_node
 from ..tracing import apply
 from ._spatial import check_channels, int_pairs, spatial_axes
 

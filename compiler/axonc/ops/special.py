@@ -9,8 +9,9 @@ import numpy as np
 
 from ..dtypes import TensorType, dtype_name, normalize_shape, type_of
 from ..errors import GraphError, ShapeError, StateError
-from ..ir import Axon, Node, make_node, merge_nodes, new_id, tree_leaves, tree_map
-from ..registry import Case, Op, Option, check_bool, layer_api, register
+from ..ir import Axon, Node, merge_nodes, new_id, tree_leaves, tree_map
+from ..registry import Case, Op, Option, check_bool, check_optional, layer_api, register
+from ..shape_inference import make_node
 
 
 def _check_name(v: Any) -> str:
@@ -27,24 +28,31 @@ def _check_shape(v: Any) -> tuple | None:
 class Input(Op):
     name = "input"
     family = "special"
-    doc = "A model input: a name, a shape (None for dynamic dims) and a dtype."
+    doc = "A model input: a name, and optionally a shape hint (None for dynamic dims) and a dtype."
     arity = 0
     options = {
         "name": Option(check=_check_name, doc="the input's name, used to feed it"),
-        "shape": Option(None, _check_shape, "expected shape; None dims are dynamic"),
-        "dtype": Option("f32", dtype_name, "expected dtype"),
+        "shape": Option(None, _check_shape, "declared shape (a hint); None dims are dynamic"),
+        "dtype": Option(None, check_optional(dtype_name), "dtype; None takes the data's"),
         "optional": Option(False, check_bool, "the input may be omitted (Axon.None)"),
     }
 
     def infer(self, types, opts, node):
         if opts["shape"] is None:
             return None
-        return TensorType(opts["shape"], opts["dtype"])
+        return TensorType(opts["shape"], opts["dtype"] or "f32")
 
 
 @layer_api(method=False)
-def input(name: str, shape: Any = None, *, dtype: Any = "f32", optional: bool = False) -> Axon:
-    """A model input. `shape` uses None for dynamic dims, e.g. `(None, 784)`."""
+def input(name: str, shape: Any = None, *, dtype: Any = None, optional: bool = False) -> Axon:
+    """A model input, as Axon.input: a name, and optionally a shape and a dtype.
+
+    Shapes and dtypes come from the template at init and from the data at run
+    time; a declared `shape` (None for dynamic dims, e.g. `(None, 784)`) is a
+    hint that gives early shape errors and the exported graph's shape. Without a
+    `dtype` the input takes the data's (f64 arrays become f32), so integer ids
+    reach `embedding` as integers.
+    """
     opts = {"name": name, "shape": shape, "dtype": dtype, "optional": optional}
     return make_node("input", [], opts, name=name if isinstance(name, str) else None)
 
@@ -59,11 +67,13 @@ class Argument(Op):
     options = {
         "index": Option(check=lambda v: int(v)),
         "shape": Option(None, _check_shape),
-        "dtype": Option("f32", dtype_name),
+        "dtype": Option("f32", check_optional(dtype_name)),
     }
 
     def infer(self, types, opts, node):
-        return None if opts["shape"] is None else TensorType(opts["shape"], opts["dtype"])
+        if opts["shape"] is None:
+            return None
+        return TensorType(opts["shape"], opts["dtype"] or "f32")
 
 
 def _check_value(v: Any) -> np.ndarray:

@@ -18,13 +18,14 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from ..build import input_nodes, template_types
 from ..dtypes import TensorType
 from ..errors import OptionError
 from ..interpreter import MODES
 from ..ir import Axon, tree_leaves, tree_map
 from ..model_state import ModelState
-from ..shape_inference import NONE
+from ..passes import optimize, optimize_onnx
+from ..serialize import to_bytes
+from ..shape_inference import NONE, input_nodes, resolve, template_types
 from .builder import OnnxBuilder
 from .lower import Lowering, UnsupportedOpsError, unsupported_ops
 
@@ -81,6 +82,29 @@ def _check_opset(opset: Any) -> int:
     return opset
 
 
+def _declared(model: Axon) -> dict[str, TensorType]:
+    """The inputs' declared types, for an export without a template.
+
+    A required input declared without a shape cannot be exported so: the error
+    says to give a template. A declared shape without a dtype is taken as f32. An
+    optional input is part of the graph only when a template gives it.
+    """
+    out = {}
+    for name, node in input_nodes(model).items():
+        shape = node.options["shape"]
+        if node.options["optional"]:
+            continue
+        if shape is None:
+            raise OptionError(
+                f"input {name!r} has no declared shape, so the exported graph's input shape "
+                "is unknown: give a template, e.g. template={"
+                f"{name!r}: ax.template((1, ...), 'f32')}} (`axonc compile --template "
+                f"{name}=1,...:f32`), or give ax.input a shape"
+            )
+        out[name] = TensorType(shape, node.options["dtype"] or "f32")
+    return out
+
+
 def _input_dims(name: str, shape: tuple) -> list[Any]:
     return [
         "batch" if i == 0 else f"{name}_dim{i}" if d is None else d for i, d in enumerate(shape)
@@ -114,11 +138,12 @@ def to_onnx(
     if mode not in MODES:
         raise OptionError(f"mode must be 'inference' or 'train', got {mode!r}")
     opset = _check_opset(opset)
+    model = resolve(
+        model, template_types(model, template) if template is not None else _declared(model)
+    )
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedOpsError(f"these ops have no ONNX lowering yet: {', '.join(missing)}")
-    from ..passes import optimize, optimize_onnx
-
     state = state if isinstance(state, ModelState) else ModelState.new(state or {})
     model, state = optimize(
         model,
@@ -136,13 +161,9 @@ def to_onnx(
     lowering = Lowering(b, mode, state.data, set(state.state), params_as_inputs)
     lowering.graph_inputs, lowering.input_types, lowering.value_types = {}, {}, {}
     for name, node in input_nodes(model).items():
-        t = input_types.get(name)
-        if node.options["optional"] and (t is None or t is NONE):
+        if node.options["optional"] and input_types.get(name, NONE) is NONE:
             continue  # an optional input is part of the graph only when the template gives it
-        if t is None and node.options["shape"] is not None:
-            t = TensorType(node.options["shape"], node.options["dtype"])
-        if t is None:
-            raise OptionError(f"input {name!r} has no shape; give ax.input a shape or a template")
+        t = TensorType(node.options["shape"], node.options["dtype"])
         lowering.graph_inputs[name] = b.add_input(name, t, _input_dims(name, t.shape))
         lowering.input_types[name] = t
         lowering.value_types[name] = t
@@ -156,8 +177,6 @@ def to_onnx(
         )
         state_outputs[name] = list(path)
     onnx_model = _make_model(b.graph("axonc"), opset)
-    from ..serialize import to_bytes
-
     meta = {
         "axonc.mode": mode,
         "axonc.outputs": json.dumps(encode_structure(structure)),

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..autodiff import gradients, tensor_of
-from ..build import _feeds, init
-from ..dtypes import TensorType, dtype_name
+from ..build import _feeds, check_fit, init, resolve
+from ..dtypes import TensorType, dtype_name, type_of
 from ..errors import InputError, OptionError, StateError
 from ..interpreter import run
 from ..ir import Axon, assign_names, tree_map
@@ -197,19 +197,24 @@ class TrainStep:
         """The step as an IR graph for inputs shaped like `feeds` (built once per signature)."""
         self._check_target(feeds)
         key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items()))
+        inputs = {k: v for k, v in feeds.items() if k != TARGET}
+        model = self._resolved(feeds)
+        check_fit(self.model, model, train_state.model_state.data, inputs, "train")
         if key not in self._graphs:
-            self._graphs[key] = self._build(train_state, feeds)
+            self._graphs[key] = self._build(model, train_state, feeds)
         return self._graphs[key]
+
+    def _resolved(self, feeds: Mapping[str, np.ndarray]) -> Axon:
+        """The model resolved for the batch's input types (cached per signature)."""
+        return resolve(self.model, {k: type_of(v) for k, v in feeds.items() if k != TARGET})
 
     def _check_target(self, feeds: Mapping[str, np.ndarray]) -> None:
         """The target must match the model output: its batch, and its shape for a named loss."""
         inputs = {k: v for k, v in feeds.items() if k != TARGET}
         key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         if key not in self._output_types:
-            types = {
-                k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in inputs.items()
-            }
-            self._output_types[key] = infer_types(self.model, types)[self.model.output]
+            model = self._resolved(feeds)
+            self._output_types[key] = infer_types(model)[model.output]
         out = self._output_types[key]
         if not isinstance(out, TensorType):
             return  # a multi-output model: the loss function pairs targets with outputs
@@ -234,10 +239,10 @@ class TrainStep:
                 f"{expected}, got {target.shape}"
             )
 
-    def _build(self, train_state: TrainState, feeds: Mapping[str, np.ndarray]) -> Axon:
+    def _build(self, model: Axon, train_state: TrainState, feeds: Mapping[str, np.ndarray]) -> Axon:
         state = train_state.model_state
         trace = next(_traces)
-        y_pred = tensor_of(self.model, trace)
+        y_pred = tensor_of(model, trace)
         target = feeds[TARGET]
         y_true = Tensor(
             input_layer(TARGET, shape=(None, *target.shape[1:]), dtype=dtype_name(target.dtype)),
@@ -252,7 +257,7 @@ class TrainStep:
         trainable = self._trainable(state)
         ties = {dest: src for dest, (src, _) in state.ties.items()}
         wrt = trainable + [d for d in ties if ties[d] in trainable]
-        grads, _ = gradients(self.model, loss, state.data, wrt, mode="train")
+        grads, _ = gradients(model, loss, state.data, wrt, mode="train")
         for dest, (src, transform) in state.ties.items():
             if dest in grads and src in grads:
                 g = grads.pop(dest)

@@ -23,10 +23,10 @@ from axonc.build import input_nodes
 from axonc.dtypes import TensorType, is_float
 from axonc.errors import ShapeError
 from axonc.interpreter import run
-from axonc.ir import Axon, make_node
+from axonc.ir import Axon
 from axonc.ops.conv import Geometry, conv_general, conv_vjp, fit_to_like
 from axonc.registry import OPS
-from axonc.shape_inference import declared_type
+from axonc.shape_inference import declared_type, make_node
 from axonc.to_onnx.export import max_opset, to_onnx
 from tests import golden, gradcheck, onnx_run, op_cases
 

@@ -19,8 +19,9 @@ import pytest
 import axonc as ax
 from axonc.autodiff import gradients, tensor_of
 from axonc.interpreter import run
-from axonc.ir import Axon, make_node, tree_map
+from axonc.ir import Axon, tree_map
 from axonc.registry import OPS
+from axonc.shape_inference import make_node
 from axonc.to_onnx.export import to_onnx
 from axonc.tracing import apply
 from tests import gradcheck, onnx_run, op_cases

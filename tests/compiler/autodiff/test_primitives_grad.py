@@ -24,11 +24,11 @@ from axonc.autodiff import gradients, tensor_of
 from axonc.dtypes import is_float
 from axonc.errors import ShapeError
 from axonc.interpreter import run
-from axonc.ir import Axon, make_node, merge_nodes
+from axonc.ir import Axon, merge_nodes
 from axonc.model_state import ModelState
 from axonc.ops.primitives import encode_index
 from axonc.registry import OPS, Op
-from axonc.shape_inference import declared_type
+from axonc.shape_inference import declared_type, make_node
 from axonc.to_onnx.export import to_onnx
 from axonc.tracing import Tensor
 from tests import golden, gradcheck, onnx_run, op_cases

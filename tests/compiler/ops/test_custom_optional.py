@@ -12,9 +12,8 @@ import pytest
 import axonc as ax
 from axonc.dtypes import TensorType
 from axonc.errors import GraphError, OptionError
-from axonc.ir import make_node
 from axonc.serialize import from_bytes, to_bytes
-from axonc.shape_inference import declared_type
+from axonc.shape_inference import declared_type, make_node
 
 RNG = np.random.default_rng(23)
 MODES = ("inference", "train")

@@ -195,7 +195,11 @@ def test_embedding_out_of_range_id_raises(bad):
 
 def test_embedding_errors():
     with pytest.raises(ShapeError, match="integer token ids"):
-        ax.embedding(ax.input("x", (None, 5)), 10, 4)
+        ax.embedding(ax.input("x", (None, 5), dtype="f32"), 10, 4)
+    # without a declared dtype the ids' dtype comes from the template or data
+    init, _ = ax.build(ax.embedding(ax.input("x", (None, 5)), 10, 4))
+    with pytest.raises(ShapeError, match="integer token ids"):
+        init(ax.template((1, 5), "f32"))
     with pytest.raises(OptionError, match="vocab_size"):
         ax.embedding(ax.input("x", (None, 5), dtype="s32"), 0, 4)
     with pytest.raises(OptionError, match="embedding_size"):

@@ -10,10 +10,10 @@ import axonc  # noqa: F401  (registers the ops)
 from axonc.dtypes import TensorType, jnp_promote
 from axonc.errors import OptionError, ShapeError
 from axonc.interpreter import run
-from axonc.ir import make_node
 from axonc.ops import special
 from axonc.ops.primitives import BINARY, REDUCE, UNARY, encode_index
 from axonc.registry import OPS, get_op
+from axonc.shape_inference import make_node
 
 RNG = np.random.default_rng(7)
 

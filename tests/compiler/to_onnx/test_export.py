@@ -88,7 +88,7 @@ def test_ops_without_a_lowering_are_all_named_at_once():
         register(Bare)
         names.append(Bare.name)
     try:
-        from axonc.ir import make_node
+        from axonc.shape_inference import make_node
 
         x = ax.input("x", (None, 2))
         model = make_node(names[1], [make_node(names[0], [x])])

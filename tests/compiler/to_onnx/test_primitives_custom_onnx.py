@@ -16,9 +16,9 @@ import pytest
 import axonc as ax
 from axonc.dtypes import dtype_name, to_numpy_dtype
 from axonc.errors import GraphError
-from axonc.ir import make_node
 from axonc.ops.primitives import encode_index
 from axonc.registry import OPS
+from axonc.shape_inference import make_node
 from axonc.to_onnx.export import max_opset, to_onnx
 from tests import golden, onnx_run, op_cases
 from tests.test_conformance import CASES
