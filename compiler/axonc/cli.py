@@ -389,6 +389,8 @@ def _calibration_batches(path: Path) -> list[dict[str, np.ndarray]]:
         {k: a[i : i + CALIBRATION_BATCH] for k, a in arrays.items()}
         for i in range(0, n, CALIBRATION_BATCH)
     ]
+
+
 def _parse_templates(model: Any, specs: tuple[str, ...]) -> Any:
     """`--template` values as a template dict ({name: TensorType}); None when none given."""
     from .build import input_nodes

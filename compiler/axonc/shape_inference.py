@@ -26,6 +26,7 @@ from .errors import (
     DTypeError,
     GraphError,
     InputError,
+    OptionError,
     ShapeError,
     ShapeHintWarning,
 )
@@ -442,3 +443,26 @@ def resolve(model: Axon, given: Mapping[str, Any]) -> Axon:
     if key not in cache:
         cache[key] = specialize(model, dict(key), assign_names(model))
     return cache[key]
+
+
+def declared_types(model: Axon) -> dict[str, TensorType]:
+    """The inputs' declared types, for an export without a template.
+
+    A required input declared without a shape cannot be exported so: the error
+    says to give a template. A declared shape without a dtype is taken as f32. An
+    optional input is part of the graph only when a template gives it.
+    """
+    out = {}
+    for name, node in input_nodes(model).items():
+        shape = node.options["shape"]
+        if node.options["optional"]:
+            continue
+        if shape is None:
+            raise OptionError(
+                f"input {name!r} has no declared shape, so the exported graph's input shape "
+                "is unknown: give a template, e.g. template={"
+                f"{name!r}: ax.template((1, ...), 'f32')}} (`axonc compile --template "
+                f"{name}=1,...:f32`), or give ax.input a shape"
+            )
+        out[name] = TensorType(shape, node.options["dtype"] or "f32")
+    return out

@@ -25,7 +25,7 @@ from ..ir import Axon, tree_leaves, tree_map
 from ..model_state import ModelState
 from ..passes import optimize, optimize_onnx
 from ..serialize import to_bytes
-from ..shape_inference import NONE, input_nodes, resolve, template_types
+from ..shape_inference import NONE, declared_types, input_nodes, resolve, template_types
 from .builder import OnnxBuilder
 from .lower import Lowering, UnsupportedOpsError, unsupported_ops
 
@@ -82,29 +82,6 @@ def _check_opset(opset: Any) -> int:
     return opset
 
 
-def _declared(model: Axon) -> dict[str, TensorType]:
-    """The inputs' declared types, for an export without a template.
-
-    A required input declared without a shape cannot be exported so: the error
-    says to give a template. A declared shape without a dtype is taken as f32. An
-    optional input is part of the graph only when a template gives it.
-    """
-    out = {}
-    for name, node in input_nodes(model).items():
-        shape = node.options["shape"]
-        if node.options["optional"]:
-            continue
-        if shape is None:
-            raise OptionError(
-                f"input {name!r} has no declared shape, so the exported graph's input shape "
-                "is unknown: give a template, e.g. template={"
-                f"{name!r}: ax.template((1, ...), 'f32')}} (`axonc compile --template "
-                f"{name}=1,...:f32`), or give ax.input a shape"
-            )
-        out[name] = TensorType(shape, node.options["dtype"] or "f32")
-    return out
-
-
 def _input_dims(name: str, shape: tuple) -> list[Any]:
     return [
         "batch" if i == 0 else f"{name}_dim{i}" if d is None else d for i, d in enumerate(shape)
@@ -139,7 +116,7 @@ def to_onnx(
         raise OptionError(f"mode must be 'inference' or 'train', got {mode!r}")
     opset = _check_opset(opset)
     model = resolve(
-        model, template_types(model, template) if template is not None else _declared(model)
+        model, template_types(model, template) if template is not None else declared_types(model)
     )
     missing = unsupported_ops(model)
     if missing:

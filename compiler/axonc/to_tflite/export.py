@@ -17,12 +17,11 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from ..build import input_nodes, template_types
 from ..dtypes import TensorType
 from ..errors import OptionError
 from ..ir import Axon, tree_leaves, tree_map
 from ..model_state import ModelState
-from ..shape_inference import NONE
+from ..shape_inference import NONE, declared_types, input_nodes, resolve, template_types
 from ..to_onnx.export import encode_structure
 from .builder import TfliteBuilder
 from .lower import Lowering, UnsupportedOpsError
@@ -60,8 +59,11 @@ def to_tflite(
     from ..passes import optimize
     from ..serialize import to_bytes
 
-    state = state if isinstance(state, ModelState) else ModelState.new(state or {})
     source_digest = hashlib.sha256(to_bytes(model)).hexdigest()
+    model = resolve(
+        model, template_types(model, template) if template is not None else declared_types(model)
+    )
+    state = state if isinstance(state, ModelState) else ModelState.new(state or {})
     model, state = optimize(
         model,
         state,
