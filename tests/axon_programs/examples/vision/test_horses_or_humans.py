@@ -8,7 +8,7 @@ import pytest
 import axonc as ax
 from tests.axon_programs.helpers import record
 
-BATCH_SIZE = 4
+BATCH_SIZE = 2
 IMAGE_CHANNELS = 4
 IMAGE_SIDE_PIXELS = 300
 CHANNEL_VALUE_MAX = 255
@@ -58,7 +58,7 @@ def train_model(model, data, optimizer, epochs, losses):
         ax.Loop.trainer(model, "binary_cross_entropy", optimizer, log=1)
         .metric("accuracy")
         .handle_event("epoch_completed", record(losses))
-        .run(data, {}, epochs=epochs, iterations=3)
+        .run(data, {}, epochs=epochs, iterations=2)
     )
 
 
