@@ -33,10 +33,11 @@ from .. import metrics as _metrics
 from ..build import _feeds, build, input_nodes
 from ..dtypes import TensorType, dtype_name
 from ..errors import InputError, OptionError
-from ..ir import Axon
+from ..ir import Axon, tree_map
 from ..optimizers import Optimizer
 from ..optimizers import get as get_optimizer
 from ..train import TrainState, compile_step
+from ..train.step import target_tree
 from . import handlers as _h
 from .progress import ProgressBar
 from .state import EVENTS, STATUSES, State, deserialize_state, serialize_state
@@ -315,9 +316,14 @@ def _check_inputs(model: Axon, x: Any) -> dict[str, np.ndarray]:
     return _feeds(model, x)
 
 
-def _target(y: Any) -> np.ndarray:
-    arr = np.asarray(y)
-    return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+def _target(y: Any) -> Any:
+    """The batch's target in its structure (a tuple / list / dict of targets stays one),
+    float64 leaves as float32."""
+
+    def leaf(arr: np.ndarray) -> np.ndarray:
+        return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+
+    return tree_map(leaf, target_tree(y))
 
 
 def _template(feeds: Mapping[str, np.ndarray]) -> dict[str, TensorType]:
