@@ -245,7 +245,7 @@ class TestAsGraph:
         model = ax.input("data").dense(2)
         got = ax.display.as_graph(model, ax.template((2, 8)), direction="left_right")
         assert got.splitlines()[0] == "graph LR;"
-        with pytest.raises(OptionError, match="valid direction.*'sideways'"):
+        with pytest.raises(OptionError, match=r"valid direction.*'sideways'"):
             ax.display.as_graph(model, ax.template((2, 8)), direction="sideways")
 
     def test_notebooks_render_it_as_a_mermaid_diagram(self):
