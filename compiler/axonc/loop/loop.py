@@ -19,6 +19,7 @@ y_true / y_pred with `ax.metrics`. spec/loop.md lists where axonc departs from A
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -92,10 +93,37 @@ def make_filter(spec: Any) -> Filter:
             checks.append((_PREDICATES[name], key, n))
         return lambda state, event: all(p(_count(state, event, k), n) for p, k, n in checks)
     if callable(spec):
+        if _arity(spec) >= 2:  # Axon's filter functions take (state, event)
+            return lambda state, event: bool(spec(state, event))
         return lambda state, event: bool(spec(state))
     raise OptionError(
         f"invalid filter {spec!r}: expected 'always', 'once', a dict such as {{'every': N}} "
         "or {'only': N}, or a function state -> bool"
+    )
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return 2 if any(p.kind == p.VAR_POSITIONAL for p in params) else len(positional)
+
+
+def with_keywords(filter: Any, keywords: Mapping[str, Any]) -> Any:
+    """`filter` with the keyword filters (every=, only=, once=, before=, after=) added:
+    handle_event(..., every=2) is the filter {"every": 2}, as Axon's keyword list."""
+    given = {k: v for k, v in keywords.items() if v is not None}
+    if not given:
+        return filter
+    if filter is None or filter == "always":
+        return given
+    if isinstance(filter, Mapping):
+        return {**filter, **given}
+    raise OptionError(
+        f"give the filter either as filter={filter!r} or as keywords "
+        f"({', '.join(f'{k}={v!r}' for k, v in given.items())}), not both"
     )
 
 
@@ -481,6 +509,8 @@ class Loop:
     requires: tuple[_Requirement, ...] = ()
     history_path: Path | None = None
     attached: int = 0  # how many handlers / metrics were attached (their order)
+    # trainer / evaluator: (init_fn, step_fn) for another compiler, for run(compiler=)
+    rebuild: Callable[[str], tuple[Callable[..., Any], Callable[..., Any]]] | None = None
 
     # ---- factories ---------------------------------------------------------------------
 
@@ -522,8 +552,15 @@ class Loop:
         if not isinstance(log, int) or isinstance(log, bool) or log < 0:
             raise OptionError(f"log must be a non-negative integer (0: silent), got {log!r}")
         loss_fn = _losses.build_loss_fn(loss)
-        init_fn, step_fn = train_step(model, loss, optimizer, seed=seed, compiler=compiler)
-        loop = cls(step_fn, init_fn, _model_state)
+        compiler = compiler_name(compiler)
+
+        def steps(compiler: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+            return train_step(model, loss, optimizer, seed=seed, compiler=compiler)
+
+        init_fn, step_fn = steps(compiler)
+        loop = cls(
+            step_fn, init_fn, _model_state, rebuild=_cached(steps, compiler, (init_fn, step_fn))
+        )
         loop = loop._add_metric(
             _Metric(
                 "loss",
@@ -544,8 +581,15 @@ class Loop:
     def evaluator(cls, model: Axon, *, log: int = 0, compiler: str = "onnxruntime") -> Loop:
         """A supervised evaluation loop (Axon.Loop.evaluator): run(data, model_state)
         returns {epoch: {metric: value}}, i.e. `{0: {...}}` for one pass."""
-        init_fn, step_fn = eval_step(model, compiler=compiler)
-        loop = cls(step_fn, init_fn, _final_metrics)
+        compiler = compiler_name(compiler)
+
+        def steps(compiler: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+            return eval_step(model, compiler=compiler)
+
+        init_fn, step_fn = steps(compiler)
+        loop = cls(
+            step_fn, init_fn, _final_metrics, rebuild=_cached(steps, compiler, (init_fn, step_fn))
+        )
         if log > 0:
             loop = loop._attach(
                 ("iteration_completed",),
@@ -610,14 +654,31 @@ class Loop:
             raise OptionError(f"a metric name must be a string, got {name!r}")
         return self._add_metric(_build_metric(name, metric, accumulate, transform_or_fields))
 
-    def handle(self, event: Any, handler: Handler, filter: Any = "always") -> Loop:
+    def handle(
+        self,
+        event: Any,
+        handler: Handler,
+        filter: Any = "always",
+        *,
+        every: Any = None,
+        only: Any = None,
+        once: Any = None,
+        before: Any = None,
+        after: Any = None,
+    ) -> Loop:
         """Run handler(state) -> (status, state) on `event` (a name, a list, or "all") when
-        `filter` allows; handlers on one event run in the order they were attached."""
+        `filter` allows; handlers on one event run in the order they were attached.
+
+        The filter's predicates may also be given as keywords, as Axon's keyword list:
+        `handle_event("iteration_completed", fn, every=2)` is `filter={"every": 2}`; each
+        takes N or ("epoch" | "total", N), and all given must hold.
+        """
         if not callable(handler):
             raise OptionError(
                 f"handler must be a function state -> (status, state), got {handler!r}"
             )
-        return self._attach(_events(event), handler, filter)
+        keywords = {"every": every, "only": only, "once": once, "before": before, "after": after}
+        return self._attach(_events(event), handler, with_keywords(filter, keywords))
 
     handle_event = handle
 
@@ -630,12 +691,17 @@ class Loop:
         every: int | None = None,
         device: Any = None,
     ) -> Loop:
-        """Write message_fn(state) (default: epoch, batch and metrics) to `device`
-        (default stdout) on `event`; `every=N` is the filter {"every": N}."""
-        if every is not None:
-            filter = {"every": every}
+        """Write message_fn(state) (default: epoch, batch and metrics) to `device` on
+        `event`; `every=N` is the filter {"every": N}.
+
+        `device`, as Axon's IO device: "stdio" (the default: standard output), "stderr",
+        or an open text file (anything with `write`).
+        """
+        out = _h.log_device(device)
         return self._attach(
-            _events(event), _h.log_handler(message_fn or _h.supervised_message, device), filter
+            _events(event),
+            _h.log_handler(message_fn or _h.supervised_message, out),
+            with_keywords(filter, {"every": every}),
         )
 
     def validate(
@@ -845,6 +911,7 @@ class Loop:
         epochs: int = 1,
         iterations: int = -1,
         progress: bool | None = None,
+        compiler: str | None = None,
     ) -> Any:
         """Run the loop over `data` for `epochs` epochs (Axon.Loop.run).
 
@@ -852,9 +919,19 @@ class Loop:
         function epoch -> batches. `init_state`: what init_fn starts from (the trainer: an
         initial ModelState or dict of known parameters; the evaluator: the model state).
         `iterations`: at most this many batches per epoch (-1: all). `progress`: the
-        progress bar, on by default when stderr is a terminal. Returns
-        output_transform(final state).
+        progress bar, on by default when stderr is a terminal. `compiler`: what runs a
+        trainer's or evaluator's step this run (Axon's `compiler:` jit option; see
+        `compiler_name`): "onnxruntime" or "reference"; a Loop.loop step is plain Python,
+        which no compiler changes. Returns output_transform(final state).
         """
+        if compiler is not None and self.rebuild is not None:
+            init_fn, step_fn = self.rebuild(compiler_name(compiler))
+            loop = dataclasses.replace(self, init_fn=init_fn, step_fn=step_fn, rebuild=None)
+            return loop.run(
+                data, init_state, epochs=epochs, iterations=iterations, progress=progress
+            )
+        if compiler is not None:
+            compiler_name(compiler)  # checked; a Loop.loop step has nothing to compile
         for name, value in (("epochs", epochs), ("iterations", iterations)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise OptionError(f"{name} must be an integer, got {value!r}")
@@ -949,6 +1026,45 @@ class Loop:
             if state.max_iteration > 0 and state.iteration >= state.max_iteration:
                 break
         return "continue", state, steps
+
+
+# Axon's `compiler:` option names an Nx compiler; axonc's counterparts: a compiled graph
+# (EXLA's place) on onnxruntime, or the numpy interpreter (Nx.Defn.Evaluator's place).
+_COMPILER_ALIASES = {
+    "onnxruntime": "onnxruntime",
+    "reference": "reference",
+    "EXLA": "onnxruntime",
+    "exla": "onnxruntime",
+    "Nx.Defn.Evaluator": "reference",
+    "evaluator": "reference",
+}
+
+
+def compiler_name(compiler: Any) -> str:
+    """axonc's compiler for Axon's `compiler:` option ("EXLA" -> "onnxruntime", ...)."""
+    if compiler not in _COMPILER_ALIASES:
+        raise OptionError(
+            f"compiler must be 'onnxruntime' or 'reference' (Axon's EXLA / Nx.Defn.Evaluator "
+            f"are accepted as aliases of them), got {compiler!r}"
+        )
+    return _COMPILER_ALIASES[compiler]
+
+
+def _cached(
+    steps: Callable[[str], tuple[Callable[..., Any], Callable[..., Any]]],
+    compiler: str,
+    built: tuple[Callable[..., Any], Callable[..., Any]],
+) -> Callable[[str], tuple[Callable[..., Any], Callable[..., Any]]]:
+    """`steps` memoised per compiler (starting with the one `built`), so runs with one
+    compiler share its compiled step."""
+    cache: dict[str, Any] = {compiler: built}
+
+    def rebuild(compiler: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        if compiler not in cache:
+            cache[compiler] = steps(compiler)
+        return cache[compiler]
+
+    return rebuild
 
 
 def _resume_point(state: State) -> tuple[int, int]:
