@@ -10,6 +10,8 @@ reference interpreter (`compiler="reference"`); in train mode it returns
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +26,8 @@ from .ir import Axon, assign_names, topo_order
 from .model_state import ModelState
 from .parameters import collect_specs
 from .shape_inference import NONE, infer_types
+
+_LOG = logging.getLogger("axonc")
 
 
 def input_nodes(model: Axon) -> dict[str, Any]:
@@ -201,14 +205,21 @@ COMPILERS = ("onnxruntime", "reference")
 
 
 def build(
-    model: Axon, mode: str = "inference", *, seed: int = 0, compiler: str = "onnxruntime"
+    model: Axon,
+    mode: str = "inference",
+    *,
+    seed: int = 0,
+    compiler: str = "onnxruntime",
+    debug: bool = False,
 ) -> tuple[Callable[..., ModelState], Callable[..., Any]]:
     """(init_fn, predict_fn) for `model` in `mode` ("inference" or "train").
 
     `compiler="onnxruntime"` (the default) runs predict_fn as an ONNX graph compiled
     once per input signature and cached; `compiler="reference"` runs the numpy
-    interpreter. Models with forward hooks always run on the reference
-    interpreter, since hooks are Python callbacks.
+    interpreter. Models with hooks always run on the reference interpreter, since
+    hooks are Python callbacks. `debug=True` logs (logger "axonc", level DEBUG) how
+    long graph traversal, each init and each predict took, and each compilation for
+    a new input signature, as Axon's `debug: true` does.
     """
     if mode not in MODES:
         raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
@@ -216,16 +227,28 @@ def build(
         raise InputError(f"compiler must be one of {', '.join(COMPILERS)}, got {compiler!r}")
     if not isinstance(model, Axon):
         raise InputError(f"build expects an Axon graph, got {type(model).__name__}")
+    started = time.perf_counter()
     if compiler == "onnxruntime" and any(node.hooks for node in model.nodes.values()):
         compiler = "reference"
+    if debug:
+        names = assign_names(model)
+        _debug(f"finished graph traversal ({len(names)} layers)", started)
 
     def init_fn(template: Any, initial: Any = None) -> ModelState:
-        return init(model, template, initial, mode=mode, seed=seed)
+        started = time.perf_counter()
+        state = init(model, template, initial, mode=mode, seed=seed)
+        if debug:
+            _debug(f"finished init ({len(state.paths())} tensors)", started)
+        return state
 
     if compiler == "reference":
 
         def predict_fn(state: Any, inputs: Any) -> Any:
-            return predict(model, state, inputs, mode=mode)
+            started = time.perf_counter()
+            out = predict(model, state, inputs, mode=mode)
+            if debug:
+                _debug(f"finished predict ({mode} mode, reference interpreter)", started)
+            return out
 
         return init_fn, predict_fn
 
@@ -234,8 +257,21 @@ def build(
     compiled = CompiledModel(model, mode)
 
     def predict_fn(state: Any, inputs: Any) -> Any:
+        started = time.perf_counter()
         feeds = _checked_feeds(model, state, inputs)
-        return compiled(state, feeds)
+        known = compiled.compiled_signatures
+        out = compiled(state, feeds)
+        if debug:
+            if compiled.compiled_signatures > known:
+                shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in feeds.items())
+                _debug(f"compiled a new onnxruntime session for inputs {shapes}", started)
+            _debug(f"finished predict ({mode} mode, onnxruntime)", started)
+        return out
 
     predict_fn.compiled = compiled  # type: ignore[attr-defined]
     return init_fn, predict_fn
+
+
+def _debug(what: str, started: float) -> None:
+    """A `debug=True` log line: what finished and how long it took (as Axon's Logger.debug)."""
+    _LOG.debug("axonc %s in %.1fms", what, (time.perf_counter() - started) * 1000)
