@@ -20,6 +20,7 @@ import numpy as np
 
 from .dtypes import TensorType, dtype_name, to_numpy_dtype, type_of
 from .errors import InputError, StateError
+from .hooks import hooks_for, runs_hooks
 from .initializers import derive_seed, initialize
 from .interpreter import MODES, run
 from .ir import Axon, assign_names, topo_order
@@ -125,6 +126,7 @@ def init(
             # As Axon (Nx.as_type): a given value takes the parameter's dtype.
             value = value.astype(to_numpy_dtype(spec.dtype), copy=False)
         _set(data, path, value)
+    _initialize_hooks(model, names, data)
     unexpected = [p for p in given.paths() if p not in specs]
     if unexpected:
         # Axon 0.8.1 logs a warning and drops such keys; a typo must not pass unseen.
@@ -134,6 +136,16 @@ def init(
             stacklevel=3,
         )
     return ModelState(data, parameters=params, state=state, frozen=frozen, ties=ties)
+
+
+def _initialize_hooks(model: Axon, names: Mapping[int, str], data: Mapping[str, Any]) -> None:
+    """Axon's initialize hooks: each is called with its layer's new parameters (a dict,
+    empty for a layer without any), in graph order, whatever the mode."""
+    for nid in topo_order(model.nodes, model.output):
+        node = model.nodes[nid]
+        if node.hooks and node.op != "input":
+            for hook in hooks_for(node, "initialize", None):
+                hook(data.get(names[nid], {}))
 
 
 def _state_data(state: Any) -> Mapping[str, Any]:
@@ -228,7 +240,7 @@ def build(
     if not isinstance(model, Axon):
         raise InputError(f"build expects an Axon graph, got {type(model).__name__}")
     started = time.perf_counter()
-    if compiler == "onnxruntime" and any(node.hooks for node in model.nodes.values()):
+    if compiler == "onnxruntime" and runs_hooks(model, mode):
         compiler = "reference"
     if debug:
         names = assign_names(model)

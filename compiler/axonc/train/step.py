@@ -21,6 +21,7 @@ from ..autodiff import gradients, tensor_of
 from ..build import _feeds, init, input_nodes
 from ..dtypes import TensorType, dtype_name
 from ..errors import InputError, OptionError, StateError
+from ..hooks import runs_hooks
 from ..interpreter import run
 from ..ir import Axon, assign_names, tree_leaves, tree_map
 from ..model_state import ModelState
@@ -205,6 +206,7 @@ class TrainStep:
         self._output_types: dict[tuple, Any] = {}
         self._compiled_models: dict[int, Any] = {}
         self._unused: dict[int, list[str]] = {}
+        self._hooked: dict[int, bool] = {}
 
     # ---- state ---------------------------------------------------------------
 
@@ -376,7 +378,7 @@ class TrainStep:
         graph = self.graph(train_state, feeds, targets)
         feeds = self._feeds_of(graph, feeds)
         data = self._data(train_state)
-        if self.compiler == "reference":
+        if self.compiler == "reference" or self._has_hooks(graph):
             out, new_state = run(graph, feeds, data, "train")
         else:
             result = self._compiled(graph)(data, feeds)
@@ -385,6 +387,13 @@ class TrainStep:
             "loss": out["loss"],
             "y_pred": out["y_pred"],
         }
+
+    def _has_hooks(self, graph: Axon) -> bool:
+        """Hooks are host Python code: a step graph with any runs on the reference
+        interpreter, which calls them with the values (spec/training.md)."""
+        if id(graph) not in self._hooked:
+            self._hooked[id(graph)] = runs_hooks(graph, "train")
+        return self._hooked[id(graph)]
 
     def _compiled(self, graph: Axon) -> Any:
         from ..to_onnx.compiled import CompiledModel
