@@ -216,17 +216,21 @@ def _needs_gradient(
 def tensor_of(model: Axon, trace: int | None = None) -> Any:
     """The model's output as symbolic tensors of a (new) trace, for building a loss on it.
 
-    A `container` output node is opened up, so the result mirrors the output's
-    structure (a tuple / list / dict of tensors).
+    A `container` output node, or a layer whose output is a container, is opened up, so
+    the result mirrors the output's structure (a tuple / list / dict of tensors).
     """
-    from .ir import tree_map
-
     trace = next(_traces) if trace is None else trace
 
     def leaf(nid: int) -> Any:
         node = model.nodes[nid]
         if node.op == "container":
             return tree_map(lambda i: leaf(node.inputs[i]), node.options["structure"])
+        out_type = declared_type(model, nid)
+        if isinstance(out_type, (tuple, list, dict)):  # a container-valued layer (bidirectional)
+            from .ops.special import unpack
+
+            parts = unpack(Axon(nid, model.nodes), out_type)
+            return tree_map(lambda g: Tensor(g, trace), parts)
         return Tensor(Axon(nid, model.nodes), trace)
 
     return tree_map(leaf, model.output)

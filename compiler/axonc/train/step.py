@@ -348,7 +348,10 @@ class TrainStep:
             "params": new_params,
             "optimizer": new_opt,
         }
-        return container(tree_map(lambda t: Axon(t.graph.output, t.graph.nodes), out))
+        # named, so a generated name cannot clash with a container of the model (pinned)
+        return container(
+            tree_map(lambda t: Axon(t.graph.output, t.graph.nodes), out), name="__step__"
+        )
 
     @staticmethod
     def _parameter(path: tuple[str, ...], data: Mapping[str, Any], trace: int) -> Tensor:
