@@ -135,7 +135,10 @@ def as_graph(model: Axon, template: Any, *, direction: str = "top_down") -> Merm
     The text is Axon's: `graph TD;`, one node per layer labelled `name (:op) shape`
     (inputs drawn as parallelograms), in creation order, then the edges, last layer
     first. Node ids are numbered from 0 in creation order (Axon prints its internal
-    ids). `direction`: "top_down" (TD) or "left_right" (LR).
+    ids). Axon feeds add / subtract / multiply / concatenate through a container node,
+    which is drawn too; other container nodes Axon builds internally (an RNN's hidden
+    state) have no counterpart in axonc's graph and are not. `direction`: "top_down"
+    (TD) or "left_right" (LR).
     """
     if direction not in _DIRECTIONS:
         raise OptionError(
