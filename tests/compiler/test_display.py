@@ -241,6 +241,31 @@ class TestAsGraph:
         out = ax.container((x.dense(32).relu(), x.dense(64).relu()))
         assert ax.display.as_graph(out, ax.template((2, 8))) == _renumber(AXON_TWO_OUTPUTS)
 
+    def test_custom_layers_show_their_op_name_and_name(self):
+        # guides/model_creation/custom_layers.livemd
+        x = ax.input("data")
+        template = ax.template((2, 8))
+        cases = [
+            ({}, '4["custom_0 (:custom) {2, 8}"];'),
+            ({"op_name": "my_layer"}, '5["my_layer_0 (:my_layer) {2, 8}"];'),
+            ({"op_name": "my_layer", "name": "layer"}, '6["layer (:my_layer) {2, 8}"];'),
+        ]
+        for options, axon_node in cases:
+            out = ax.layer(lambda t, **opts: t * 2, [x], **options)
+            axon_id = axon_node.split("[")[0]
+            axon_text = "\n".join(
+                [
+                    "graph TD;",
+                    '3[/"data (:input) {2, 8}"/];',
+                    axon_node,
+                    f"3 --> {axon_id};",
+                ]
+            )
+            want = _renumber(
+                axon_text.replace(f"{axon_id}[", "4[").replace(f"> {axon_id};", "> 4;")
+            )
+            assert ax.display.as_graph(out, template) == want
+
     def test_left_right_direction_and_a_bad_direction(self):
         model = ax.input("data").dense(2)
         got = ax.display.as_graph(model, ax.template((2, 8)), direction="left_right")
