@@ -265,7 +265,10 @@ def categorical_cross_entropy(
     """
     name = "categorical_cross_entropy"
     reduction = _check_reduction(reduction, name)
-    y_true, y_pred = _arr(y_true), _arr(y_pred)
+    if sparse:
+        y_true, y_pred = _arr(y_true), _arr(y_pred)
+    else:
+        y_true, y_pred = _elementwise(y_true, y_pred, name)
 
     if sparse:
         if anp.ndim(y_true) < 2:

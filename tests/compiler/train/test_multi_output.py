@@ -164,6 +164,19 @@ def test_the_eager_loss_warns_with_both_shapes_and_broadcasts_like_numpy():
         ax.losses.mean_squared_error(p, p, reduction="mean")
 
 
+def test_a_cce_target_broadcast_against_the_classes_warns_but_sparse_targets_do_not():
+    p = np.full((4, 3), 1 / 3, np.float32)
+    y = np.ones((4, 1), np.float32)
+    with pytest.warns(UserWarning, match=r"\(4, 1\) differs from the prediction's shape \(4, 3\)"):
+        got = ax.losses.categorical_cross_entropy(y, p, reduction="mean")
+    np.testing.assert_allclose(got, -np.sum(y * np.log(p), axis=-1).mean(), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        idx = np.array([[0], [2], [1], [1]])
+        got = ax.losses.categorical_cross_entropy(idx, p, reduction="mean", sparse=True)
+    np.testing.assert_allclose(got, np.log(3.0), rtol=1e-6)
+
+
 def test_a_target_that_cannot_broadcast_or_a_bce_target_of_another_shape_is_an_input_error():
     model = ax.input("x", shape=(None, 3)).dense(2, name="a")
     step, ts = _step(model, "mean_squared_error", "reference")
