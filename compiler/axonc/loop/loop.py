@@ -76,12 +76,14 @@ _PREDICATES: dict[str, Callable[[int, int], bool]] = {
 
 
 def make_filter(spec: Any) -> Filter:
-    """A filter from "always", "once" / "first", {"every": N, ...} (all must hold) or a
-    predicate on the loop state."""
+    """A filter from "always", "once" / "first", {"every": N, ...} (all must hold; also as
+    Axon's keyword list [("every", N), ...]) or a predicate on the loop state."""
     if spec is None or spec == "always":
         return lambda state, event: True
     if spec in ("once", "first"):
         return lambda state, event: _count(state, event, "total") == 1
+    if _is_pairs(spec):  # Axon's keyword list [every: 2] written as [("every", 2)]
+        spec = dict(spec)
     if isinstance(spec, Mapping) and spec:
         checks = []
         for name, value in spec.items():
@@ -102,6 +104,14 @@ def make_filter(spec: Any) -> Filter:
     )
 
 
+def _is_pairs(spec: Any) -> bool:
+    return (
+        isinstance(spec, list)
+        and bool(spec)
+        and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in spec)
+    )
+
+
 def _arity(fn: Callable[..., Any]) -> int:
     try:
         params = inspect.signature(fn).parameters.values()
@@ -119,8 +129,8 @@ def with_keywords(filter: Any, keywords: Mapping[str, Any]) -> Any:
         return filter
     if filter is None or filter == "always":
         return given
-    if isinstance(filter, Mapping):
-        return {**filter, **given}
+    if isinstance(filter, Mapping) or _is_pairs(filter):
+        return {**dict(filter), **given}
     raise OptionError(
         f"give the filter either as filter={filter!r} or as keywords "
         f"({', '.join(f'{k}={v!r}' for k, v in given.items())}), not both"

@@ -40,6 +40,7 @@ def _hits(**kwargs) -> list[int]:
         ({"after": 5}, [6, 7]),
         ({"every": 2, "after": 2}, [3, 5, 7]),
         ({"filter": {"every": 2}, "after": 2}, [3, 5, 7]),
+        ({"filter": [("every", 2), ("after", 2)]}, [3, 5, 7]),  # Axon's [every: 2, after: 2]
     ],
 )
 def test_filter_predicates_as_keywords(keywords, fired):
