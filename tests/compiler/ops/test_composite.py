@@ -495,3 +495,16 @@ class TestBidirectionalIsOneGraph:
     def test_as_graph_draws_it(self):
         text = ax.display.as_graph(self._model(), ax.template((1, 5, 3)))
         assert "(:nx) {{1, 5, 8}, {{1, 8}, {1, 8}}}" in text.splitlines()[-1 - text.count("-->")]
+
+    def test_a_random_initial_state_is_one_onnx_input_shared_by_both_directions(self):
+        x = ax.input("x", (None, 5, 3))
+        out = ax.bidirectional(
+            x, lambda h: ax.lstm(h, 4), lambda f, b: anp.concatenate([f, b], axis=-1)
+        )
+        init, predict = ax.build(out)
+        state = init(ax.template((1, 5, 3)))
+        data = RNG.standard_normal((2, 5, 3)).astype(np.float32)
+        reference = ax.build(out, compiler="reference")[1](state, data)
+        got = predict(state, data)
+        for a, b in zip(ax.ir.tree_leaves(got), ax.ir.tree_leaves(reference)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
