@@ -133,9 +133,17 @@ def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
     return out
 
 
+def _numbers(x: Any) -> bool:
+    """Whether `x` is a number or nested Python lists/tuples of numbers (one array's data)."""
+    if isinstance(x, (tuple, list)):
+        return all(_numbers(v) for v in x)
+    return isinstance(x, (int, float, complex, np.generic))
+
+
 def target_tree(y: Any) -> Any:
-    """The target as arrays in its own structure: a tuple, list or dict of targets stays one."""
-    if isinstance(y, (tuple, list)):
+    """The target as arrays in its own structure: a tuple, list or dict of targets stays one
+    (a list of plain numbers, nested or not, is one array's data)."""
+    if isinstance(y, (tuple, list)) and not _numbers(y):
         return type(y)(target_tree(v) for v in y)
     if isinstance(y, Mapping):
         return {str(k): target_tree(v) for k, v in y.items()}

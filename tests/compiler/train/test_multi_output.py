@@ -187,6 +187,15 @@ def test_a_target_that_cannot_broadcast_or_a_bce_target_of_another_shape_is_an_i
         step(ts, X, np.zeros((6, 1), np.float32))
 
 
+def test_a_target_given_as_nested_lists_of_numbers_is_one_array():
+    model = ax.input("x", shape=(None, 3)).dense(2, name="a")
+    step, ts = _step(model, "mean_squared_error", "reference")
+    y = RNG.normal(size=(6, 2)).round(3)
+    p = _dense(_params(ts, "a"), X)
+    _, out = step(ts, X, y.tolist())
+    np.testing.assert_allclose(out["loss"], np.mean((y - p) ** 2), rtol=1e-5)
+
+
 def test_the_trainer_takes_a_loss_list_and_tuple_targets():
     ya = RNG.normal(size=(6, 1)).astype(np.float32)
     yb = RNG.normal(size=(6, 2)).astype(np.float32)
