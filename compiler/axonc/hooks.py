@@ -5,7 +5,8 @@ parameters, whatever the mode), pre_forward (each layer input), forward (the out
 backward (the output's gradient, via a custom gradient). An "all" hook, in Axon 0.8.1's
 `apply_hooks`, fires at initialize, pre_forward and forward, and once more after forward
 in the backward slot (that slot wraps only `on: :backward` hooks in a custom gradient),
-so it never sees a gradient; axonc does the same.
+so it never sees a gradient; axonc does the same. An input layer's hooks see its value
+(forward, then the backward slot); an input has no initialize or pre_forward step.
 """
 
 from __future__ import annotations

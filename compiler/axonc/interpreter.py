@@ -76,6 +76,8 @@ def run(
         node = model.nodes[nid]
         if node.op == "input":
             values[nid] = _input_value(node, inputs)
+            for hook in after_forward(node, mode) if node.hooks else ():
+                hook(values[nid])  # Axon hooks an input's value (forward and backward slots)
             continue
         if node.op == "argument":
             values[nid] = args[node.options["index"]] if args is not None else NONE

@@ -123,3 +123,17 @@ def test_only_forward_time_hooks_move_prediction_to_the_interpreter():
     assert hasattr(backward_only, "compiled")  # still compiled for onnxruntime
     forward = ax.build(_model([], on="forward"))[1]
     assert not hasattr(forward, "compiled")
+
+
+def test_hooks_on_an_input_see_its_value_as_axons_docs_show():
+    log: list = []
+    x = ax.attach_hook(ax.input("input", (None, 1)), _recorder(log, "all"), on="all")
+    model = x.dense(1)
+    init, predict = ax.build(model)
+    state = init(ax.template((1, 1)))
+    assert log == []  # an input has no initialize step
+    data = np.array([[1.0], [2.0]], np.float32)
+    predict(state, data)
+    # forward, then Axon's backward slot fires an "all" hook again on the value
+    assert [tag for tag, _ in log] == ["all", "all"]
+    np.testing.assert_array_equal(log[0][1], data)
