@@ -141,6 +141,8 @@ def init(
 def _initialize_hooks(model: Axon, names: Mapping[int, str], data: Mapping[str, Any]) -> None:
     """Axon's initialize hooks: each is called with its layer's new parameters (a dict,
     empty for a layer without any), in graph order, whatever the mode."""
+    if not any(node.hooks for node in model.nodes.values()):
+        return
     for nid in topo_order(model.nodes, model.output):
         node = model.nodes[nid]
         if node.hooks and node.op != "input":
@@ -228,10 +230,11 @@ def build(
 
     `compiler="onnxruntime"` (the default) runs predict_fn as an ONNX graph compiled
     once per input signature and cached; `compiler="reference"` runs the numpy
-    interpreter. Models with hooks always run on the reference interpreter, since
-    hooks are Python callbacks. `debug=True` logs (logger "axonc", level DEBUG) how
-    long graph traversal, each init and each predict took, and each compilation for
-    a new input signature, as Axon's `debug: true` does.
+    interpreter. Models with hooks that fire while predicting (pre_forward, forward,
+    all) always run on the reference interpreter, since hooks are Python callbacks.
+    `debug=True` logs (logger "axonc", level DEBUG) how long graph traversal, each
+    init and each predict took, and each compilation for a new input signature, as
+    Axon's `debug: true` does.
     """
     if mode not in MODES:
         raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
