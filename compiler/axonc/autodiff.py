@@ -17,7 +17,8 @@ import numpy as np
 from . import numpy as anp
 from .dtypes import TensorType, dtype_name, is_float
 from .errors import AxoncError
-from .ir import Axon, Node, assign_names, topo_order, tree_leaves
+from .hooks import hooks_for
+from .ir import Axon, Node, assign_names, new_id, topo_order, tree_leaves, tree_map
 from .registry import Op, get_op
 from .shape_inference import NONE, declared_type
 from .tracing import Tensor, _traces
@@ -139,6 +140,8 @@ def gradients(
             if node.op == "parameter":
                 b.add_param_grad(tuple(node.options["path"]), cots[nid])
             continue
+        if node.hooks:
+            cots[nid] = _backward_hooks(node, cots[nid], mode)
         path = (names[nid],) if nid in names else ()
         ctx = VJPContext(b, node, path)
         args = [_as_tensor(b, i) for i in node.inputs]
@@ -149,6 +152,26 @@ def gradients(
             cots[i] = c if i not in cots else _add(cots[i], c)
     grads = {p: b.grads.get(p, anp.zeros_like(b.parameter(p))) for p in sorted(wrt)}
     return grads, {i: cots.get(i) for i in inputs}
+
+
+def _backward_hooks(node: Node, cot: Any, mode: str) -> Any:
+    """The cotangent of `node`'s output with its backward hooks attached (Axon wraps the
+    output in a custom gradient that hooks the incoming gradient): each leaf's last node
+    is repeated with the hooks on it, so evaluating the gradient calls them."""
+    hooks = hooks_for(node, "backward", mode)
+    if not hooks:
+        return cot
+
+    def hooked(t: Any) -> Any:
+        if not isinstance(t, Tensor):
+            return t
+        last = t.graph.nodes[t.graph.output]
+        copy = last.replace(
+            id=new_id(), name=None, hooks=tuple((h, "both", "forward") for h in hooks)
+        )
+        return Tensor(Axon(copy.id, {**t.graph.nodes, copy.id: copy}), t._trace)
+
+    return tree_map(hooked, cot)
 
 
 def _as_tensor(b: _Backward, nid: int) -> Any:
@@ -193,17 +216,21 @@ def _needs_gradient(
 def tensor_of(model: Axon, trace: int | None = None) -> Any:
     """The model's output as symbolic tensors of a (new) trace, for building a loss on it.
 
-    A `container` output node is opened up, so the result mirrors the output's
-    structure (a tuple / list / dict of tensors).
+    A `container` output node, or a layer whose output is a container, is opened up, so
+    the result mirrors the output's structure (a tuple / list / dict of tensors).
     """
-    from .ir import tree_map
-
     trace = next(_traces) if trace is None else trace
 
     def leaf(nid: int) -> Any:
         node = model.nodes[nid]
         if node.op == "container":
             return tree_map(lambda i: leaf(node.inputs[i]), node.options["structure"])
+        out_type = declared_type(model, nid)
+        if isinstance(out_type, (tuple, list, dict)):  # a container-valued layer (bidirectional)
+            from .ops.special import unpack
+
+            parts = unpack(Axon(nid, model.nodes), out_type)
+            return tree_map(lambda g: Tensor(g, trace), parts)
         return Tensor(Axon(nid, model.nodes), trace)
 
     return tree_map(leaf, model.output)

@@ -14,6 +14,8 @@ dtypes come from what arrives, and a declared input shape is a hint.
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -23,13 +25,16 @@ import numpy as np
 
 from .dtypes import dtype_name, to_numpy_dtype, type_of
 from .errors import InputError, StateError
+from .hooks import hooks_for, runs_hooks
 from .initializers import derive_seed, initialize
 from .interpreter import MODES, run
-from .ir import Axon, assign_names
+from .ir import Axon, assign_names, topo_order
 from .model_state import ModelState
 from .parameters import collect_specs
 from .shape_inference import NONE, infer_types, input_nodes, resolve, template_types
 from .to_onnx.compiled import CompiledModel
+
+_LOG = logging.getLogger("axonc")
 
 
 def _as_state(initial: Any) -> ModelState:
@@ -89,6 +94,7 @@ def init(
             # As Axon (Nx.as_type): a given value takes the parameter's dtype.
             value = value.astype(to_numpy_dtype(spec.dtype), copy=False)
         _set(data, path, value)
+    _initialize_hooks(model, names, data)
     unexpected = [p for p in given.paths() if p not in specs]
     if unexpected:
         # Axon 0.8.1 logs a warning and drops such keys; a typo must not pass unseen.
@@ -98,6 +104,18 @@ def init(
             stacklevel=3,
         )
     return ModelState(data, parameters=params, state=state, frozen=frozen, ties=ties)
+
+
+def _initialize_hooks(model: Axon, names: Mapping[int, str], data: Mapping[str, Any]) -> None:
+    """Axon's initialize hooks: each is called with its layer's new parameters (a dict,
+    empty for a layer without any), in graph order, whatever the mode."""
+    if not any(node.hooks for node in model.nodes.values()):
+        return
+    for nid in topo_order(model.nodes, model.output):
+        node = model.nodes[nid]
+        if node.hooks and node.op != "input":
+            for hook in hooks_for(node, "initialize", None):
+                hook(data.get(names[nid], {}))
 
 
 def _state_data(state: Any) -> Mapping[str, Any]:
@@ -209,14 +227,22 @@ COMPILERS = ("onnxruntime", "reference")
 
 
 def build(
-    model: Axon, mode: str = "inference", *, seed: int = 0, compiler: str = "onnxruntime"
+    model: Axon,
+    mode: str = "inference",
+    *,
+    seed: int = 0,
+    compiler: str = "onnxruntime",
+    debug: bool = False,
 ) -> tuple[Callable[..., ModelState], Callable[..., Any]]:
     """(init_fn, predict_fn) for `model` in `mode` ("inference" or "train").
 
     `compiler="onnxruntime"` (the default) runs predict_fn as an ONNX graph compiled
     once per input signature and cached; `compiler="reference"` runs the numpy
-    interpreter. Models with forward hooks always run on the reference
-    interpreter, since hooks are Python callbacks.
+    interpreter. Models with hooks that fire while predicting (pre_forward, forward,
+    all) always run on the reference interpreter, since hooks are Python callbacks.
+    `debug=True` logs (logger "axonc", level DEBUG) how long graph traversal, each
+    init and each predict took, and each compilation for a new input signature, as
+    Axon's `debug: true` does.
     """
     if mode not in MODES:
         raise InputError(f"mode must be 'inference' or 'train', got {mode!r}")
@@ -224,24 +250,49 @@ def build(
         raise InputError(f"compiler must be one of {', '.join(COMPILERS)}, got {compiler!r}")
     if not isinstance(model, Axon):
         raise InputError(f"build expects an Axon graph, got {type(model).__name__}")
-    if compiler == "onnxruntime" and any(node.hooks for node in model.nodes.values()):
+    started = time.perf_counter()
+    if compiler == "onnxruntime" and runs_hooks(model, mode):
         compiler = "reference"
+    if debug:
+        names = assign_names(model)
+        _debug(f"finished graph traversal ({len(names)} layers)", started)
 
     def init_fn(template: Any, initial: Any = None) -> ModelState:
-        return init(model, template, initial, mode=mode, seed=seed)
+        started = time.perf_counter()
+        state = init(model, template, initial, mode=mode, seed=seed)
+        if debug:
+            _debug(f"finished init ({len(state.paths())} tensors)", started)
+        return state
 
     if compiler == "reference":
 
         def predict_fn(state: Any, inputs: Any) -> Any:
-            return predict(model, state, inputs, mode=mode)
+            started = time.perf_counter()
+            out = predict(model, state, inputs, mode=mode)
+            if debug:
+                _debug(f"finished predict ({mode} mode, reference interpreter)", started)
+            return out
 
         return init_fn, predict_fn
 
     compiled = CompiledModel(model, mode)
 
     def predict_fn(state: Any, inputs: Any) -> Any:
+        started = time.perf_counter()
         _, feeds = _checked_feeds(model, state, inputs, mode)
-        return compiled(state, feeds)
+        known = compiled.compiled_signatures
+        out = compiled(state, feeds)
+        if debug:
+            if compiled.compiled_signatures > known:
+                shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in feeds.items())
+                _debug(f"compiled a new onnxruntime session for inputs {shapes}", started)
+            _debug(f"finished predict ({mode} mode, onnxruntime)", started)
+        return out
 
     predict_fn.compiled = compiled  # type: ignore[attr-defined]
     return init_fn, predict_fn
+
+
+def _debug(what: str, started: float) -> None:
+    """A `debug=True` log line: what finished and how long it took (as Axon's Logger.debug)."""
+    _LOG.debug("axonc %s in %.1fms", what, (time.perf_counter() - started) * 1000)

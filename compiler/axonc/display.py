@@ -1,8 +1,9 @@
-"""`ax.display.as_table`: a model summary like Axon.Display's table.
+"""`ax.display`: model summaries as Axon.Display draws them.
 
-One row per layer: its name and op, input and output shapes, options that
-differ from their defaults, and its parameters with their shapes; then the
-totals.
+`as_table`: one row per layer (its name and op, input and output shapes, options
+that differ from their defaults, its parameters with their shapes), then the totals.
+`as_graph`: the Mermaid flowchart of Axon.Display.as_graph, as text that notebooks
+render as a diagram.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from typing import Any
 
 from .dtypes import TensorType, to_numpy_dtype
+from .errors import OptionError
 from .ir import Axon, assign_names, topo_order
 from .registry import REQUIRED, get_op
 from .shape_inference import infer_types, template_types
@@ -96,3 +98,104 @@ def as_table(model: Axon, template: Any, *, mode: str = "inference") -> str:
     out.append(line)
     out.append(f"Total parameters: {total} ({total_bytes} bytes)")
     return "\n".join(out)
+
+
+# ---- as_graph ------------------------------------------------------------------------------
+
+# Axon routes these layers' inputs through a container node (`layer(op, [container({x, y})])`);
+# the flowchart shows that node as Axon draws it.
+_CONTAINER_INPUTS = ("add", "subtract", "multiply", "concatenate")
+_DIRECTIONS = {"top_down": "TD", "left_right": "LR"}
+
+
+class Mermaid(str):
+    """Mermaid flowchart text; a notebook shows it as a diagram (a ```mermaid block)."""
+
+    def _repr_markdown_(self) -> str:
+        return f"```mermaid\n{self}\n```"
+
+
+def _elixir_shape(t: Any) -> str:
+    """A shape as Elixir's inspect prints it: {2, 8}, {{2, 32}, {2, 32}}, nil for unknown."""
+    if isinstance(t, TensorType):
+        return "{" + ", ".join("nil" if d is None else str(d) for d in t.shape) + "}"
+    if isinstance(t, tuple):
+        return "{" + ", ".join(_elixir_shape(x) for x in t) + "}"
+    if isinstance(t, list):
+        return "[" + ", ".join(_elixir_shape(x) for x in t) + "]"
+    if isinstance(t, dict):
+        return "%{" + ", ".join(f'"{k}" => {_elixir_shape(v)}' for k, v in t.items()) + "}"
+    return "%Axon.None{}" if t is not None else "nil"
+
+
+def as_graph(model: Axon, template: Any, *, direction: str = "top_down") -> Mermaid:
+    """The model's flowchart for the given input template (Axon.Display.as_graph).
+
+    The text is Axon's: `graph TD;`, one node per layer labelled `name (:op) shape`
+    (inputs drawn as parallelograms), in creation order, then the edges, last layer
+    first. Node ids are numbered from 0 in creation order (Axon prints its internal
+    ids). Axon feeds add / subtract / multiply / concatenate through a container node,
+    which is drawn too; other container nodes Axon builds internally (an RNN's hidden
+    state) have no counterpart in axonc's graph and are not. `direction`: "top_down"
+    (TD) or "left_right" (LR).
+    """
+    if direction not in _DIRECTIONS:
+        raise OptionError(
+            f"as_graph: expected a valid direction ('top_down' or 'left_right'), got {direction!r}"
+        )
+    names = assign_names(model)
+    types = infer_types(model, template_types(model, template), names)
+    order = topo_order(model.nodes, model.output)
+    # the nodes Axon has: the graph's, plus a container before each combinator
+    containers = {nid: f"c{nid}" for nid in order if model.nodes[nid].op in _CONTAINER_INPUTS}
+    created = sorted(order)
+    keys: list[Any] = []
+    for nid in created:
+        if nid in containers:
+            keys.append(containers[nid])
+        keys.append(nid)
+    ids = {key: i for i, key in enumerate(keys)}
+    labels: dict[Any, tuple[str, str, str]] = {}
+    parents: dict[Any, list[Any]] = {}
+    counts = {"container": 0}
+    used = set(names.values())
+    for nid in order:  # Axon's post-order: names and edges are discovered in this order
+        node = model.nodes[nid]
+        inputs: list[Any] = list(node.inputs)
+        if nid in containers:
+            key = containers[nid]
+            name = f"container_{counts['container']}"
+            while name in used:
+                counts["container"] += 1
+                name = f"container_{counts['container']}"
+            counts["container"] += 1
+            used.add(name)
+            labels[key] = (name, "container", _elixir_shape(tuple(types[i] for i in inputs)))
+            parents[key], inputs = inputs, [key]
+        if node.kind == "container":
+            counts["container"] += 1
+        labels[nid] = (names[nid], node.kind, _elixir_shape(types[nid]))
+        parents[nid] = inputs
+    lines = [f"graph {_DIRECTIONS[direction]};"]
+    node_lines = []
+    for key in keys:
+        name, op, shape = labels[key]
+        text = f"{name} (:{op}) {shape}"
+        is_input = op == "input"
+        node_lines.append(f'{ids[key]}[/"{text}"/]' if is_input else f'{ids[key]}["{text}"]')
+    edges = []
+    for key in _post_order(order, containers):
+        edges.extend(f"{ids[p]} --> {ids[key]}" for p in parents[key])
+    lines.append(";\n".join(node_lines) + ";")
+    lines.append(";\n".join(reversed(edges)) + ";")
+    return Mermaid("\n".join(lines))
+
+
+def _post_order(order: list[int], containers: dict[int, str]) -> list[Any]:
+    """The graph's post-order with each combinator's container just before it."""
+    out: list[Any] = []
+    for nid in order:
+        if nid in containers:
+            out.append(containers[nid])
+        out.append(nid)
+    return out

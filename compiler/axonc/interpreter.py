@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, StateError
+from .hooks import after_forward, hooks_for
 from .ir import Axon, Node, assign_names, topo_order, tree_map
 from .registry import get_op
 from .shape_inference import NONE
@@ -75,6 +76,8 @@ def run(
         node = model.nodes[nid]
         if node.op == "input":
             values[nid] = _input_value(node, inputs)
+            for hook in after_forward(node, mode) if node.hooks else ():
+                hook(values[nid])  # Axon hooks an input's value (forward and backward slots)
             continue
         if node.op == "argument":
             values[nid] = args[node.options["index"]] if args is not None else NONE
@@ -86,9 +89,13 @@ def run(
             continue
         ctx = Context(runner, node, names[nid])
         layer_params = params.get(names[nid], {}) if isinstance(params, Mapping) else {}
+        if node.hooks:
+            for value in in_values:
+                for hook in hooks_for(node, "pre_forward", mode):
+                    hook(value)
         out = spec.forward(ctx, in_values, layer_params, dict(node.options))
-        for hook, hook_mode in node.hooks:
-            if hook_mode in ("both", mode):
+        if node.hooks:
+            for hook in after_forward(node, mode):
                 hook(out)
         values[nid] = out
         if ctx.new_state:

@@ -47,8 +47,9 @@ class Node:
     name: str | None = None
     op_name: str | None = None
     subgraphs: Mapping[str, Axon] = field(default_factory=dict)
-    # Forward hooks (runtime only, never saved): (fn, mode) pairs, mode "inference"/"train"/"both".
-    hooks: tuple[tuple[Callable[[Any], Any], str], ...] = ()
+    # Hooks (runtime only, never saved): (fn, mode, on) triples in attachment order; mode
+    # "inference"/"train"/"both", on "initialize"/"pre_forward"/"forward"/"backward"/"all".
+    hooks: tuple[tuple[Callable[[Any], Any], str, str], ...] = ()
     # Set by ax.freeze: init_fn marks this layer's parameters frozen.
     frozen: bool = False
     # Traced layers (nx, custom, cond; runtime only, never saved): retrace(node, input_types)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,27 @@ def _reduce(loss: Any, reduction: str) -> Any:
 def _arr(x: Any) -> Any:
     """Traced tensors stay; anything else becomes a numpy array (lists: f32 / s32)."""
     return x if isinstance(x, Tensor) else anp.asarray(x)
+
+
+def _fmt(shape: Sequence[Any]) -> str:
+    dims = ["batch" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _elementwise(y_true: Any, y_pred: Any, loss: str) -> tuple[Any, Any]:
+    """Both as arrays; a target shaped unlike the prediction is broadcast against it as Nx
+    does (Axon does not check), with a warning naming both shapes (as PyTorch warns)."""
+    y_true, y_pred = _arr(y_true), _arr(y_pred)
+    st, sp = tuple(anp.shape(y_true)), tuple(anp.shape(y_pred))
+    if len(st) != len(sp) or any(a != b and None not in (a, b) for a, b in zip(st, sp)):
+        warnings.warn(
+            f"{loss}: the target's shape {_fmt(st)} differs from the prediction's shape "
+            f"{_fmt(sp)}; they are broadcast against each other as Axon (Nx) does, which is "
+            "likely not what you want: give a target shaped like the prediction",
+            UserWarning,
+            stacklevel=3,
+        )
+    return y_true, y_pred
 
 
 def _is_int(x: Any) -> bool:
@@ -244,7 +265,10 @@ def categorical_cross_entropy(
     """
     name = "categorical_cross_entropy"
     reduction = _check_reduction(reduction, name)
-    y_true, y_pred = _arr(y_true), _arr(y_pred)
+    if sparse:
+        y_true, y_pred = _arr(y_true), _arr(y_pred)
+    else:
+        y_true, y_pred = _elementwise(y_true, y_pred, name)
 
     if sparse:
         if anp.ndim(y_true) < 2:
@@ -301,7 +325,7 @@ def categorical_hinge(y_true: Any, y_pred: Any, *, reduction: str = "none") -> A
     l = max(0, 1 + max_c((1 - y_c) * p_c) - sum_c(y_c * p_c)).
     """
     reduction = _check_reduction(reduction, "categorical_hinge")
-    y_true, y_pred = _arr(y_true), _arr(y_pred)
+    y_true, y_pred = _elementwise(y_true, y_pred, "categorical_hinge")
     neg = anp.max(anp.multiply(anp.subtract(1, y_true), y_pred), axis=-1)
     pos = anp.sum(anp.multiply(y_true, y_pred), axis=-1)
     loss = anp.maximum(anp.add(anp.subtract(neg, pos), 1), 0)
@@ -311,7 +335,7 @@ def categorical_hinge(y_true: Any, y_pred: Any, *, reduction: str = "none") -> A
 def hinge(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
     """Hinge loss for targets in {-1, 1}: l = mean_last(max(0, 1 - y * p))."""
     reduction = _check_reduction(reduction, "hinge")
-    y_true, y_pred = _arr(y_true), _arr(y_pred)
+    y_true, y_pred = _elementwise(y_true, y_pred, "hinge")
     loss = anp.maximum(anp.subtract(1, anp.multiply(y_true, y_pred)), 0)
     return _reduce(anp.mean(loss, axis=-1), reduction)
 
@@ -322,7 +346,7 @@ def soft_margin(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
     l = sum_axis0(log(1 + exp(-y * p))).
     """
     reduction = _check_reduction(reduction, "soft_margin")
-    y_true, y_pred = _arr(y_true), _arr(y_pred)
+    y_true, y_pred = _elementwise(y_true, y_pred, "soft_margin")
     loss = anp.log1p(anp.exp(anp.multiply(anp.negative(y_true), y_pred)))
     return _reduce(anp.sum(loss, axis=0), reduction)
 
@@ -375,8 +399,8 @@ def kl_divergence(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
     With both clipped to [1e-7, 1]: l = sum_last(y * log(y / p)).
     """
     reduction = _check_reduction(reduction, "kl_divergence")
-    y = anp.clip(_arr(y_true), EPSILON, 1)
-    p = anp.clip(_arr(y_pred), EPSILON, 1)
+    y, p = _elementwise(y_true, y_pred, "kl_divergence")
+    y, p = anp.clip(y, EPSILON, 1), anp.clip(p, EPSILON, 1)
     loss = anp.sum(anp.multiply(anp.log(anp.divide(y, p)), y), axis=-1)
     return _reduce(loss, reduction)
 
@@ -388,7 +412,8 @@ def log_cosh(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
     (Axon's x + log1p(exp(-2x)) - log 2 in the form that does not overflow for x << 0).
     """
     reduction = _check_reduction(reduction, "log_cosh")
-    x = anp.abs(anp.subtract(_arr(y_pred), _arr(y_true)))
+    y, p = _elementwise(y_true, y_pred, "log_cosh")
+    x = anp.abs(anp.subtract(p, y))
     loss = anp.add(x, anp.log1p(anp.exp(anp.multiply(x, -2.0))))
     return _reduce(anp.mean(anp.subtract(loss, math.log(2.0)), axis=-1), reduction)
 
@@ -396,14 +421,16 @@ def log_cosh(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
 def mean_absolute_error(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
     """Mean absolute error over the last axis: l = mean_last(|y - p|)."""
     reduction = _check_reduction(reduction, "mean_absolute_error")
-    loss = anp.abs(anp.subtract(_arr(y_true), _arr(y_pred)))
+    y, p = _elementwise(y_true, y_pred, "mean_absolute_error")
+    loss = anp.abs(anp.subtract(y, p))
     return _reduce(anp.mean(loss, axis=-1), reduction)
 
 
 def mean_squared_error(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
     """Mean squared error over the last axis: l = mean_last((y - p)^2)."""
     reduction = _check_reduction(reduction, "mean_squared_error")
-    loss = anp.square(anp.subtract(_arr(y_true), _arr(y_pred)))
+    y, p = _elementwise(y_true, y_pred, "mean_squared_error")
+    loss = anp.square(anp.subtract(y, p))
     return _reduce(anp.mean(loss, axis=-1), reduction)
 
 
@@ -413,7 +440,7 @@ def poisson(y_true: Any, y_pred: Any, *, reduction: str = "none") -> Any:
     l = mean_last(p - y * log(p + 1e-7)).
     """
     reduction = _check_reduction(reduction, "poisson")
-    y, p = _arr(y_true), _arr(y_pred)
+    y, p = _elementwise(y_true, y_pred, "poisson")
     loss = anp.subtract(p, anp.multiply(y, anp.log(anp.add(p, EPSILON))))
     return _reduce(anp.mean(loss, axis=-1), reduction)
 
@@ -425,7 +452,8 @@ def huber(y_true: Any, y_pred: Any, *, delta: float = 1.0, reduction: str = "non
     """
     reduction = _check_reduction(reduction, "huber")
     delta = float(delta)
-    a = anp.abs(anp.subtract(_arr(y_pred), _arr(y_true)))
+    y, p = _elementwise(y_true, y_pred, "huber")
+    a = anp.abs(anp.subtract(p, y))
     quadratic = anp.multiply(anp.square(a), 0.5)
     linear = anp.subtract(anp.multiply(a, delta), 0.5 * delta * delta)
     return _reduce(anp.where(anp.less_equal(a, delta), quadratic, linear), reduction)
@@ -577,7 +605,8 @@ def build_loss_fn(loss: Any) -> Loss:
     """A `loss(y_true, y_pred)` from what Axon's trainer accepts (Axon.Loop's build_loss_fn).
 
     A name gives that loss with reduction "mean"; a callable is used as is; a list of
-    (loss, weight) pairs gives the weighted multi-output loss of `combine`.
+    (loss, weight) pairs (or a dict of them keyed like a dict output) gives the weighted
+    multi-output loss of `combine`.
     """
     if isinstance(loss, str):
         fn = get(loss)
@@ -589,7 +618,7 @@ def build_loss_fn(loss: Any) -> Loss:
         return named
     if callable(loss):
         return loss
-    if isinstance(loss, (list, tuple)) and loss:
+    if isinstance(loss, (list, tuple, Mapping)) and loss:
         return combine(loss)
     raise OptionError(
         f"invalid loss {loss!r}: expected a loss name (one of {', '.join(names())}), a "
@@ -597,36 +626,60 @@ def build_loss_fn(loss: Any) -> Loss:
     )
 
 
-def combine(losses: Sequence[tuple[Any, float]]) -> Loss:
-    """Weighted sum of per-output losses for a model with a tuple/list of outputs.
+def _pair(entry: Any, where: str) -> tuple[Loss, float]:
+    if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+        raise OptionError(f"combine: {where} must be a (loss, weight) pair, got {entry!r}")
+    fn, weight = entry
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise OptionError(f"combine: the weight of {where} must be a number, got {weight!r}")
+    if isinstance(fn, (list, tuple, Mapping)):
+        raise OptionError(f"combine: {where} must be a single loss, not a container")
+    return build_loss_fn(fn), float(weight)
 
-    `losses[i] = (loss_i, weight_i)` applies to output i: the result is
-    sum_i weight_i * loss_i(y_true[i], y_pred[i]); a loss given by name uses
-    reduction "mean" (as Axon's trainer does).
+
+def _elements(value: Any, keys: Sequence[Any], what: str) -> list[Any]:
+    """The elements of a target or prediction container that the loss pairs use."""
+    if isinstance(keys[0], str):
+        if not isinstance(value, Mapping) or any(k not in value for k in keys):
+            got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise ShapeError(
+                f"combined loss: {what} must be a dict with the keys {list(keys)}, got {got}"
+            )
+        return [value[k] for k in keys]
+    if not isinstance(value, (tuple, list)) or len(value) < len(keys):
+        got = type(value).__name__ + (
+            f" of {len(value)}" if isinstance(value, (tuple, list)) else ""
+        )
+        raise ShapeError(
+            f"combined loss: {what} must be a tuple/list of at least {len(keys)} outputs (one "
+            f"per (loss, weight) pair), got {got}"
+        )
+    return [value[k] for k in keys]
+
+
+def combine(losses: Sequence[tuple[Any, float]] | Mapping[str, tuple[Any, float]]) -> Loss:
+    """Weighted sum of per-output losses for a model with several outputs (Axon's loss list).
+
+    `losses[i] = (loss_i, weight_i)` applies to output i and target i, by position as
+    Axon pairs them (`elem(y_true, i)`, `elem(y_pred, i)`; outputs past the list are not
+    part of the loss): sum_i weight_i * loss_i(y_true[i], y_pred[i]). A loss given by name
+    uses reduction "mean" (as Axon's trainer does). A dict {key: (loss, weight)} pairs by
+    key with a dict output and target instead.
     """
-    if not isinstance(losses, (list, tuple)) or not losses:
+    if not isinstance(losses, (list, tuple, Mapping)) or not losses:
         raise OptionError("combine: expected a non-empty list of (loss, weight) pairs")
-    pairs = []
-    for i, entry in enumerate(losses):
-        if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
-            raise OptionError(f"combine: entry {i} must be a (loss, weight) pair, got {entry!r}")
-        fn, weight = entry
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise OptionError(f"combine: the weight of entry {i} must be a number, got {weight!r}")
-        if isinstance(fn, (list, tuple)):
-            raise OptionError(f"combine: entry {i} must be a single loss, not a list")
-        pairs.append((build_loss_fn(fn), float(weight)))
+    if isinstance(losses, Mapping):
+        keys: list[Any] = [str(k) for k in losses]
+        pairs = [_pair(v, f"entry {k!r}") for k, v in losses.items()]
+    else:
+        keys = list(range(len(losses)))
+        pairs = [_pair(v, f"entry {i}") for i, v in enumerate(losses)]
 
-    def combined(y_true: Sequence[Any], y_pred: Sequence[Any]) -> Any:
-        for what, value in (("y_true", y_true), ("y_pred", y_pred)):
-            if not isinstance(value, (tuple, list)) or len(value) != len(pairs):
-                raise ShapeError(
-                    f"combined loss: {what} must be a tuple/list of {len(pairs)} outputs, "
-                    f"got {type(value).__name__}"
-                    + (f" of {len(value)}" if isinstance(value, (tuple, list)) else "")
-                )
+    def combined(y_true: Any, y_pred: Any) -> Any:
+        trues = _elements(y_true, keys, "y_true")
+        preds = _elements(y_pred, keys, "y_pred")
         total: Any = None
-        for (fn, weight), yt, yp in zip(pairs, y_true, y_pred):
+        for (fn, weight), yt, yp in zip(pairs, trues, preds):
             term = anp.multiply(fn(yt, yp), weight)
             total = term if total is None else anp.add(total, term)
         return total

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import GraphError, OptionError
+from .hooks import HOOK_EVENTS
 from .ir import Axon, Node, assign_names, topo_order, tree_map
 from .parameters import collect_specs
 from .registry import ParamSpec, get_op
@@ -112,15 +113,23 @@ def freeze(model: Axon, fn: Callable[[Node], bool] = lambda node: True) -> Axon:
 def attach_hook(
     model: Axon, fn: Callable[[Any], Any], *, on: str = "forward", mode: str = "both"
 ) -> Axon:
-    """Call `fn(output)` whenever the output layer runs forward in `mode` (hooks run in order)."""
-    if on != "forward":
-        raise OptionError(
-            f"attach_hook: on must be 'forward' (backward hooks come with training), got {on!r}"
-        )
+    """Call `fn` on the output layer's values at event `on` in `mode` (Axon.attach_hook).
+
+    `on`: "initialize" (the layer's freshly initialised parameters, a dict, in any mode),
+    "pre_forward" (each of the layer's inputs), "forward" (its output), "backward" (the
+    gradient of the loss w.r.t. its output, when a train step or gradient is computed)
+    or "all" (as Axon 0.8.1 has it: initialize, pre_forward, and forward twice; see
+    spec/training.md). Hooks run in the order attached. Hooks are Python code, so a model
+    with hooks predicts and trains on the reference interpreter.
+    """
+    if on not in HOOK_EVENTS:
+        raise OptionError(f"attach_hook: on must be one of {', '.join(HOOK_EVENTS)}, got {on!r}")
     if mode not in ("both", "inference", "train"):
         raise OptionError(f"attach_hook: mode must be 'both', 'inference' or 'train', got {mode!r}")
+    if not callable(fn):
+        raise OptionError(f"attach_hook: the hook must be a function of one value, got {fn!r}")
     node = model.node
-    return _replace_node(model, node.replace(hooks=(*node.hooks, (fn, mode))))
+    return _replace_node(model, node.replace(hooks=(*node.hooks, (fn, mode, on))))
 
 
 def trace_forward(model: Axon, template: Any, *, mode: str = "inference") -> list[dict[str, Any]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pytest
 
@@ -406,3 +409,33 @@ class TestScopes:
         outer = state.data["dense_0"]
         want = (data @ inner["kernel"] + inner["bias"]) @ outer["kernel"] + outer["bias"]
         np.testing.assert_allclose(predict(state, data), want, atol=1e-6)
+
+
+# ---- build(debug=True) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compiler", ["onnxruntime", "reference"])
+def test_debug_logs_traversal_init_predict_and_each_compilation(caplog, compiler):
+    model = ax.input("x", (None, 3)).dense(2).relu()
+    with caplog.at_level(logging.DEBUG, logger="axonc"):
+        init_fn, predict_fn = ax.build(model, compiler=compiler, debug=True)
+        state = init_fn(ax.template((1, 3)))
+        predict_fn(state, np.ones((2, 3), np.float32))
+        predict_fn(state, np.ones((4, 3), np.float32))  # same signature: no new session
+    messages = [r.getMessage() for r in caplog.records if r.name == "axonc"]
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "axonc")
+    assert re.fullmatch(r"axonc finished graph traversal \(3 layers\) in \d+\.\dms", messages[0])
+    assert re.fullmatch(r"axonc finished init \(2 tensors\) in \d+\.\dms", messages[1])
+    predicts = [m for m in messages if m.startswith("axonc finished predict")]
+    compiles = [m for m in messages if "compiled a new onnxruntime session" in m]
+    assert len(predicts) == 2
+    assert len(compiles) == (1 if compiler == "onnxruntime" else 0)
+    if compiles:
+        assert "x: float32[2, 3]" in compiles[0]
+
+
+def test_without_debug_build_logs_nothing(caplog):
+    with caplog.at_level(logging.DEBUG, logger="axonc"):
+        init_fn, predict_fn = ax.build(ax.input("x", (None, 3)).dense(2))
+        predict_fn(init_fn(ax.template((1, 3))), np.ones((2, 3), np.float32))
+    assert not [r for r in caplog.records if r.name == "axonc"]

@@ -664,7 +664,7 @@ def test_combine_errors():
     with pytest.raises(OptionError, match="unknown loss"):
         L.combine([("nope", 1.0)])
     fn = L.combine([("hinge", 1.0), ("mean_squared_error", 1.0)])
-    with pytest.raises(ShapeError, match="tuple/list of 2 outputs"):
+    with pytest.raises(ShapeError, match="tuple/list of at least 2 outputs"):
         fn((A,), (B,))
 
 

@@ -223,8 +223,8 @@ class TestHooks:
         y = _x().relu()
         with pytest.raises(OptionError, match="mode must be 'both', 'inference' or 'train'"):
             ax.attach_hook(y, print, mode="eval")
-        with pytest.raises(OptionError, match="on must be 'forward'"):
-            ax.attach_hook(y, print, on="backward")
+        with pytest.raises(OptionError, match="on must be one of initialize, pre_forward"):
+            ax.attach_hook(y, print, on="after")
 
 
 def test_trace_init_lists_what_init_creates():

@@ -54,11 +54,24 @@ def supervised_message(state: State, with_epoch: bool = True) -> str:
     return f"{head}Batch: {state.iteration}, {format_metrics(state.metrics)}\n"
 
 
-def log_handler(message_fn: Callable[[State], str], device: TextIO | None) -> Handler:
-    """Writes message_fn(state) to `device` (stdout at the time of writing by default)."""
+def log_device(device: Any) -> TextIO | str | None:
+    """Axon's IO device: None / "stdio" (stdout), "stderr", or a file object."""
+    if device is None or device == "stdio":
+        return None
+    if device == "stderr" or hasattr(device, "write"):
+        return device
+    raise OptionError(
+        f"log: device must be 'stdio', 'stderr' or an open file (anything with write), "
+        f"got {device!r}"
+    )
+
+
+def log_handler(message_fn: Callable[[State], str], device: TextIO | str | None) -> Handler:
+    """Writes message_fn(state) to `device`: stdout or stderr as they are at the time of
+    writing (None / "stderr"), or a file object."""
 
     def log(state: State) -> tuple[str, State]:
-        out = device if device is not None else sys.stdout
+        out = sys.stdout if device is None else sys.stderr if isinstance(device, str) else device
         out.write(message_fn(state))
         out.flush()
         return "continue", state

@@ -19,6 +19,7 @@ y_true / y_pred with `ax.metrics`. spec/loop.md lists where axonc departs from A
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -32,10 +33,11 @@ from .. import losses as _losses
 from .. import metrics as _metrics
 from ..build import _feeds, build, input_nodes
 from ..errors import InputError, OptionError
-from ..ir import Axon
+from ..ir import Axon, tree_map
 from ..optimizers import Optimizer
 from ..optimizers import get as get_optimizer
 from ..train import TrainState, compile_step
+from ..train.step import target_tree
 from . import handlers as _h
 from .progress import ProgressBar
 from .state import EVENTS, STATUSES, State, deserialize_state, serialize_state
@@ -73,12 +75,14 @@ _PREDICATES: dict[str, Callable[[int, int], bool]] = {
 
 
 def make_filter(spec: Any) -> Filter:
-    """A filter from "always", "once" / "first", {"every": N, ...} (all must hold) or a
-    predicate on the loop state."""
+    """A filter from "always", "once" / "first", {"every": N, ...} (all must hold; also as
+    Axon's keyword list [("every", N), ...]) or a predicate on the loop state."""
     if spec is None or spec == "always":
         return lambda state, event: True
     if spec in ("once", "first"):
         return lambda state, event: _count(state, event, "total") == 1
+    if _is_pairs(spec):  # Axon's keyword list [every: 2] written as [("every", 2)]
+        spec = dict(spec)
     if isinstance(spec, Mapping) and spec:
         checks = []
         for name, value in spec.items():
@@ -90,10 +94,45 @@ def make_filter(spec: Any) -> Filter:
             checks.append((_PREDICATES[name], key, n))
         return lambda state, event: all(p(_count(state, event, k), n) for p, k, n in checks)
     if callable(spec):
+        if _arity(spec) >= 2:  # Axon's filter functions take (state, event)
+            return lambda state, event: bool(spec(state, event))
         return lambda state, event: bool(spec(state))
     raise OptionError(
         f"invalid filter {spec!r}: expected 'always', 'once', a dict such as {{'every': N}} "
         "or {'only': N}, or a function state -> bool"
+    )
+
+
+def _is_pairs(spec: Any) -> bool:
+    return (
+        isinstance(spec, list)
+        and bool(spec)
+        and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in spec)
+    )
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return 2 if any(p.kind == p.VAR_POSITIONAL for p in params) else len(positional)
+
+
+def with_keywords(filter: Any, keywords: Mapping[str, Any]) -> Any:
+    """`filter` with the keyword filters (every=, only=, once=, before=, after=) added:
+    handle_event(..., every=2) is the filter {"every": 2}, as Axon's keyword list."""
+    given = {k: v for k, v in keywords.items() if v is not None}
+    if not given:
+        return filter
+    if filter is None or filter == "always":
+        return given
+    if isinstance(filter, Mapping) or _is_pairs(filter):
+        return {**dict(filter), **given}
+    raise OptionError(
+        f"give the filter either as filter={filter!r} or as keywords "
+        f"({', '.join(f'{k}={v!r}' for k, v in given.items())}), not both"
     )
 
 
@@ -299,9 +338,14 @@ def _check_inputs(model: Axon, x: Any) -> dict[str, np.ndarray]:
     return _feeds(model, x)
 
 
-def _target(y: Any) -> np.ndarray:
-    arr = np.asarray(y)
-    return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+def _target(y: Any) -> Any:
+    """The batch's target in its structure (a tuple / list / dict of targets stays one),
+    float64 leaves as float32."""
+
+    def leaf(arr: np.ndarray) -> np.ndarray:
+        return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+
+    return tree_map(leaf, target_tree(y))
 
 
 def _optimizer(optimizer: Any) -> Optimizer:
@@ -455,6 +499,8 @@ class Loop:
     requires: tuple[_Requirement, ...] = ()
     history_path: Path | None = None
     attached: int = 0  # how many handlers / metrics were attached (their order)
+    # trainer / evaluator: (init_fn, step_fn) for another compiler, for run(compiler=)
+    rebuild: Callable[[str], tuple[Callable[..., Any], Callable[..., Any]]] | None = None
 
     # ---- factories ---------------------------------------------------------------------
 
@@ -496,8 +542,15 @@ class Loop:
         if not isinstance(log, int) or isinstance(log, bool) or log < 0:
             raise OptionError(f"log must be a non-negative integer (0: silent), got {log!r}")
         loss_fn = _losses.build_loss_fn(loss)
-        init_fn, step_fn = train_step(model, loss, optimizer, seed=seed, compiler=compiler)
-        loop = cls(step_fn, init_fn, _model_state)
+        compiler = compiler_name(compiler)
+
+        def steps(compiler: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+            return train_step(model, loss, optimizer, seed=seed, compiler=compiler)
+
+        init_fn, step_fn = steps(compiler)
+        loop = cls(
+            step_fn, init_fn, _model_state, rebuild=_cached(steps, compiler, (init_fn, step_fn))
+        )
         loop = loop._add_metric(
             _Metric(
                 "loss",
@@ -518,8 +571,15 @@ class Loop:
     def evaluator(cls, model: Axon, *, log: int = 0, compiler: str = "onnxruntime") -> Loop:
         """A supervised evaluation loop (Axon.Loop.evaluator): run(data, model_state)
         returns {epoch: {metric: value}}, i.e. `{0: {...}}` for one pass."""
-        init_fn, step_fn = eval_step(model, compiler=compiler)
-        loop = cls(step_fn, init_fn, _final_metrics)
+        compiler = compiler_name(compiler)
+
+        def steps(compiler: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+            return eval_step(model, compiler=compiler)
+
+        init_fn, step_fn = steps(compiler)
+        loop = cls(
+            step_fn, init_fn, _final_metrics, rebuild=_cached(steps, compiler, (init_fn, step_fn))
+        )
         if log > 0:
             loop = loop._attach(
                 ("iteration_completed",),
@@ -584,14 +644,31 @@ class Loop:
             raise OptionError(f"a metric name must be a string, got {name!r}")
         return self._add_metric(_build_metric(name, metric, accumulate, transform_or_fields))
 
-    def handle(self, event: Any, handler: Handler, filter: Any = "always") -> Loop:
+    def handle(
+        self,
+        event: Any,
+        handler: Handler,
+        filter: Any = "always",
+        *,
+        every: Any = None,
+        only: Any = None,
+        once: Any = None,
+        before: Any = None,
+        after: Any = None,
+    ) -> Loop:
         """Run handler(state) -> (status, state) on `event` (a name, a list, or "all") when
-        `filter` allows; handlers on one event run in the order they were attached."""
+        `filter` allows; handlers on one event run in the order they were attached.
+
+        The filter's predicates may also be given as keywords, as Axon's keyword list:
+        `handle_event("iteration_completed", fn, every=2)` is `filter={"every": 2}`; each
+        takes N or ("epoch" | "total", N), and all given must hold.
+        """
         if not callable(handler):
             raise OptionError(
                 f"handler must be a function state -> (status, state), got {handler!r}"
             )
-        return self._attach(_events(event), handler, filter)
+        keywords = {"every": every, "only": only, "once": once, "before": before, "after": after}
+        return self._attach(_events(event), handler, with_keywords(filter, keywords))
 
     handle_event = handle
 
@@ -604,12 +681,17 @@ class Loop:
         every: int | None = None,
         device: Any = None,
     ) -> Loop:
-        """Write message_fn(state) (default: epoch, batch and metrics) to `device`
-        (default stdout) on `event`; `every=N` is the filter {"every": N}."""
-        if every is not None:
-            filter = {"every": every}
+        """Write message_fn(state) (default: epoch, batch and metrics) to `device` on
+        `event`; `every=N` is the filter {"every": N}.
+
+        `device`, as Axon's IO device: "stdio" (the default: standard output), "stderr",
+        or an open text file (anything with `write`).
+        """
+        out = _h.log_device(device)
         return self._attach(
-            _events(event), _h.log_handler(message_fn or _h.supervised_message, device), filter
+            _events(event),
+            _h.log_handler(message_fn or _h.supervised_message, out),
+            with_keywords(filter, {"every": every}),
         )
 
     def validate(
@@ -819,6 +901,7 @@ class Loop:
         epochs: int = 1,
         iterations: int = -1,
         progress: bool | None = None,
+        compiler: str | None = None,
     ) -> Any:
         """Run the loop over `data` for `epochs` epochs (Axon.Loop.run).
 
@@ -826,9 +909,19 @@ class Loop:
         function epoch -> batches. `init_state`: what init_fn starts from (the trainer: an
         initial ModelState or dict of known parameters; the evaluator: the model state).
         `iterations`: at most this many batches per epoch (-1: all). `progress`: the
-        progress bar, on by default when stderr is a terminal. Returns
-        output_transform(final state).
+        progress bar, on by default when stderr is a terminal. `compiler`: what runs a
+        trainer's or evaluator's step this run (Axon's `compiler:` jit option; see
+        `compiler_name`): "onnxruntime" or "reference"; a Loop.loop step is plain Python,
+        which no compiler changes. Returns output_transform(final state).
         """
+        if compiler is not None and self.rebuild is not None:
+            init_fn, step_fn = self.rebuild(compiler_name(compiler))
+            loop = dataclasses.replace(self, init_fn=init_fn, step_fn=step_fn, rebuild=None)
+            return loop.run(
+                data, init_state, epochs=epochs, iterations=iterations, progress=progress
+            )
+        if compiler is not None:
+            compiler_name(compiler)  # checked; a Loop.loop step has nothing to compile
         for name, value in (("epochs", epochs), ("iterations", iterations)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise OptionError(f"{name} must be an integer, got {value!r}")
@@ -923,6 +1016,45 @@ class Loop:
             if state.max_iteration > 0 and state.iteration >= state.max_iteration:
                 break
         return "continue", state, steps
+
+
+# Axon's `compiler:` option names an Nx compiler; axonc's counterparts: a compiled graph
+# (EXLA's place) on onnxruntime, or the numpy interpreter (Nx.Defn.Evaluator's place).
+_COMPILER_ALIASES = {
+    "onnxruntime": "onnxruntime",
+    "reference": "reference",
+    "EXLA": "onnxruntime",
+    "exla": "onnxruntime",
+    "Nx.Defn.Evaluator": "reference",
+    "evaluator": "reference",
+}
+
+
+def compiler_name(compiler: Any) -> str:
+    """axonc's compiler for Axon's `compiler:` option ("EXLA" -> "onnxruntime", ...)."""
+    if compiler not in _COMPILER_ALIASES:
+        raise OptionError(
+            f"compiler must be 'onnxruntime' or 'reference' (Axon's EXLA / Nx.Defn.Evaluator "
+            f"are accepted as aliases of them), got {compiler!r}"
+        )
+    return _COMPILER_ALIASES[compiler]
+
+
+def _cached(
+    steps: Callable[[str], tuple[Callable[..., Any], Callable[..., Any]]],
+    compiler: str,
+    built: tuple[Callable[..., Any], Callable[..., Any]],
+) -> Callable[[str], tuple[Callable[..., Any], Callable[..., Any]]]:
+    """`steps` memoised per compiler (starting with the one `built`), so runs with one
+    compiler share its compiled step."""
+    cache: dict[str, Any] = {compiler: built}
+
+    def rebuild(compiler: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        if compiler not in cache:
+            cache[compiler] = steps(compiler)
+        return cache[compiler]
+
+    return rebuild
 
 
 def _resume_point(state: State) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from ..registry import Case, Op, Option, check_int, get_op, layer_api, register
 from ..shape_inference import NONE, declared_type, infer_types, make_node, output_types
 from ..tracing import Tensor, flatten_types, trace, trace_now, traced_types
 from .primitives import truthy, where
-from .special import container, elem
+from .special import container, elem, unpack
 
 _block_ids = itertools.count()
 
@@ -409,10 +409,11 @@ def bidirectional(
     Both directions share one parameter set (a block). The backward results are reversed
     back along `axis` (every leaf, as Axon does) and merged leaf by leaf with `merge_fun`,
     a function of two tensors such as `lambda f, b: anp.concatenate([f, b], axis=-1)`.
-    A container result comes back as a tuple/list/dict of graphs, like `lstm`.
+    As in Axon, the result is ONE graph whose output is the merged result, so `ax.build`
+    takes it; when that is a container (an LSTM's `(seq, (c, h))`), the graph also
+    unpacks and indexes like it: `seq, (c, h) = ax.bidirectional(...)`, `out[0]`.
     """
     from .custom import nx
-    from .special import unpack
 
     def reverse(t: Any) -> Any:
         index = [slice(None)] * t.ndim
@@ -427,7 +428,37 @@ def bidirectional(
         lambda pair: _tree_zip(merge_fun, pair[0], pair[1]),
     )
     out_type = declared_type(merged, merged.output)
-    return merged if isinstance(out_type, TensorType) else unpack(merged, out_type)
+    return merged if isinstance(out_type, TensorType) else ContainerGraph(merged, out_type)
+
+
+class ContainerGraph(Axon):
+    """A graph whose one output node yields a container (Axon's container-valued layers).
+
+    It is an ordinary graph (build, train, save, display it), and it also unpacks,
+    indexes and measures like the container of single-output graphs, so code that
+    unpacked a tuple of graphs keeps working.
+    """
+
+    __slots__ = ("_parts", "_structure")
+
+    def __init__(self, graph: Axon, structure: Any):
+        super().__init__(graph.output, graph.nodes)
+        self._structure = structure
+        self._parts: Any = None
+
+    def _unpacked(self) -> Any:
+        if self._parts is None:
+            self._parts = unpack(Axon(self.output, self.nodes), self._structure)
+        return self._parts
+
+    def __iter__(self) -> Any:
+        return iter(self._unpacked())
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._unpacked()[key]
+
+    def __len__(self) -> int:
+        return len(self._structure)
 
 
 def _tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:

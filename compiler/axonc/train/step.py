@@ -21,12 +21,13 @@ from ..autodiff import gradients, tensor_of
 from ..build import _feeds, check_fit, init, resolve
 from ..dtypes import TensorType, dtype_name, type_of
 from ..errors import InputError, OptionError, StateError
+from ..hooks import runs_hooks
 from ..interpreter import run
-from ..ir import Axon, assign_names, tree_map
+from ..ir import Axon, assign_names, tree_leaves, tree_map
 from ..model_state import ModelState
 from ..ops.special import container, parameter
 from ..ops.special import input as input_layer
-from ..shape_inference import infer_types
+from ..shape_inference import infer_types, input_nodes
 from ..tracing import Tensor, _traces
 
 OPTIMIZER_KEY = "__optimizer__"
@@ -34,6 +35,9 @@ LR_SCALE = "__learning_rate_scale__"
 TARGET = "target"
 # Losses whose target is not shaped like the model output (CTC takes label sequences).
 _OTHER_TARGET_SHAPES = {"connectionist_temporal_classification"}
+# Losses that require the target's shape to be the output's (Axon asserts it); the others
+# broadcast a differently shaped target as Nx does, with a warning (see ax.losses).
+_SAME_SHAPE = {"binary_cross_entropy"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,45 @@ def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
     return out
 
 
+def _numbers(x: Any) -> bool:
+    """Whether `x` is a number or nested Python lists/tuples of numbers (one array's data)."""
+    if isinstance(x, (tuple, list)):
+        return all(_numbers(v) for v in x)
+    return isinstance(x, (int, float, complex, np.generic))
+
+
+def target_tree(y: Any) -> Any:
+    """The target as arrays in its own structure: a tuple, list or dict of targets stays one
+    (a list of plain numbers, nested or not, is one array's data)."""
+    if isinstance(y, (tuple, list)) and not _numbers(y):
+        return type(y)(target_tree(v) for v in y)
+    if isinstance(y, Mapping):
+        return {str(k): target_tree(v) for k, v in y.items()}
+    arr = np.asarray(y)
+    if arr.dtype == object:
+        raise InputError(f"target: expected an array or a tuple/list/dict of arrays, got {y!r}")
+    return arr
+
+
+def _target_names(tree: Any, path: tuple[str, ...] = ()) -> Any:
+    """The step input names of a target tree's leaves: `target`, or `target/0`, `target/a`..."""
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_target_names(v, (*path, str(i))) for i, v in enumerate(tree))
+    if isinstance(tree, Mapping):
+        return {k: _target_names(v, (*path, k)) for k, v in tree.items()}
+    return "/".join((TARGET, *path))
+
+
+def _target_feeds(tree: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """(names tree, {name: array}) of a target tree."""
+    names = _target_names(tree)
+    return names, dict(zip(tree_leaves(names), tree_leaves(tree), strict=True))
+
+
+def _broadcastable(a: tuple, b: tuple) -> bool:
+    return all(x == y or 1 in (x, y) or None in (x, y) for x, y in zip(a[::-1], b[::-1]))
+
+
 def _pin_names(model: Axon) -> Axon:
     """The model with its generated layer names made explicit (so loss nodes cannot shift them)."""
     names = assign_names(model)
@@ -137,14 +180,10 @@ def _pin_names(model: Axon) -> Axon:
 
 
 def _resolve_loss(loss: Any) -> Callable[[Any, Any], Any]:
+    """Axon's build_loss_fn: a name (reduction "mean"), a function, or (loss, weight) pairs."""
     from .. import losses
 
-    if callable(loss):
-        return loss
-    if isinstance(loss, str):
-        fn = losses.get(loss)
-        return lambda y_true, y_pred: fn(y_true, y_pred, reduction="mean")
-    raise OptionError(f"loss must be a loss name or a function (y_true, y_pred), got {loss!r}")
+    return losses.build_loss_fn(loss)
 
 
 def _fmt_shape(shape: tuple) -> str:
@@ -174,6 +213,8 @@ class TrainStep:
         self._graphs: dict[tuple, Axon] = {}
         self._output_types: dict[tuple, Any] = {}
         self._compiled_models: dict[int, Any] = {}
+        self._unused: dict[int, list[str]] = {}
+        self._hooked: dict[int, bool] = {}
 
     # ---- state ---------------------------------------------------------------
 
@@ -193,61 +234,97 @@ class TrainStep:
 
     # ---- the step graph --------------------------------------------------------
 
-    def graph(self, train_state: TrainState, feeds: Mapping[str, np.ndarray]) -> Axon:
-        """The step as an IR graph for inputs shaped like `feeds` (built once per signature)."""
-        self._check_target(feeds)
-        key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items()))
-        inputs = {k: v for k, v in feeds.items() if k != TARGET}
-        model = self._resolved(feeds)
+    def graph(
+        self, train_state: TrainState, feeds: Mapping[str, np.ndarray], targets: Any = TARGET
+    ) -> Axon:
+        """The step as an IR graph for inputs shaped like `feeds` (built once per signature).
+
+        `targets` is the target's structure with each leaf's feed name (`target` for one
+        array; `("target/0", "target/1")` for a tuple of two, ...).
+        """
+        self._check_target(feeds, targets)
+        key = (
+            tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items())),
+            repr(targets),
+        )
+        names = set(tree_leaves(targets))
+        inputs = {k: v for k, v in feeds.items() if k not in names}
+        model = self._resolved(inputs)
         check_fit(self.model, model, train_state.model_state.data, inputs, "train")
         if key not in self._graphs:
-            self._graphs[key] = self._build(model, train_state, feeds)
+            graph = self._build(model, train_state, feeds, targets)
+            used = set(input_nodes(graph))
+            self._unused[id(graph)] = [n for n in tree_leaves(targets) if n not in used]
+            self._graphs[key] = graph
         return self._graphs[key]
 
-    def _resolved(self, feeds: Mapping[str, np.ndarray]) -> Axon:
+    def _resolved(self, inputs: Mapping[str, np.ndarray]) -> Axon:
         """The model resolved for the batch's input types (cached per signature)."""
-        return resolve(self.model, {k: type_of(v) for k, v in feeds.items() if k != TARGET})
+        return resolve(self.model, {k: type_of(v) for k, v in inputs.items()})
 
-    def _check_target(self, feeds: Mapping[str, np.ndarray]) -> None:
-        """The target must match the model output: its batch, and its shape for a named loss."""
-        inputs = {k: v for k, v in feeds.items() if k != TARGET}
+    def _feeds_of(self, graph: Axon, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`feeds` less the target leaves the loss does not read (outputs past a loss list)."""
+        for name in self._unused.get(id(graph), ()):
+            feeds.pop(name, None)
+        return feeds
+
+    def _output_type(self, inputs: Mapping[str, np.ndarray]) -> Any:
         key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         if key not in self._output_types:
-            model = self._resolved(feeds)
+            model = self._resolved(inputs)
             self._output_types[key] = infer_types(model)[model.output]
-        out = self._output_types[key]
-        if not isinstance(out, TensorType):
-            return  # a multi-output model: the loss function pairs targets with outputs
-        target = feeds[TARGET]
-        layer = self.model.nodes[self.model.output].name
+        return self._output_types[key]
+
+    def _check_target(self, feeds: Mapping[str, np.ndarray], targets: Any = TARGET) -> None:
+        """Every target leaf must have the inputs' batch; a named loss's single target must
+        have the output's shape or one that broadcasts against it (as Nx would)."""
+        names = set(tree_leaves(targets))
+        inputs = {k: v for k, v in feeds.items() if k not in names}
         batches = {k: v.shape[0] for k, v in inputs.items() if v.ndim}
-        if target.ndim == 0:
-            raise InputError("target: expected a batch of targets, got a scalar")
         name, batch = next(iter(batches.items()), (None, None))
-        if batch is not None and target.shape[0] != batch:
-            raise InputError(
-                f"target: expected a batch of {batch} (the batch of input {name!r}), "
-                f"got a target of shape {target.shape}"
-            )
+        for leaf in tree_leaves(targets):
+            target = feeds[leaf]
+            if target.ndim == 0:
+                raise InputError(f"{leaf}: expected a batch of targets, got a scalar")
+            if batch is not None and target.shape[0] != batch:
+                raise InputError(
+                    f"{leaf}: expected a batch of {batch} (the batch of input {name!r}), "
+                    f"got a target of shape {target.shape}"
+                )
+        out = self._output_type(inputs)
+        if not isinstance(out, TensorType) or not isinstance(targets, str):
+            return  # a container output or target: the loss pairs targets with outputs
         if self.loss_name in _OTHER_TARGET_SHAPES or self.loss_name is None:
             return
+        target = feeds[targets]
         expected = (target.shape[0], *out.shape[1:])
-        if target.shape != expected:
-            raise InputError(
-                f"target: loss {self.loss_name!r} needs a target shaped like the model "
-                f"output (layer {layer!r}, shape {_fmt_shape(out.shape)}): expected "
-                f"{expected}, got {target.shape}"
-            )
+        same = target.shape == expected
+        if same or (self.loss_name not in _SAME_SHAPE and _broadcastable(target.shape, expected)):
+            return
+        layer = self.model.nodes[self.model.output].name
+        raise InputError(
+            f"target: loss {self.loss_name!r} needs a target shaped like the model "
+            f"output (layer {layer!r}, shape {_fmt_shape(out.shape)}): expected "
+            f"{expected}, got {target.shape}"
+        )
 
-    def _build(self, model: Axon, train_state: TrainState, feeds: Mapping[str, np.ndarray]) -> Axon:
+    def _build(
+        self,
+        model: Axon,
+        train_state: TrainState,
+        feeds: Mapping[str, np.ndarray],
+        targets: Any = TARGET,
+    ) -> Axon:
         state = train_state.model_state
         trace = next(_traces)
         y_pred = tensor_of(model, trace)
-        target = feeds[TARGET]
-        y_true = Tensor(
-            input_layer(TARGET, shape=(None, *target.shape[1:]), dtype=dtype_name(target.dtype)),
-            trace,
-        )
+
+        def target_input(name: str) -> Tensor:
+            t = feeds[name]
+            node = input_layer(name, shape=(None, *t.shape[1:]), dtype=dtype_name(t.dtype))
+            return Tensor(node, trace)
+
+        y_true = tree_map(target_input, targets)
         loss = self.loss(y_true, y_pred)
         if not isinstance(loss, Tensor) or loss.shape != ():
             raise OptionError(
@@ -289,7 +366,10 @@ class TrainStep:
             "params": new_params,
             "optimizer": new_opt,
         }
-        return container(tree_map(lambda t: Axon(t.graph.output, t.graph.nodes), out))
+        # named, so a generated name cannot clash with a container of the model (pinned)
+        return container(
+            tree_map(lambda t: Axon(t.graph.output, t.graph.nodes), out), name="__step__"
+        )
 
     @staticmethod
     def _parameter(path: tuple[str, ...], data: Mapping[str, Any], trace: int) -> Tensor:
@@ -309,12 +389,17 @@ class TrainStep:
     def __call__(
         self, train_state: TrainState, x: Any, y: Any
     ) -> tuple[TrainState, dict[str, np.ndarray]]:
-        """One step on a batch: returns the new train state and {"loss", "y_pred"}."""
+        """One step on a batch: returns the new train state and {"loss", "y_pred"}.
+
+        `y` is an array, or a tuple / list / dict of arrays that reaches the loss as such.
+        """
         feeds = _feeds(self.model, x)
-        feeds[TARGET] = np.asarray(y)
-        graph = self.graph(train_state, feeds)
+        targets, target_feeds = _target_feeds(target_tree(y))
+        feeds.update(target_feeds)
+        graph = self.graph(train_state, feeds, targets)
+        feeds = self._feeds_of(graph, feeds)
         data = self._data(train_state)
-        if self.compiler == "reference":
+        if self.compiler == "reference" or self._has_hooks(graph):
             out, new_state = run(graph, feeds, data, "train")
         else:
             result = self._compiled(graph)(data, feeds)
@@ -323,6 +408,13 @@ class TrainStep:
             "loss": out["loss"],
             "y_pred": out["y_pred"],
         }
+
+    def _has_hooks(self, graph: Axon) -> bool:
+        """Hooks are host Python code: a step graph with any runs on the reference
+        interpreter, which calls them with the values (spec/training.md)."""
+        if id(graph) not in self._hooked:
+            self._hooked[id(graph)] = runs_hooks(graph, "train")
+        return self._hooked[id(graph)]
 
     def _compiled(self, graph: Axon) -> Any:
         from ..to_onnx.compiled import CompiledModel
@@ -366,12 +458,15 @@ class TrainStep:
         from ..to_onnx.export import save_onnx, to_onnx
 
         feeds = _feeds(self.model, x)
-        feeds[TARGET] = np.asarray(y)
+        targets, target_feeds = _target_feeds(target_tree(y))
+        feeds.update(target_feeds)
+        graph = self.graph(train_state, feeds, targets)
+        feeds = self._feeds_of(graph, feeds)
         template = {
             k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in feeds.items()
         }
         onnx_model = to_onnx(
-            self.graph(train_state, feeds),
+            graph,
             ModelState.new(self._data(train_state)),
             mode="train",
             params_as_inputs=True,

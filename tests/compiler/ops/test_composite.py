@@ -441,3 +441,70 @@ class TestOptionalAndOrElse:
         model = ax.container((ax.or_else(a, b), x))
         out = _predict(model, {}, {"x": np.zeros((1, 3), np.float32)}, "inference")
         assert out[0] is ax.NONE
+
+
+class TestBidirectionalIsOneGraph:
+    """Axon's bidirectional returns one graph whose output is the merged container."""
+
+    def _model(self):
+        x = ax.input("x", (None, 5, 3))
+        return ax.bidirectional(
+            x,
+            lambda h: ax.lstm(h, 4, recurrent_initializer="zeros"),
+            lambda f, b: anp.concatenate([f, b], axis=-1),
+        )
+
+    def test_one_graph_with_a_container_output_that_still_unpacks_and_indexes(self):
+        out = self._model()
+        assert isinstance(out, ax.Axon) and isinstance(out.output, int)
+        t = declared_type(out, out.output)
+        assert t == (TensorType((None, 5, 8)), (TensorType((None, 8)), TensorType((None, 8))))
+        assert len(out) == 2
+        seq, (_, h) = out
+        assert declared_type(seq, seq.output) == TensorType((None, 5, 8))
+        assert declared_type(out[0], out[0].output) == TensorType((None, 5, 8))
+        assert declared_type(h, h.output) == TensorType((None, 8))
+        assert isinstance(out[1], tuple) and len(out[1]) == 2
+
+    @pytest.mark.parametrize("compiler", ["onnxruntime", "reference"])
+    @pytest.mark.parametrize("mode", MODES)
+    def test_build_takes_it_directly(self, compiler, mode):
+        out = self._model()
+        init, predict = ax.build(out, mode, compiler=compiler)
+        state = init(ax.template((1, 5, 3)))
+        x = RNG.standard_normal((2, 5, 3)).astype(np.float32)
+        got = predict(state, x)
+        seq, (c, h) = got["prediction"] if mode == "train" else got
+        want_seq, (want_c, want_h) = _expected_bi_lstm(state.data["block_0"]["lstm_0"], x)
+        np.testing.assert_allclose(seq, want_seq, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c, want_c, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-6)
+
+    def test_trains_with_a_loss_list_over_its_outputs(self):
+        out = self._model()
+        x = RNG.standard_normal((4, 5, 3)).astype(np.float32)
+        y = (np.zeros((4, 5, 8), np.float32), (np.zeros((4, 8), np.float32),) * 2)
+        step = ax.train.compile_step(
+            out, [("mean_squared_error", 1.0)], ax.optimizers.sgd(0.1), compiler="reference"
+        )
+        ts = step.init(ax.template((None, 5, 3)))
+        want_seq, _ = _expected_bi_lstm(ts.model_state.data["block_0"]["lstm_0"], x)
+        _, result = step(ts, x, y)
+        np.testing.assert_allclose(result["loss"], np.mean(want_seq**2), rtol=1e-5)
+
+    def test_as_graph_draws_it(self):
+        text = ax.display.as_graph(self._model(), ax.template((1, 5, 3)))
+        assert "(:nx) {{1, 5, 8}, {{1, 8}, {1, 8}}}" in text.splitlines()[-1 - text.count("-->")]
+
+    def test_a_random_initial_state_is_one_onnx_input_shared_by_both_directions(self):
+        x = ax.input("x", (None, 5, 3))
+        out = ax.bidirectional(
+            x, lambda h: ax.lstm(h, 4), lambda f, b: anp.concatenate([f, b], axis=-1)
+        )
+        init, predict = ax.build(out)
+        state = init(ax.template((1, 5, 3)))
+        data = RNG.standard_normal((2, 5, 3)).astype(np.float32)
+        reference = ax.build(out, compiler="reference")[1](state, data)
+        got = predict(state, data)
+        for a, b in zip(ax.ir.tree_leaves(got), ax.ir.tree_leaves(reference)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
