@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import axonc as ax
-from tests.axon_programs.helpers import iota
+from tests.axon_programs.helpers import graph_edges, graph_labels, iota
 
 
 def two_inputs():
@@ -46,6 +46,18 @@ def test_two_inputs():
         predict_fn(params, {"input_1": iota(2, 8)})
 
 
+def test_two_inputs_graph():
+    inputs = {"input_1": ax.template((2, 8), "f32"), "input_2": ax.template((2, 8), "f32")}
+    graph = ax.display.as_graph(two_inputs(), inputs)
+    assert graph_labels(graph) == [
+        "input_1 (:input) {2, 8}",
+        "input_2 (:input) {2, 8}",
+        "container_0 (:container) {{2, 8}, {2, 8}}",
+        "add_0 (:add) {2, 8}",
+    ]
+    assert graph_edges(graph) == 3
+
+
 def test_tuple_output():
     x1, x2 = branches()
     out = ax.container((x1, x2))
@@ -59,6 +71,13 @@ def test_tuple_output():
     assert isinstance(y, tuple) and y[0].shape == (2, 32) and y[1].shape == (2, 64)
     for got, want in zip(y, expected_branches(params, iota(2, 8))):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_tuple_output_graph():
+    x1, x2 = branches()
+    graph = ax.display.as_graph(ax.container((x1, x2)), ax.template((2, 8), "f32"))
+    assert "container_0 (:container) {{2, 32}, {2, 64}}" in graph_labels(graph)
+    assert graph_edges(graph) == 6
 
 
 def test_map_output():

@@ -3,7 +3,7 @@
 import numpy as np
 
 import axonc as ax
-from tests.axon_programs.helpers import iota
+from tests.axon_programs.helpers import graph_edges, graph_labels, iota
 
 
 def build():
@@ -30,3 +30,17 @@ def test_sequential_model_predicts():
 
     # a softmax over one unit is 1 whatever the logits
     np.testing.assert_array_equal(predict_fn(params, iota(2, 16)), np.ones((2, 1), np.float32))
+
+
+def test_sequential_model_graph():
+    template = ax.template((2, 16), "f32")
+    graph = ax.display.as_graph(build(), template)
+    assert graph_labels(graph) == [
+        "data (:input) {2, 16}",
+        "dense_0 (:dense) {2, 32}",
+        "relu_0 (:relu) {2, 32}",
+        "dropout_0 (:dropout) {2, 32}",
+        "dense_1 (:dense) {2, 1}",
+        "softmax_0 (:softmax) {2, 1}",
+    ]
+    assert graph_edges(graph) == 5

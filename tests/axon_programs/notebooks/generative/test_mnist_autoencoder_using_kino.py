@@ -88,3 +88,35 @@ def test_train_with_validation():
     )
     assert len(seen) == 3 and seen[-1][0] < seen[0][0]
     assert all(np.isfinite(v) for pair in seen for v in pair)
+
+
+def test_render_example_every_450_iterations():
+    rng = np.random.default_rng(2)
+    train_images = preprocess(rng.integers(0, 256, size=(900, 28, 28), dtype=np.uint8))
+    test_images = preprocess(rng.integers(0, 256, size=(4, 28, 28), dtype=np.uint8))
+    add_noise = make_noiser(3)
+    train_data, test_data = data(train_images, test_images, 2, add_noise)
+    model = build()
+
+    def combined_input_output(params, image_index):
+        test_image = add_noise(test_images[image_index])
+        reconstructed_image = np.squeeze(ax.predict(model, params, test_image), axis=0)
+        return np.concatenate([test_image, reconstructed_image], axis=2)
+
+    frames = []
+
+    def render_example_handler(state):
+        params = state.step_state["model_state"]
+        image_index = int(rng.integers(0, test_images.shape[0]))
+        frames.append((state.epoch, state.iteration, combined_input_output(params, image_index)))
+        return "continue", state
+
+    (
+        ax.Loop.trainer(model, "mean_squared_error", ax.optimizers.adamw(learning_rate=0.001))
+        .handle_event("iteration_completed", render_example_handler, every=450)
+        .validate(model, test_data)
+        .run(train_data, {}, epochs=1)
+    )
+    # Axon's every: n fires on the 1st, (n+1)th, ... iteration: 0 and 450 of 450 batches
+    assert [(e, i) for e, i, _ in frames] == [(0, 0)]
+    assert frames[0][2].shape == (1, 28, 56)

@@ -5,7 +5,7 @@ Scholar's MinMaxScaler and Nx.vectorize's windows written with numpy)."""
 import numpy as np
 
 import axonc as ax
-from tests.axon_programs.helpers import record
+from tests.axon_programs.helpers import graph_labels, record
 
 
 def min_max_scale(train, series, min_bound=-1, max_bound=1):
@@ -37,6 +37,15 @@ def test_sliding_window():
 def build(input_shape):
     out, _ = ax.input("input", shape=input_shape).lstm(5)
     return out.nx(lambda t: t[:, -1]).dense(1)
+
+
+def test_graph():
+    batch_size, win_size = 6, 7
+    input_shape = (batch_size, win_size, 1)
+    graph = ax.display.as_graph(build(input_shape), ax.template(input_shape, "f32"))
+    labels = graph_labels(graph)
+    assert labels[0] == "input (:input) {6, 7, 1}"
+    assert labels[-1] == "dense_0 (:dense) {6, 1}"
 
 
 def test_apple_stock_prices():
