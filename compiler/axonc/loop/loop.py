@@ -34,7 +34,7 @@ from ..build import _feeds, build, input_nodes
 from ..dtypes import TensorType, dtype_name
 from ..errors import InputError, OptionError
 from ..ir import Axon
-from ..optimizers import Optimizer
+from ..optimizers import Optimizer, as_pair
 from ..optimizers import get as get_optimizer
 from ..train import TrainState, compile_step
 from . import handlers as _h
@@ -324,15 +324,20 @@ def _template(feeds: Mapping[str, np.ndarray]) -> dict[str, TensorType]:
     return {k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in feeds.items()}
 
 
-def _optimizer(optimizer: Any) -> Optimizer:
+def _optimizer(optimizer: Any) -> Any:
+    """A built-in optimizer (by name or object) or any Polaris-style (init_fn, update_fn) pair."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, str):
         return get_optimizer(optimizer)
-    raise OptionError(
-        f"optimizer must be an optimizer name (e.g. 'adam') or ax.optimizers.<name>(...), "
-        f"got {optimizer!r}"
-    )
+    try:
+        as_pair(optimizer)
+    except OptionError:
+        raise OptionError(
+            f"optimizer must be an optimizer name (e.g. 'adam'), ax.optimizers.<name>(...) or "
+            f"an (init_fn, update_fn) pair, got {optimizer!r}"
+        ) from None
+    return optimizer
 
 
 def train_step(
@@ -507,11 +512,11 @@ class Loop:
         """A supervised training loop (Axon.Loop.trainer).
 
         `loss`: a name from ax.losses, a function loss(y_true, y_pred) -> scalar, or a list
-        of (loss, weight) pairs for a multi-output model. `optimizer`: a name or an
-        ax.optimizers optimizer. The loop tracks the metric "loss" (the running average of
-        the batch losses over the epoch) and returns the trained ModelState. Every `log`
-        iterations (0: never) it prints the epoch, batch and metrics, unless the progress
-        bar shows them.
+        of (loss, weight) pairs for a multi-output model. `optimizer`: a name, an
+        ax.optimizers optimizer or combinator, or any (init_fn, update_fn) pair. The loop
+        tracks the metric "loss" (the running average of the batch losses over the epoch)
+        and returns the trained ModelState. Every `log` iterations (0: never) it prints the
+        epoch, batch and metrics, unless the progress bar shows them.
         """
         if not isinstance(log, int) or isinstance(log, bool) or log < 0:
             raise OptionError(f"log must be a non-negative integer (0: silent), got {log!r}")
