@@ -324,7 +324,7 @@ def _adamax(g: Leaf, p: Leaf, s: dict, k: dict, n: Leaf, o: dict) -> tuple:
 def _norm(x: Leaf, min_norm: float) -> Leaf:
     """Polaris safe_norm: the L2 norm of all elements, min_norm when it is <= min_norm."""
     norm = anp.sqrt(anp.sum(anp.square(x)))
-    return anp.where(norm <= min_norm, min_norm, norm)
+    return anp.where(norm <= min_norm, min_norm, norm) if min_norm else norm
 
 
 def _trust_ratio(p: Leaf, d: Leaf, min_norm: float, coefficient: float, eps: float) -> Leaf:
