@@ -69,7 +69,7 @@ def test_scale():
 
 
 def test_scale_by_state_keeps_the_step_in_its_state():
-    init_fn, update_fn = O.scale_by_state(-0.25)
+    init_fn, _ = O.scale_by_state(-0.25)
     state = init_fn(PARAMS)
     assert isinstance(state, tuple) and set(state[0]) == {"scale"}
     assert float(state[0]["scale"]) == -0.25
@@ -299,11 +299,9 @@ def test_stateless_and_stateful_build_custom_combinators():
     ids=lambda v: getattr(v, "name", None) or repr(v)[:40],
 )
 def test_each_builtin_equals_its_polaris_composition(builtin, composition):
-    params = PARAMS
-    for (ub, sb), (uc, sc) in zip(run_pair(builtin), run_pair(composition), strict=True):
+    for (ub, _), (uc, _) in zip(run_pair(builtin), run_pair(composition), strict=True):
         for a, b in zip(tree_leaves(ub), tree_leaves(uc), strict=True):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-8)
-    assert params is PARAMS
 
 
 # ---------------------------------------------------------------------------
@@ -361,7 +359,7 @@ def test_skip_not_finite_zeroes_the_step_and_keeps_the_state():
     pair = O.skip_not_finite(O.scale_by_adam())
     init_fn, update_fn = pair
     state = init_fn(PARAMS)
-    u1, state = update_fn(GRADS[0], state, PARAMS)
+    _, state = update_fn(GRADS[0], state, PARAMS)
     bad = tree_map(lambda g: g.copy(), GRADS[1])
     bad["dense"]["bias"][0] = np.nan
     u2, state2 = update_fn(bad, state, PARAMS)
