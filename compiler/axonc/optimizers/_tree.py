@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import numpy as anp
 from ..errors import InputError, OptionError
 from ..ir import tree_map
 from ..model_state import ModelState
@@ -78,8 +79,6 @@ def eager(leaves: list[Leaf]) -> list[Leaf]:
 
 def cast(x: Leaf, dtype: Any) -> Leaf:
     """`x` as `dtype`, with no cast node when it already is."""
-    from .. import numpy as anp
-
     return x if np.dtype(x.dtype) == np.dtype(dtype) else anp.astype(x, dtype)
 
 

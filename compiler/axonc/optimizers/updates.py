@@ -46,7 +46,7 @@ import numpy as np
 
 from .. import numpy as anp
 from ..errors import OptionError, TraceError
-from ..ir import tree_map
+from ..ir import tree_leaves, tree_map
 from ..registry import check_bool, check_float
 from ..tracing import Tensor
 from . import builtin as b
@@ -136,7 +136,8 @@ def _tupled(pair: Any) -> tuple[InitFn, UpdateFn]:
     return (lambda params: (init_fn(params),)), update
 
 
-def _parent(combinator: Any, owner: str) -> tuple[InitFn, UpdateFn]:
+def _parent(combinator: Any) -> tuple[InitFn, UpdateFn]:
+    """The combinator a new one extends (identity when None), with a tuple state."""
     return _tupled(identity() if combinator is None else combinator)
 
 
@@ -156,7 +157,7 @@ def stateless(*args: Any, name: str = "stateless") -> Combinator:
     """`stateless([combinator], apply_fn)`: apply_fn(updates, params) -> updates, after the
     combinator."""
     combinator, apply_fn = _split(args, "stateless")
-    parent_init, parent_update = _parent(combinator, name)
+    parent_init, parent_update = _parent(combinator)
 
     def update(updates: Any, state: tuple, params: Any) -> tuple[Any, tuple]:
         updates, state = parent_update(updates, state, params)
@@ -175,7 +176,7 @@ def stateful(*args: Any, name: str = "stateful") -> Combinator:
         combinator, init_fn, apply_fn = args
     else:
         raise OptionError("stateful: expected ([combinator,] init_fn, apply_fn)")
-    parent_init, parent_update = _parent(combinator, name)
+    parent_init, parent_update = _parent(combinator)
 
     def init(params: Any) -> tuple:
         return (init_fn(params), *parent_init(params))
@@ -558,7 +559,7 @@ def add_noise(combinator: Any = None, /, **opts: Any) -> Combinator:
 
     def apply(updates: Any, state: dict, params: Any) -> tuple[Any, dict]:
         count = _count(state)
-        if isinstance(count, Tensor) or any(isinstance(u, Tensor) for u in _leaves(updates)):
+        if isinstance(count, Tensor) or any(isinstance(u, Tensor) for u in tree_leaves(updates)):
             raise TraceError(
                 "add_noise draws its noise on the host and cannot be compiled into a step; "
                 "use ax.optimizers.noisy_sgd, whose noise is an input of the step"
@@ -587,12 +588,6 @@ def _check_seed(v: Any) -> int:
     return int(v)
 
 
-def _leaves(tree: Any) -> list[Any]:
-    from ..ir import tree_leaves
-
-    return tree_leaves(tree)
-
-
 def _select(cond: Any, a: Any, b_: Any) -> Any:
     """Tree-wise where(cond, a, b) for a scalar condition (both trees computed)."""
     at = paths(a)
@@ -606,7 +601,7 @@ def accumulate_gradients(*args: Any) -> Combinator:
     combinator's state alone. State `({"gradient_state": tree, "step": s32}, *combinator's)`."""
     combinator, steps = _split(args, "accumulate_gradients")
     steps = option("accumulate_gradients", "steps", steps, _check_steps)
-    parent_init, parent_update = _parent(combinator, "accumulate_gradients")
+    parent_init, parent_update = _parent(combinator)
 
     def init(params: Any) -> tuple:
         this = {
@@ -647,14 +642,14 @@ def skip_not_finite(combinator: Any = None) -> Combinator:
     """The combinator on finite gradients only: when any incoming update holds a NaN or an
     infinity, the updates are zeros and the combinator's state stays as it was. State
     `({"not_finite": s32 steps skipped so far}, *combinator's)`."""
-    parent_init, parent_update = _parent(combinator, "skip_not_finite")
+    parent_init, parent_update = _parent(combinator)
 
     def init(params: Any) -> tuple:
         return ({"not_finite": np.zeros((), np.int32)}, *parent_init(params))
 
     def update(updates: Any, state: tuple, params: Any) -> tuple[Any, tuple]:
         this, other = state[0], tuple(state[1:])
-        leaves = [as_leaf(x) for x in _leaves(updates)]
+        leaves = [as_leaf(x) for x in tree_leaves(updates)]
         finite = None
         for x in leaves:
             ok = anp.all(anp.isfinite(x))
