@@ -27,12 +27,13 @@ from ..ir import Axon, assign_names, tree_map
 from ..model_state import ModelState
 from ..ops.special import container, parameter
 from ..ops.special import input as input_layer
-from ..optimizers import Optimizer, apply_updates, as_pair, get
+from ..optimizers import Optimizer, apply_updates, as_pair, get, normal_noise
 from ..shape_inference import infer_types
 from ..tracing import Tensor, _traces
 
 OPTIMIZER_KEY = "__optimizer__"
 LR_SCALE = "__learning_rate_scale__"
+NOISE_KEY = "__noise__"
 TARGET = "target"
 # Losses whose target is not shaped like the model output (CTC takes label sequences).
 _OTHER_TARGET_SHAPES = {"connectionist_temporal_classification"}
@@ -310,7 +311,10 @@ class TrainStep:
         # The learning-rate scale multiplies every update: for Polaris's optimizers, linear
         # in the learning rate, that is exactly a scaled learning rate.
         scale = self._parameter((LR_SCALE,), data, trace)
-        new_params, new_opt = self._apply_optimizer(grads, opt_state, params, scale)
+        noise = None
+        if self._needs_noise:
+            noise = _nest({p: self._parameter((NOISE_KEY, *p), data, trace) for p in trainable})
+        new_params, new_opt = self._apply_optimizer(grads, opt_state, params, scale, noise)
         out = {
             "loss": loss,
             "y_pred": y_pred,
@@ -319,13 +323,17 @@ class TrainStep:
         }
         return container(tree_map(lambda t: Axon(t.graph.output, t.graph.nodes), out))
 
+    @property
+    def _needs_noise(self) -> bool:
+        return isinstance(self.optimizer, Optimizer) and self.optimizer.needs_noise
+
     def _apply_optimizer(
-        self, grads: Any, opt_state: Any, params: Any, scale: Tensor
+        self, grads: Any, opt_state: Any, params: Any, scale: Tensor, noise: Any
     ) -> tuple[Any, Any]:
         """(new params, new optimizer state): a built-in folds `scale` into its scalar
         coefficient; any other pair's updates are scaled, then added."""
         if isinstance(self.optimizer, Optimizer):
-            return self.optimizer.apply(grads, opt_state, params, scale=scale)
+            return self.optimizer.apply(grads, opt_state, params, noise=noise, scale=scale)
         _, update_fn = self.optimizer
         updates, new_opt = update_fn(grads, opt_state, params)
         scaled = tree_map(lambda u: anp.multiply(u, scale.astype(_dtype(u))), updates)
@@ -336,13 +344,23 @@ class TrainStep:
         value = np.asarray(_get(data, path))
         return Tensor(parameter(path, value.shape, dtype_name(value.dtype)), trace)
 
-    @staticmethod
-    def _data(train_state: TrainState) -> dict[str, Any]:
-        return {
+    def _data(self, train_state: TrainState) -> dict[str, Any]:
+        data = {
             **train_state.model_state.data,
             OPTIMIZER_KEY: _as_mapping(train_state.optimizer_state),
             LR_SCALE: np.asarray(train_state.learning_rate_scale, np.float32),
         }
+        if self._needs_noise:
+            data[NOISE_KEY] = self.noise(train_state)
+        return data
+
+    def noise(self, train_state: TrainState) -> dict[str, Any]:
+        """noisy_sgd's standard-normal noise for the step after `train_state.steps` steps:
+        drawn on the host from (seed, steps), so a run is reproducible; the exported step
+        takes it as the inputs `__noise__/<layer>/<param>`."""
+        state = train_state.model_state
+        params = _nest({p: _get(state.data, p) for p in self._trainable(state)})
+        return normal_noise(params, np.random.default_rng([self.seed, train_state.steps]))
 
     # ---- running -----------------------------------------------------------------
 

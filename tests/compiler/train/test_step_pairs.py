@@ -5,6 +5,7 @@ built-in they equal, the reference interpreter and a numpy linear regression."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnxruntime as ort
@@ -147,3 +148,27 @@ def test_the_exported_step_names_a_tuple_state_by_index(tmp_path):
     expected, _ = step(ts, X, Y)
     assert_params_close(trained, expected)
     assert int(trained.optimizer_state[1]["count"]) == 1
+
+
+@pytest.mark.parametrize("compiler", ["onnxruntime", "reference"])
+def test_noisy_sgd_compiles_with_host_drawn_noise(compiler):
+    lr, eta, gamma = 0.05, 0.3, 0.55
+    opt = O.noisy_sgd(lr, eta=eta, gamma=gamma)
+    step = ax.train.compile_step(linear(), "mean_squared_error", opt, compiler=compiler, seed=7)
+    ts = step.init(ax.template((None, 4), "f32"))
+    kernel = ts.model_state.get(("lin", "kernel")).astype(np.float64)
+    bias = ts.model_state.get(("lin", "bias")).astype(np.float64)
+    x, y = X.astype(np.float64), Y.astype(np.float64)
+    for t in (1, 2, 3):
+        noise = step.noise(ts)
+        assert noise["lin"]["kernel"].shape == (4, 2)
+        ts, _ = step(ts, X, Y)
+        r = x @ kernel + bias - y
+        g_kernel, g_bias = 2 * x.T @ r / r.size, 2 * r.sum(axis=0) / r.size
+        std = math.sqrt(eta / t**gamma)
+        kernel = kernel - lr * g_kernel + std * noise["lin"]["kernel"]
+        bias = bias - lr * g_bias + std * noise["lin"]["bias"]
+    np.testing.assert_allclose(ts.model_state.get(("lin", "kernel")), kernel, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ts.model_state.get(("lin", "bias")), bias, rtol=1e-5, atol=1e-6)
+    first, second = step.noise(ts), step.noise(ts)
+    np.testing.assert_array_equal(first["lin"]["kernel"], second["lin"]["kernel"])
