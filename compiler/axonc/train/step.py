@@ -412,7 +412,7 @@ class TrainStep:
         """Write the step as a standard ONNX model for batches shaped like (x, y).
 
         Inputs: every parameter, model-state and optimizer-state tensor by name (as
-        `TrainState.flatten`), the model inputs, `target` and the dropout noise;
+        `TrainState.flatten`), the model inputs, `target`, the dropout noise and noisy_sgd's;
         outputs: `output_i` (loss, prediction, new parameters and optimizer state, mapped
         by the `axonc.outputs` metadata) and `state/...` (the new model state). The
         `axonc.train_feedback` metadata maps each output that is next step's input to
