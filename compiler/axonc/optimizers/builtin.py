@@ -73,6 +73,7 @@ import numpy as np
 from .. import numpy as anp
 from ..errors import InputError, OptionError
 from ..ir import tree_map
+from ..model_state import ModelState
 from ..registry import check_bool, check_float, check_optional
 from ..tracing import Tensor
 from ._tree import (
@@ -170,7 +171,7 @@ def apply_updates(params: Any, updates: Any, state: Any = None) -> Any:
     ModelState comes back. `state` (Polaris's third argument), when given, is merged
     over the result: a nested dict of leaves that replace the result's (e.g. new
     batch-norm statistics)."""
-    if hasattr(params, "trainable_parameters"):
+    if isinstance(params, ModelState):
         new = apply_updates(params.trainable_parameters(), updates)
         return params.update(new, state)
     at = paths(params)
