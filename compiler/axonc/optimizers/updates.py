@@ -265,6 +265,7 @@ def _rule(
 
     The rules scale by a learning rate; here the learning rate is -1, so their scalar
     coefficient is the unscaled factor (1 for most, Adam's bias correction for others).
+    The rules used here do not read the parameter.
     """
 
     def init(params: Any) -> dict:
@@ -276,13 +277,12 @@ def _rule(
     def apply(updates: Any, state: dict, params: Any) -> tuple[Any, dict]:
         at = paths(updates)
         g = leaves_at(updates, at, "updates")
-        p = leaves_at(params, at, "params") if params is not None else [None] * len(at)
         slots = {k: leaves_at(state[k], at, f"{owner} state {k!r}") for k in fills}
         count = _count(state) if counted else np.zeros((), np.int32)
         k = scalars(options, anp.astype(count, "f32") + 1.0, -1.0)
         out, new = [], {slot: [] for slot in fills}
         for i, gi in enumerate(g):
-            d, c, s = rule(gi, p[i], {n: v[i] for n, v in slots.items()}, k, None, options)
+            d, c, s = rule(gi, None, {n: v[i] for n, v in slots.items()}, k, None, options)
             out.append(_times(d, c))
             for slot in fills:
                 new[slot].append(cast(s[slot], np.float32))
