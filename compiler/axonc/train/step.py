@@ -355,12 +355,13 @@ class TrainStep:
         return data
 
     def noise(self, train_state: TrainState) -> dict[str, Any]:
-        """noisy_sgd's standard-normal noise for the step after `train_state.steps` steps:
-        drawn on the host from (seed, steps), so a run is reproducible; the exported step
-        takes it as the inputs `__noise__/<layer>/<param>`."""
+        """noisy_sgd's standard-normal noise for the next step: drawn on the host from the
+        step's seed and the optimizer's update count, so a run (resumed ones included) is
+        reproducible; the exported step takes it as the inputs `__noise__/<layer>/<param>`."""
         state = train_state.model_state
         params = _nest({p: _get(state.data, p) for p in self._trainable(state)})
-        return normal_noise(params, np.random.default_rng([self.seed, train_state.steps]))
+        count = int(np.asarray(train_state.optimizer_state["count"]))
+        return normal_noise(params, np.random.default_rng([self.seed, count]))
 
     # ---- running -----------------------------------------------------------------
 

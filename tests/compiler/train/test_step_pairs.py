@@ -172,3 +172,24 @@ def test_noisy_sgd_compiles_with_host_drawn_noise(compiler):
     np.testing.assert_allclose(ts.model_state.get(("lin", "bias")), bias, rtol=1e-5, atol=1e-6)
     first, second = step.noise(ts), step.noise(ts)
     np.testing.assert_array_equal(first["lin"]["kernel"], second["lin"]["kernel"])
+    # the noise follows the optimizer's count, which the Loop carries from step to step
+    fresh = step.noise(step.init(ax.template((None, 4), "f32")))
+    assert not np.array_equal(fresh["lin"]["kernel"], first["lin"]["kernel"])
+
+
+def test_the_loop_draws_fresh_noisy_sgd_noise_every_step():
+    opt = O.noisy_sgd(0.0, eta=1.0)  # learning rate 0: every move is noise
+    kernels = []
+    loop = ax.Loop.trainer(linear(), "mean_squared_error", opt, log=0).handle(
+        "iteration_completed",
+        lambda s: (
+            kernels.append(np.array(s.step_state["model_state"].get(("lin", "kernel")))),
+            ("continue", s),
+        )[1],
+    )
+    loop.run([(X, Y)], epochs=3, progress=False)
+    assert len(kernels) == 3
+    # steps 2 and 3 move by sqrt(eta / t^0.55) * noise_t; the noises must differ
+    noise_2 = (kernels[1] - kernels[0]) / math.sqrt(1.0 / 2**0.55)
+    noise_3 = (kernels[2] - kernels[1]) / math.sqrt(1.0 / 3**0.55)
+    assert not np.allclose(noise_2, noise_3, rtol=0.1)
