@@ -415,3 +415,20 @@ def test_add_noise_refuses_to_be_traced():
 def test_bad_arguments_are_option_errors(make, message):
     with pytest.raises(OptionError, match=message):
         make()
+
+
+def test_an_optimizer_piped_into_a_combinator_keeps_its_state_as_one_entry():
+    # Polaris.Optimizers.adam(learning_rate: 0.1)
+    # |> Polaris.Updates.clip_by_global_norm(max_norm: 0.01)
+    pair = O.clip_by_global_norm(O.adam(0.1), max_norm=0.01)
+    state = pair.init(PARAMS)
+    assert isinstance(state, tuple) and len(state) == 1 and set(state[0]) == {"count", "mu", "nu"}
+    adam = _adam(0.9, 0.999, 1e-8, 1e-15)
+    mems = [{} for _ in tree_leaves(PARAMS)]
+    for g in GRADS[:3]:
+        updates, state = pair.update(g, state, PARAMS)
+        t = int(state[0]["count"])
+        raw = [-0.1 * adam(t, x, None, m) for x, m in zip(leaves64(g), mems, strict=True)]
+        norm = math.sqrt(sum(float(np.sum(r * r)) for r in raw))
+        for got, want in zip(tree_leaves(updates), raw, strict=True):
+            np.testing.assert_allclose(got, want * min(1.0, 0.01 / norm), rtol=1e-4)
