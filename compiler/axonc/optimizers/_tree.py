@@ -17,7 +17,8 @@ Leaf = Any  # a numpy array or a traced Tensor
 
 
 def params_of(params: Any) -> Any:
-    """A ModelState's trainable parameters (as Axon hands them to Polaris); others as given."""
+    """A ModelState's trainable parameters (as Axon hands them to Polaris); others as given.
+    Gradients and updates held in a ModelState are read the same way."""
     return params.trainable_parameters() if isinstance(params, ModelState) else params
 
 

@@ -176,7 +176,7 @@ def apply_updates(params: Any, updates: Any, state: Any = None) -> Any:
         return params.update(new, state)
     at = paths(params)
     p = leaves_at(params, at, "params")
-    u = leaves_at(updates, at, "updates")
+    u = leaves_at(params_of(updates), at, "updates")
     new = rebuild(params, eager([a + cast(b, a.dtype) for a, b in zip(p, u, strict=True)]))
     return new if state is None else _merge(new, state)
 
@@ -666,7 +666,7 @@ class Optimizer:
             )
         at = paths(params)
         p = leaves_at(params, at, "params")
-        g = leaves_at(grads, at, "grads")
+        g = leaves_at(params_of(grads), at, "grads")
         slots = {k: leaves_at(opt_state[k], at, f"opt_state[{k!r}]") for k in self.slots}
         n = self._noise(noise, at, p)
         g = self._preprocess(g, p)

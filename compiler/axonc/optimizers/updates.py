@@ -96,7 +96,7 @@ class Combinator:
 
     def update(self, updates: Any, state: tuple, params: Any = None) -> tuple[Any, tuple]:
         """(new updates, new state), as Polaris's update_fn."""
-        return self._update(updates, state, params_of(params))
+        return self._update(params_of(updates), state, params_of(params))
 
     def __iter__(self) -> Iterator[Callable[..., Any]]:
         return iter((self.init, self.update))

@@ -105,3 +105,14 @@ def test_a_non_pair_is_refused_by_the_trainer_and_compile_step():
         ax.train.compile_step(model, "mean_squared_error", (lambda p: (),))
     with pytest.raises(OptionError, match=r"\(init_fn, update_fn\) pair"):
         ax.Loop.trainer(model, "mean_squared_error", 3.0)
+
+
+def test_gradients_held_in_a_model_state_pair_with_its_trainable_parameters():
+    model = ax.input("x", shape=(None, 3)).dense(2, name="a")
+    init, _ = ax.build(model)
+    ms = init(ax.template((1, 3), "f32"))
+    grads = ax.ModelState.new({"a": {k: np.ones_like(v) for k, v in ms.data["a"].items()}})
+    init_fn, update_fn = optimizers.sgd(0.25)
+    updates, _ = update_fn(grads, init_fn(ms), ms)
+    new = optimizers.apply_updates(ms, updates)
+    np.testing.assert_allclose(new.get(("a", "kernel")), ms.get(("a", "kernel")) - 0.25)
