@@ -217,12 +217,20 @@ def make_grads(params, steps, seed=1, scale=1.0):
     ]
 
 
+def step(opt, grads, state, params, noise=None):
+    """Polaris's pattern: update_fn gives the updates, apply_updates adds them."""
+    _init_fn, update_fn = opt
+    kwargs = {} if noise is None else {"noise": noise}
+    updates, state = update_fn(grads, state, params, **kwargs)
+    return optimizers.apply_updates(params, updates), state
+
+
 def run_ours(opt, params, grads_seq, noise_seq=None):
     state = opt.init(params)
     history = []
     for i, grads in enumerate(grads_seq):
         noise = noise_seq[i] if noise_seq else None
-        params, state = opt.update(grads, state, params, noise=noise)
+        params, state = step(opt, grads, state, params, noise=noise)
         history.append((params, state))
     return history
 
@@ -334,7 +342,7 @@ def test_adagrad_leaves_never_seen_zero_gradients_alone():
     opt = optimizers.adagrad(learning_rate=1.0, initial_accumulator_value=0.0, eps=0.0)
     grads = {"w": np.asarray([0.0, 2.0, -3.0], np.float32)}
     with np.errstate(all="raise"):
-        new, state = opt.update(grads, opt.init(params), params)
+        new, state = step(opt, grads, opt.init(params), params)
     np.testing.assert_allclose(new["w"], [1.0, 0.0, 2.0], rtol=1e-6)
     np.testing.assert_allclose(state["sum_of_squares"]["w"], [0.0, 4.0, 9.0])
 
@@ -344,7 +352,7 @@ def test_lamb_trust_ratio_is_one_for_a_zero_parameter():
     grads = {"w": np.full((2, 2), 0.5, np.float32)}
     opt = optimizers.lamb(learning_rate=0.1)
     with np.errstate(all="raise"):
-        new, _ = opt.update(grads, opt.init(params), params)
+        new, _ = step(opt, grads, opt.init(params), params)
     # first Adam step: m_hat = g, v_hat = g^2, so the direction is ~sign(g) = 1, ratio 1
     np.testing.assert_allclose(new["w"], np.full((2, 2), -0.1), rtol=1e-6)
 
@@ -412,7 +420,7 @@ def test_update_keeps_param_dtypes_and_state_dtypes():
     params = {"w": np.ones((2,), np.float16), "v": np.ones((), np.float32)}
     grads = {"w": np.ones((2,), np.float16), "v": np.ones((), np.float32)}
     opt = optimizers.adam()
-    new, state = opt.update(grads, opt.init(params), params)
+    new, state = step(opt, grads, opt.init(params), params)
     assert new["w"].dtype == np.float16 and new["v"].dtype == np.float32
     assert isinstance(new["v"], np.ndarray) and new["v"].shape == ()
     assert state["mu"]["w"].dtype == np.float32 and state["count"].dtype == np.int32
@@ -422,7 +430,7 @@ def test_lists_and_tuples_of_params_are_trees_too():
     params = [np.ones((2,), np.float32), (np.zeros((1,), np.float32),)]
     grads = [np.ones((2,), np.float32), (np.ones((1,), np.float32),)]
     opt = optimizers.sgd(learning_rate=0.5, momentum=0.5)
-    new, state = opt.update(grads, opt.init(params), params)
+    new, state = step(opt, grads, opt.init(params), params)
     assert isinstance(new, list) and isinstance(new[1], tuple)
     np.testing.assert_allclose(new[0], [0.5, 0.5])
     np.testing.assert_allclose(new[1][0], [-0.5])
@@ -433,7 +441,7 @@ def test_grads_in_another_key_order_still_pair_by_name():
     params = {"a": np.zeros(1, np.float32), "b": np.zeros(1, np.float32)}
     grads = {"b": np.full(1, 2.0, np.float32), "a": np.full(1, 1.0, np.float32)}
     opt = optimizers.sgd(learning_rate=1.0)
-    new, _ = opt.update(grads, opt.init(params), params)
+    new, _ = step(opt, grads, opt.init(params), params)
     assert float(new["a"][0]) == -1.0 and float(new["b"][0]) == -2.0
 
 
@@ -446,10 +454,10 @@ def traced_steps(opt, params, grads_seq, noise_seq=None):
     args = [grads_seq[0], state, params] + ([noise_seq[0]] if noise_seq else [])
     types = [tree_map(type_of, a) for a in args]
 
-    def step(grads, state, params, *noise):
-        return opt.update(grads, state, params, noise=noise[0] if noise else None)
+    def body_fn(grads, state, params, *noise):
+        return step(opt, grads, state, params, noise=noise[0] if noise else None)
 
-    body = trace(step, types)
+    body = trace(body_fn, types)
     out = []
     for i, grads in enumerate(grads_seq):
         feed = [grads, state, params] + ([noise_seq[i]] if noise_seq else [])
@@ -479,7 +487,7 @@ def test_traced_update_with_a_dynamic_batch_free_tree_of_one_leaf():
     params = {"w": np.ones((4,), np.float32)}
     state = opt.init(params)
     body = trace(
-        lambda g, s, p: opt.update(g, s, p), [tree_map(type_of, a) for a in (params, state, params)]
+        lambda g, s, p: step(opt, g, s, p), [tree_map(type_of, a) for a in (params, state, params)]
     )
     ops = {n.op for n in body.nodes.values()}
     assert "np.cos" in ops  # the schedule is computed from the traced count
@@ -502,14 +510,16 @@ def test_clip_by_global_norm(max_norm):
     grads = {"a": np.asarray([3.0, 4.0], np.float32), "b": {"c": np.asarray([12.0], np.float32)}}
     total = 13.0  # sqrt(9 + 16 + 144)
     factor = min(1.0, max_norm / total)
-    out = optimizers.clip_by_global_norm(grads, max_norm)
+    _, clip = optimizers.clip_by_global_norm(max_norm=max_norm)
+    out, _ = clip(grads, (), grads)
     np.testing.assert_allclose(out["a"], np.asarray([3.0, 4.0]) * factor, rtol=1e-6)
     np.testing.assert_allclose(out["b"]["c"], [12.0 * factor], rtol=1e-6)
 
 
 def test_clip_by_global_norm_of_zero_gradients_is_finite():
     with np.errstate(all="raise"):
-        out = optimizers.clip_by_global_norm({"a": np.zeros(3, np.float32)}, 1.0)
+        zeros = {"a": np.zeros(3, np.float32)}
+        out, _ = optimizers.clip_by_global_norm(max_norm=1.0)[1](zeros, (), zeros)
     np.testing.assert_array_equal(out["a"], np.zeros(3))
 
 
@@ -536,7 +546,7 @@ def test_learning_rate_at_uses_the_count_before_the_step():
     state = opt.init(params)
     for expected in (1.0, 0.5, 0.25):
         before = params["w"].copy()
-        params, state = opt.update(grads, state, params)
+        params, state = step(opt, grads, state, params)
         np.testing.assert_allclose(before - params["w"], [expected], rtol=1e-6)
     assert float(opt.learning_rate_at(np.int32(3))) == pytest.approx(0.125)
 
@@ -608,9 +618,9 @@ def test_sgd_steps_match_axon_training(case_name, loss_name):
         return {layer: {k: s[layer][k] for k in keys} for layer, keys in TRAINABLE.items()}
 
     opt_state = opt.init(trainable(before))
-    for step, expected in enumerate(after):
+    for i, expected in enumerate(after):
         grads = fd_gradients(model, before, x, y, loss_name)
-        new, opt_state = opt.update(grads, opt_state, trainable(before))
+        new, opt_state = step(opt, grads, opt_state, trainable(before))
         for layer, keys in TRAINABLE.items():
             for k in keys:
                 np.testing.assert_allclose(
@@ -618,7 +628,7 @@ def test_sgd_steps_match_axon_training(case_name, loss_name):
                     expected[layer][k],
                     rtol=1e-5,
                     atol=2e-6,
-                    err_msg=f"{case_name} step {step + 1} {layer}/{k}",
+                    err_msg=f"{case_name} step {i + 1} {layer}/{k}",
                 )
         before = expected  # the next step starts from Axon's state (batch-norm stats included)
     assert int(opt_state["count"]) == len(after)
@@ -683,7 +693,7 @@ def test_clip_helpers_check_their_bound():
     with pytest.raises(OptionError, match="delta"):
         optimizers.clip_by_value({"a": np.ones(1)}, 0.0)
     with pytest.raises(OptionError, match="max_norm"):
-        optimizers.clip_by_global_norm({"a": np.ones(1)}, -1.0)
+        optimizers.clip_by_global_norm(max_norm=-1.0)
 
 
 def test_noise_is_required_by_noisy_sgd_and_refused_elsewhere():
@@ -752,14 +762,14 @@ def test_update_lowers_to_onnx_and_matches_eager(name):
     state = opt.init(params)
     # two eager steps first, so the exported step starts from a non-trivial state
     for _ in range(2):
-        params, state = opt.update(grads, state, params, noise=noise)
+        params, state = step(opt, grads, state, params, noise=noise)
     trace_id = next(_traces)
     feeds = {}
     args = [
         _as_inputs(t, p, trace_id, feeds) for t, p in ((grads, "g"), (state, "s"), (params, "p"))
     ]
     sym_noise = None if noise is None else _as_inputs(noise, "n", trace_id, feeds)
-    new_p, new_s = opt.update(*args, noise=sym_noise)
+    new_p, new_s = step(opt, *args, noise=sym_noise)
     graph = ax.container(
         tree_map(lambda t: ax.Axon(t.graph.output, t.graph.nodes), {"p": new_p, "s": new_s})
     )
@@ -771,7 +781,7 @@ def test_update_lowers_to_onnx_and_matches_eager(name):
     )
     meta = {p.key: p.value for p in model.metadata_props}
     got = tree_map(lambda n: values[n], decode_structure(json.loads(meta["axonc.outputs"])))
-    want_p, want_s = opt.update(grads, state, params, noise=noise)
+    want_p, want_s = step(opt, grads, state, params, noise=noise)
     for a, b in zip(tree_leaves((want_p, want_s)), tree_leaves((got["p"], got["s"])), strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

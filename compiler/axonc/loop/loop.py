@@ -34,7 +34,7 @@ from .. import metrics as _metrics
 from ..build import _feeds, build, input_nodes
 from ..errors import InputError, OptionError
 from ..ir import Axon, tree_map
-from ..optimizers import Optimizer
+from ..optimizers import Optimizer, as_pair
 from ..optimizers import get as get_optimizer
 from ..train import TrainState, compile_step
 from ..train.step import target_tree
@@ -348,15 +348,20 @@ def _target(y: Any) -> Any:
     return tree_map(leaf, target_tree(y))
 
 
-def _optimizer(optimizer: Any) -> Optimizer:
+def _optimizer(optimizer: Any) -> Any:
+    """A built-in optimizer (by name or object) or any Polaris-style (init_fn, update_fn) pair."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, str):
         return get_optimizer(optimizer)
-    raise OptionError(
-        f"optimizer must be an optimizer name (e.g. 'adam') or ax.optimizers.<name>(...), "
-        f"got {optimizer!r}"
-    )
+    try:
+        as_pair(optimizer)
+    except OptionError:
+        raise OptionError(
+            f"optimizer must be an optimizer name (e.g. 'adam'), ax.optimizers.<name>(...) or "
+            f"an (init_fn, update_fn) pair, got {optimizer!r}"
+        ) from None
+    return optimizer
 
 
 def train_step(
@@ -533,11 +538,11 @@ class Loop:
         """A supervised training loop (Axon.Loop.trainer).
 
         `loss`: a name from ax.losses, a function loss(y_true, y_pred) -> scalar, or a list
-        of (loss, weight) pairs for a multi-output model. `optimizer`: a name or an
-        ax.optimizers optimizer. The loop tracks the metric "loss" (the running average of
-        the batch losses over the epoch) and returns the trained ModelState. Every `log`
-        iterations (0: never) it prints the epoch, batch and metrics, unless the progress
-        bar shows them.
+        of (loss, weight) pairs for a multi-output model. `optimizer`: a name, an
+        ax.optimizers optimizer or combinator, or any (init_fn, update_fn) pair. The loop
+        tracks the metric "loss" (the running average of the batch losses over the epoch)
+        and returns the trained ModelState. Every `log` iterations (0: never) it prints the
+        epoch, batch and metrics, unless the progress bar shows them.
         """
         if not isinstance(log, int) or isinstance(log, bool) or log < 0:
             raise OptionError(f"log must be a non-negative integer (0: silent), got {log!r}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import numpy as anp
 from ..autodiff import gradients, tensor_of
 from ..build import _feeds, check_fit, init, resolve
 from ..dtypes import TensorType, dtype_name, type_of
@@ -27,11 +28,13 @@ from ..ir import Axon, assign_names, tree_leaves, tree_map
 from ..model_state import ModelState
 from ..ops.special import container, parameter
 from ..ops.special import input as input_layer
+from ..optimizers import Optimizer, apply_updates, as_pair, get, normal_noise
 from ..shape_inference import infer_types, input_nodes
 from ..tracing import Tensor, _traces
 
 OPTIMIZER_KEY = "__optimizer__"
 LR_SCALE = "__learning_rate_scale__"
+NOISE_KEY = "__noise__"
 TARGET = "target"
 # Losses whose target is not shaped like the model output (CTC takes label sequences).
 _OTHER_TARGET_SHAPES = {"connectionist_temporal_classification"}
@@ -64,8 +67,8 @@ class TrainState:
         and "__optimizer__/count". Feed the ones a session lists as inputs.
         """
         flat = dict(self.model_state.flatten(include_tied=False))
-        for path in _paths(self.optimizer_state):
-            flat["/".join((OPTIMIZER_KEY, *path))] = np.asarray(_get(self.optimizer_state, path))
+        for path, leaf in _leaf_items(self.optimizer_state).items():
+            flat["/".join((OPTIMIZER_KEY, *path))] = np.asarray(leaf)
         flat[LR_SCALE] = np.asarray(self.learning_rate_scale, np.float32)
         return flat
 
@@ -77,9 +80,9 @@ class TrainState:
         """
         params: dict[str, Any] = {}
         state: dict[str, Any] = {}
-        optimizer = _copy(self.optimizer_state)
+        optimizer: dict[tuple[str, ...], Any] = {}
         model_paths = set(self.model_state.paths())
-        optimizer_paths = set(_paths(self.optimizer_state))
+        optimizer_paths = set(_leaf_items(self.optimizer_state))
         scale = self.learning_rate_scale
         for name, value in flat.items():
             path = tuple(name.split("/"))
@@ -88,7 +91,7 @@ class TrainState:
             elif path[0] == OPTIMIZER_KEY:
                 if path[1:] not in optimizer_paths:
                     raise StateError(f"the optimizer state has no tensor {name!r}")
-                _set(optimizer, path[1:], np.asarray(value))
+                optimizer[path[1:]] = np.asarray(value)
             elif path in model_paths:
                 kind = state if path in self.model_state.state else params
                 _set(kind, path, np.asarray(value))
@@ -96,18 +99,15 @@ class TrainState:
                 raise StateError(f"the train state has no tensor {name!r}")
         model_state = self.model_state.update(params, state)
         return replace(
-            self, model_state=model_state, optimizer_state=optimizer, learning_rate_scale=scale
+            self,
+            model_state=model_state,
+            optimizer_state=_replace_leaves(self.optimizer_state, optimizer),
+            learning_rate_scale=scale,
         )
 
 
-def _paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out += _paths(value, (*prefix, key))
-        else:
-            out.append((*prefix, key))
-    return out
+def _dtype(x: Any) -> np.dtype:
+    return x.dtype if isinstance(x, Tensor) else np.asarray(x).dtype
 
 
 def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -122,8 +122,48 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _copy(tree: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+def _leaf_items(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every leaf of a nested mapping / list / tuple by its path (a sequence index as text)."""
+    if isinstance(tree, Mapping):
+        items = [(str(k), v) for k, v in tree.items()]
+    elif isinstance(tree, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(tree)]
+    else:
+        return {prefix: tree}
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in items:
+        out.update(_leaf_items(value, (*prefix, key)))
+    return out
+
+
+def _replace_leaves(
+    tree: Any, values: Mapping[tuple[str, ...], Any], prefix: tuple[str, ...] = ()
+) -> Any:
+    """`tree` with the leaves at the paths of `values` (as `_leaf_items` names them) replaced."""
+    if isinstance(tree, Mapping):
+        return {k: _replace_leaves(v, values, (*prefix, str(k))) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        out = [_replace_leaves(v, values, (*prefix, str(i))) for i, v in enumerate(tree)]
+        return tuple(out) if isinstance(tree, tuple) else out
+    return values.get(prefix, tree)
+
+
+def _as_mapping(tree: Any) -> Any:
+    """Nested mappings only (a sequence becomes {"0": ..., "1": ...}), as ModelState holds data."""
+    if isinstance(tree, Mapping):
+        return {k: _as_mapping(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return {str(i): _as_mapping(v) for i, v in enumerate(tree)}
+    return tree
+
+
+def _resolve_optimizer(optimizer: Any) -> Any:
+    """A built-in Optimizer (by name or object) or any (init_fn, update_fn) pair, checked."""
+    if isinstance(optimizer, str):
+        return get(optimizer)
+    if not isinstance(optimizer, Optimizer):
+        as_pair(optimizer)
+    return optimizer
 
 
 def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
@@ -207,7 +247,7 @@ class TrainStep:
         self.model = _pin_names(model)
         self.loss = _resolve_loss(loss)
         self.loss_name = loss if isinstance(loss, str) else None
-        self.optimizer = optimizer
+        self.optimizer = _resolve_optimizer(optimizer)
         self.compiler = compiler
         self.seed = seed
         self._graphs: dict[tuple, Axon] = {}
@@ -222,7 +262,8 @@ class TrainStep:
         """A train state: the model state (init_fn in train mode) and a fresh optimizer state."""
         state = init(self.model, template, initial, mode="train", seed=self.seed)
         params = _nest({p: _get(state.data, p) for p in self._trainable(state)})
-        return TrainState(state, self.optimizer.init(params))
+        init_fn, _ = self.optimizer
+        return TrainState(state, init_fn(params))
 
     def model_state(self, train_state: TrainState) -> ModelState:
         """The ModelState to use with ax.build or ax.export_onnx after training."""
@@ -341,25 +382,21 @@ class TrainStep:
                 grads[src] = grads[src] + (g.T if transform == "transpose" else g)
         data = self._data(train_state)
         params = _nest({p: self._parameter(p, data, trace) for p in trainable})
-        opt_state = _nest(
+        opt_state = _replace_leaves(
+            train_state.optimizer_state,
             {
                 p: self._parameter((OPTIMIZER_KEY, *p), data, trace)
-                for p in _paths(train_state.optimizer_state)
-            }
+                for p in _leaf_items(train_state.optimizer_state)
+            },
         )
-        new_params, new_opt = self.optimizer.update(
-            _nest({p: grads[p] for p in trainable}), opt_state, params
-        )
-        # every Polaris update is linear in the learning rate, so scaling the update is
-        # exactly a scaled learning rate
+        grads = _nest({p: grads[p] for p in trainable})
+        # The learning-rate scale multiplies every update: for Polaris's optimizers, linear
+        # in the learning rate, that is exactly a scaled learning rate.
         scale = self._parameter((LR_SCALE,), data, trace)
-        new_params = _nest(
-            {
-                p: _get(params, p)
-                + (scale * (_get(new_params, p) - _get(params, p))).astype(_get(params, p).dtype)
-                for p in trainable
-            }
-        )
+        noise = None
+        if self._needs_noise:
+            noise = _nest({p: self._parameter((NOISE_KEY, *p), data, trace) for p in trainable})
+        new_params, new_opt = self._apply_optimizer(grads, opt_state, params, scale, noise)
         out = {
             "loss": loss,
             "y_pred": y_pred,
@@ -371,18 +408,45 @@ class TrainStep:
             tree_map(lambda t: Axon(t.graph.output, t.graph.nodes), out), name="__step__"
         )
 
+    @property
+    def _needs_noise(self) -> bool:
+        return isinstance(self.optimizer, Optimizer) and self.optimizer.needs_noise
+
+    def _apply_optimizer(
+        self, grads: Any, opt_state: Any, params: Any, scale: Tensor, noise: Any
+    ) -> tuple[Any, Any]:
+        """(new params, new optimizer state): a built-in folds `scale` into its scalar
+        coefficient; any other pair's updates are scaled, then added."""
+        if isinstance(self.optimizer, Optimizer):
+            return self.optimizer.apply(grads, opt_state, params, noise=noise, scale=scale)
+        _, update_fn = self.optimizer
+        updates, new_opt = update_fn(grads, opt_state, params)
+        scaled = tree_map(lambda u: anp.multiply(u, scale.astype(_dtype(u))), updates)
+        return apply_updates(params, scaled), new_opt
+
     @staticmethod
     def _parameter(path: tuple[str, ...], data: Mapping[str, Any], trace: int) -> Tensor:
         value = np.asarray(_get(data, path))
         return Tensor(parameter(path, value.shape, dtype_name(value.dtype)), trace)
 
-    @staticmethod
-    def _data(train_state: TrainState) -> dict[str, Any]:
-        return {
+    def _data(self, train_state: TrainState) -> dict[str, Any]:
+        data = {
             **train_state.model_state.data,
-            OPTIMIZER_KEY: train_state.optimizer_state,
+            OPTIMIZER_KEY: _as_mapping(train_state.optimizer_state),
             LR_SCALE: np.asarray(train_state.learning_rate_scale, np.float32),
         }
+        if self._needs_noise:
+            data[NOISE_KEY] = self.noise(train_state)
+        return data
+
+    def noise(self, train_state: TrainState) -> dict[str, Any]:
+        """noisy_sgd's standard-normal noise for the next step: drawn on the host from the
+        step's seed and the optimizer's update count, so a run (resumed ones included) is
+        reproducible; the exported step takes it as the inputs `__noise__/<layer>/<param>`."""
+        state = train_state.model_state
+        params = _nest({p: _get(state.data, p) for p in self._trainable(state)})
+        count = int(np.asarray(train_state.optimizer_state["count"]))
+        return normal_noise(params, np.random.default_rng([self.seed, count]))
 
     # ---- running -----------------------------------------------------------------
 
@@ -446,7 +510,7 @@ class TrainStep:
         """Write the step as a standard ONNX model for batches shaped like (x, y).
 
         Inputs: every parameter, model-state and optimizer-state tensor by name (as
-        `TrainState.flatten`), the model inputs, `target` and the dropout noise;
+        `TrainState.flatten`), the model inputs, `target`, the dropout noise and noisy_sgd's;
         outputs: `output_i` (loss, prediction, new parameters and optimizer state, mapped
         by the `axonc.outputs` metadata) and `state/...` (the new model state). The
         `axonc.train_feedback` metadata maps each output that is next step's input to
@@ -507,7 +571,10 @@ def _add_feedback(onnx_model: Any, state: ModelState) -> None:
     structure = decode_structure(json.loads(meta["axonc.outputs"]))
     feedback = {out: "/".join(p) for p, out in _flat(structure["params"]).items()}
     feedback.update(
-        {out: "/".join((OPTIMIZER_KEY, *p)) for p, out in _flat(structure["optimizer"]).items()}
+        {
+            out: "/".join((OPTIMIZER_KEY, *p))
+            for p, out in _leaf_items(structure["optimizer"]).items()
+        }
     )
     writable = state.state - state.frozen
     for out, path in json.loads(meta["axonc.state_outputs"]).items():
