@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import defn
 from .dtypes import TensorType, dtype_name, to_numpy_dtype, type_of
 from .errors import InputError, StateError
 from .initializers import derive_seed, initialize
@@ -222,11 +223,15 @@ def build(
     def init_fn(template: Any, initial: Any = None) -> ModelState:
         return init(model, template, initial, mode=mode, seed=seed)
 
+    init_fn.model = model  # type: ignore[attr-defined]
     if compiler == "reference":
 
         def predict_fn(state: Any, inputs: Any) -> Any:
+            if defn.has_tensors(state, inputs):
+                return defn.inline_call(model, mode, state, inputs)
             return predict(model, state, inputs, mode=mode)
 
+        predict_fn.model, predict_fn.mode = model, mode  # type: ignore[attr-defined]
         return init_fn, predict_fn
 
     from .to_onnx.compiled import CompiledModel
@@ -234,8 +239,12 @@ def build(
     compiled = CompiledModel(model, mode)
 
     def predict_fn(state: Any, inputs: Any) -> Any:
+        # inside axonc.numpy.value_and_grad the call is recorded into the traced graph
+        if defn.has_tensors(state, inputs):
+            return defn.inline_call(model, mode, state, inputs)
         feeds = _checked_feeds(model, state, inputs)
         return compiled(state, feeds)
 
     predict_fn.compiled = compiled  # type: ignore[attr-defined]
+    predict_fn.model, predict_fn.mode = model, mode  # type: ignore[attr-defined]
     return init_fn, predict_fn

@@ -6,6 +6,10 @@ arrays through the same ops' numpy rules, so a loss written with `anp` runs
 eagerly or traced. Names and signatures are numpy's (plus `erf`); dtypes follow
 jax.numpy without x64 (integer inputs to transcendental functions and true
 division give f32, Python floats take the other operand's float dtype).
+
+From Nx: `value_and_grad` / `grad` (Nx.Defn's, see axonc.defn), `random_normal` /
+`random_uniform` (Nx.random_normal / random_uniform), `random` (Nx.Random's key
+API) and `linalg.norm` (Nx.LinAlg.norm).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .dtypes import dtype_name
 from .errors import ShapeError, TraceError
 from .ops.primitives import BINARY, REDUCE, UNARY
 from .tracing import Tensor, apply, coerce
+from . import numpy_random as random
 
 __all__ = [
     "Tensor",
@@ -42,6 +47,8 @@ __all__ = [
     "expand_dims",
     "full",
     "full_like",
+    "grad",
+    "linalg",
     "matmul",
     "max",
     "mean",
@@ -51,6 +58,9 @@ __all__ = [
     "ones",
     "ones_like",
     "prod",
+    "random",
+    "random_normal",
+    "random_uniform",
     "reshape",
     "shape",
     "squeeze",
@@ -61,6 +71,7 @@ __all__ = [
     "tensordot",
     "transpose",
     "true_divide",
+    "value_and_grad",
     "var",
     "where",
     "zeros",
@@ -378,3 +389,150 @@ def _static(shape: Any) -> None:
             f"array constructors need a static shape, got {shape!r}; for a shape with a "
             "dynamic dim use anp.zeros_like / anp.full_like / anp.broadcast_to"
         )
+
+
+# ---------------------------------------------------------------------------
+# From Nx: gradients, random sampling, norms
+
+
+def value_and_grad(x: Any, fn: Any, transform: Any = None, *, compiler: str = "onnxruntime"):
+    """Nx.Defn.value_and_grad: (fn(x), gradients of transform(fn(x)) in x's structure)."""
+    from .defn import value_and_grad as impl
+
+    return impl(x, fn, transform, compiler=compiler)
+
+
+def grad(x: Any, fn: Any, *, compiler: str = "onnxruntime") -> Any:
+    """Nx.Defn.grad: the gradients of fn(x) (its sum if not a scalar) in x's structure."""
+    from .defn import grad as impl
+
+    return impl(x, fn, compiler=compiler)
+
+
+_implicit_key = [random.key(int.from_bytes(__import__("os").urandom(4), "little"))]
+
+
+def _shape_and_dtype(tensor_or_shape: Any, dtype: Any) -> tuple[tuple[int, ...], str]:
+    if isinstance(tensor_or_shape, (tuple, list, int)):
+        shape = (
+            (tensor_or_shape,) if isinstance(tensor_or_shape, int) else tuple(tensor_or_shape)
+        )
+        _static(shape)
+        return shape, dtype_name(dtype or "f32")
+    arr = _np.asarray(tensor_or_shape)
+    default = dtype_name(arr.dtype) if arr.dtype.kind == "f" else "f32"
+    return arr.shape, dtype_name(dtype or default)
+
+
+def _implicit(draw: Any, tensor_or_shape: Any, a: float, b: float, dtype: Any, seed: Any):
+    shape, dt = _shape_and_dtype(tensor_or_shape, dtype)
+    if seed is None:
+        key, _implicit_key[0] = random.split(_implicit_key[0])
+    else:
+        key = random.key(seed)
+    return draw(key, a, b, shape=shape, type=dt)[0]
+
+
+def random_normal(
+    tensor_or_shape: Any, mean: float = 0.0, std: float = 1.0, *, seed: Any = None, type: Any = None
+) -> Any:
+    """Nx.random_normal: N(mean, std^2) samples shaped like a tensor (or of a shape).
+
+    On a traced tensor it records the `random_normal` op (see axonc.ops.random); on
+    an array or shape it draws at once (f32 unless the array is float), from `seed`
+    when given, else from a process-wide stream.
+    """
+    if isinstance(tensor_or_shape, Tensor):
+        out = apply("random_normal", [tensor_or_shape], {"mean": mean, "std": std, "seed": seed})
+        return out if type is None else astype(out, type)
+    return _implicit(random.normal, tensor_or_shape, mean, std, type, seed)
+
+
+def random_uniform(
+    tensor_or_shape: Any,
+    min_val: float = 0.0,
+    max_val: float = 1.0,
+    *,
+    seed: Any = None,
+    type: Any = None,
+) -> Any:
+    """Nx.random_uniform: U(min_val, max_val) samples shaped like a tensor (or of a shape)."""
+    if isinstance(tensor_or_shape, Tensor):
+        opts = {"min_val": min_val, "max_val": max_val, "seed": seed}
+        out = apply("random_uniform", [tensor_or_shape], opts)
+        return out if type is None else astype(out, type)
+    return _implicit(random.uniform, tensor_or_shape, min_val, max_val, type, seed)
+
+
+class _Linalg:
+    """`anp.linalg`: Nx.LinAlg's functions (norm)."""
+
+    @staticmethod
+    def norm(
+        x: Any,
+        ord: Any = None,
+        axes: Any = None,
+        keep_axes: bool = False,
+        *,
+        axis: Any = None,
+        keepdims: bool | None = None,
+    ) -> Any:
+        """Nx.LinAlg.norm (numpy's `axis` / `keepdims` spellings also accepted).
+
+        Over one axis (or a 1-D x): ord None / 2 the 2-norm, any p the p-norm, inf /
+        -inf the max / min of |x|, 0 the count of non-zeros. Over two axes (or a 2-D
+        x): None / "fro" Frobenius, 1 / -1 the max / min column sum of |x|, inf / -inf
+        the max / min row sum. With no axes and ord None, x of any rank gives the
+        Frobenius norm of all its elements. Built from differentiable primitives.
+        """
+        return _norm(x, ord, axis if axes is None else axes, keep_axes or bool(keepdims))
+
+
+def _norm(x: Any, ord: Any, axes: Any, keep: bool) -> Any:
+    rank = ndim(x)
+    inf = float("inf")
+    if axes is None:
+        if ord is None or ord == "fro" and rank == 2:
+            return sqrt(sum(square(x), keepdims=keep))
+        if rank > 2:
+            raise ValueError(f"norm: ord {ord!r} needs axes for a rank-{rank} tensor")
+        axes = tuple(range(rank))
+    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    axes = tuple(a % rank for a in axes) if rank else axes
+    if len(axes) == 1:
+        (a,) = axes
+        if ord is None or ord == 2:
+            return sqrt(sum(square(x), axis=a, keepdims=keep))
+        if ord in (inf, "inf"):
+            return max(abs(x), axis=a, keepdims=keep)
+        if ord in (-inf, "neg_inf"):
+            return min(abs(x), axis=a, keepdims=keep)
+        if ord == 0:
+            return sum(astype(not_equal(x, 0), _dtype_of(x)), axis=a, keepdims=keep)
+        if isinstance(ord, (int, float)) and not isinstance(ord, bool):
+            p = float(ord)
+            return power(sum(power(abs(x), p), axis=a, keepdims=keep), 1.0 / p)
+        raise ValueError(f"norm: unsupported ord {ord!r} for a vector norm")
+    if len(axes) != 2:
+        raise ValueError(f"norm: axes must name one or two axes, got {axes}")
+    r, c = axes
+    if ord is None or ord == "fro":
+        return sqrt(sum(square(x), axis=axes, keepdims=keep))
+    pick = {1: (max, r, c), -1: (min, r, c), inf: (max, c, r), -inf: (min, c, r)}
+    pick.update({"inf": pick[inf], "neg_inf": pick[-inf]})
+    if ord not in pick:
+        raise ValueError(
+            f"norm: matrix ord {ord!r} is not supported (use None/'fro', 1, -1, inf, -inf)"
+        )
+    reduce, inner, outer = pick[ord]
+    sums = sum(abs(x), axis=inner, keepdims=True)
+    out = reduce(sums, axis=outer, keepdims=True)
+    return out if keep else squeeze(out, axis=axes)
+
+
+def _dtype_of(x: Any) -> str:
+    dt = dtype_name(x.dtype) if hasattr(x, "dtype") else "f32"
+    return dt if dt[0] == "f" else "f32"
+
+
+linalg = _Linalg()

@@ -11,6 +11,7 @@ FAMILIES = (
     "pooling",
     "normalization",
     "dropout",
+    "random",
     "recurrent",
     "combinators",
     "shape",
