@@ -223,7 +223,7 @@ def build(
     def init_fn(template: Any, initial: Any = None) -> ModelState:
         return init(model, template, initial, mode=mode, seed=seed)
 
-    init_fn.model = model  # type: ignore[attr-defined]
+    init_fn.model, init_fn.seed = model, seed  # type: ignore[attr-defined]
     if compiler == "reference":
 
         def predict_fn(state: Any, inputs: Any) -> Any:

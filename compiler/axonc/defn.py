@@ -165,7 +165,7 @@ def _plain(tree: Any) -> Any:
 
 def inline_call(model: Axon, mode: str, state: Any, inputs: Any) -> Any:
     """predict_fn on traced tensors: the model's nodes recorded into the active trace."""
-    from .build import input_nodes, template_types
+    from .build import input_nodes
 
     if not _active:
         raise TraceError(
@@ -184,8 +184,13 @@ def inline_call(model: Axon, mode: str, state: Any, inputs: Any) -> Any:
         rec.data[new] = _call_leaf(rec, new, leaf)
     nodes = input_nodes(model)
     if not isinstance(inputs, Mapping):
-        (name,) = template_types(model, inputs)
-        inputs = {name: inputs}
+        required = [n for n, node in nodes.items() if not node.options["optional"]]
+        if len(nodes) != 1 and len(required) != 1:
+            raise InputError(
+                f"the model has inputs {', '.join(map(repr, nodes))}; give a dict keyed by "
+                "input name"
+            )
+        inputs = {(required or list(nodes))[0]: inputs}
     unknown = sorted(set(inputs) - set(nodes))
     if unknown:
         raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}")

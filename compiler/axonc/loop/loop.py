@@ -335,8 +335,28 @@ def _optimizer(optimizer: Any) -> Optimizer:
     )
 
 
+def model_of(model: Any, what: str) -> tuple[Axon, int | None]:
+    """The graph to train or evaluate: an Axon graph, or the (init_fn, predict_fn) pair
+    ax.build returned (Axon's trainer takes either); the pair also gives its build seed."""
+    if isinstance(model, Axon):
+        return model, None
+    if isinstance(model, (tuple, list)) and len(model) == 2 and all(map(callable, model)):
+        init_fn, predict_fn = model
+        graph = getattr(predict_fn, "model", None)
+        if isinstance(graph, Axon):
+            return graph, getattr(init_fn, "seed", None)
+        raise OptionError(
+            f"{what}: an (init_fn, predict_fn) pair must come from ax.build (its predict_fn "
+            "knows its graph); plain Python functions cannot be compiled into the step"
+        )
+    raise OptionError(
+        f"{what}: expected an Axon model or the (init_fn, predict_fn) pair from ax.build, "
+        f"got {type(model).__name__}"
+    )
+
+
 def train_step(
-    model: Axon,
+    model: Any,
     loss: Any,
     optimizer: Any,
     *,
@@ -350,6 +370,8 @@ def train_step(
     compiled step (`ax.train.compile_step`): `loss` is this batch's loss, `y_pred` the
     train-mode prediction it was computed from.
     """
+    model, build_seed = model_of(model, "train_step")
+    seed = seed if build_seed is None else build_seed
     step = compile_step(model, loss, _optimizer(optimizer), seed=seed, compiler=compiler)
 
     def init_fn(batch: Any, init_state: Any) -> dict[str, Any]:
@@ -386,13 +408,14 @@ def train_step(
 
 
 def eval_step(
-    model: Axon, *, compiler: str = "onnxruntime"
+    model: Any, *, compiler: str = "onnxruntime"
 ) -> tuple[Callable[[Any, Any], dict[str, Any]], Callable[[Any, Any], dict[str, Any]]]:
     """(init_fn, step_fn) of a supervised evaluation step (Axon.Loop.eval_step).
 
     init_fn(batch, model_state) -> {"model_state", "y_true", "y_pred"}; step_fn predicts
     the batch in inference mode.
     """
+    model, _ = model_of(model, "eval_step")
     _, predict = build(model, "inference", compiler=compiler)
 
     def init_fn(batch: Any, init_state: Any) -> dict[str, Any]:
@@ -496,7 +519,7 @@ class Loop:
     @classmethod
     def trainer(
         cls,
-        model: Axon,
+        model: Any,
         loss: Any,
         optimizer: Any,
         *,
@@ -506,6 +529,8 @@ class Loop:
     ) -> Loop:
         """A supervised training loop (Axon.Loop.trainer).
 
+        `model`: an Axon graph, or the `(init_fn, predict_fn)` pair `ax.build` returned (its
+        graph is compiled into the step in train mode, initialised with the build's seed).
         `loss`: a name from ax.losses, a function loss(y_true, y_pred) -> scalar, or a list
         of (loss, weight) pairs for a multi-output model. `optimizer`: a name or an
         ax.optimizers optimizer. The loop tracks the metric "loss" (the running average of
