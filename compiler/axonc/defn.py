@@ -281,6 +281,8 @@ def value_and_grad(
     out, rec = _trace(x, leaves, fn)
     target = out if transform is None else transform(out)
     graph, loss_id = _record(rec, out, target)
+    if not graph.output:  # nothing depends on x: fn's value as is, zero gradients
+        return out, _map_paths(lambda p, v: np.zeros_like(_as_leaf(v)), x)
     if compiler == "reference":
         entry = _Entry.build(graph, loss_id, rec, leaves, mode=_mode(rec), compile_onnx=False)
     else:
