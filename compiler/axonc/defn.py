@@ -418,7 +418,7 @@ def _is_random(node: Node) -> bool:
 
 
 def _freeze(v: Any) -> Any:
-    if isinstance(v, np.ndarray) or isinstance(v, np.generic):
+    if isinstance(v, (np.ndarray, np.generic)):
         arr = np.asarray(v)
         return ("array", arr.dtype.str, arr.shape, arr.tobytes())
     if isinstance(v, Mapping):
@@ -499,9 +499,7 @@ class _Entry:
         else:
             out, new_state = self._run_onnx(rec, graph, data)
         grads = dict(zip(self.floats, out["grads"]))
-        ordered = [
-            grads[p] if p in grads else np.zeros_like(rec.data[p]) for p in self.x_paths
-        ]
+        ordered = [grads[p] if p in grads else np.zeros_like(rec.data[p]) for p in self.x_paths]
         return list(out["values"]), ordered, new_state
 
     def _run_onnx(

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as _np
 
+from . import numpy_random as random
 from .dtypes import dtype_name
 from .errors import ShapeError, TraceError
 from .ops.primitives import BINARY, REDUCE, UNARY
 from .tracing import Tensor, apply, coerce
-from . import numpy_random as random
 
 __all__ = [
     "Tensor",
@@ -414,9 +414,7 @@ _implicit_key = [random.key(int.from_bytes(__import__("os").urandom(4), "little"
 
 def _shape_and_dtype(tensor_or_shape: Any, dtype: Any) -> tuple[tuple[int, ...], str]:
     if isinstance(tensor_or_shape, (tuple, list, int)):
-        shape = (
-            (tensor_or_shape,) if isinstance(tensor_or_shape, int) else tuple(tensor_or_shape)
-        )
+        shape = (tensor_or_shape,) if isinstance(tensor_or_shape, int) else tuple(tensor_or_shape)
         _static(shape)
         return shape, dtype_name(dtype or "f32")
     arr = _np.asarray(tensor_or_shape)
@@ -492,7 +490,7 @@ def _norm(x: Any, ord: Any, axes: Any, keep: bool) -> Any:
     rank = ndim(x)
     inf = float("inf")
     if axes is None:
-        if ord is None or ord == "fro" and rank == 2:
+        if ord is None or (ord == "fro" and rank == 2):
             return sqrt(sum(square(x), keepdims=keep))
         if rank > 2:
             raise ValueError(f"norm: ord {ord!r} needs axes for a rank-{rank} tensor")

@@ -233,7 +233,7 @@ def test_predict_fn_on_traced_tensors_outside_value_and_grad_is_an_error():
     model = ax.input("x", shape=(None, 2)).dense(1)
     init_fn, predict_fn = ax.build(model)
     state = init_fn(ax.template((1, 2), "f32"))
-    with pytest.raises(TraceError, match="outside axonc.numpy.value_and_grad"):
+    with pytest.raises(TraceError, match=r"outside axonc\.numpy\.value_and_grad"):
         ax.nx(ax.input("y", shape=(None, 2)), lambda t: predict_fn(state, t))
 
 

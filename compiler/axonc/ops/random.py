@@ -117,7 +117,9 @@ class RandomNormal(_Random):
         "seed": Option(None, _check_seed, "the stream's seed; None draws one when recorded"),
     }
     cases = [
-        Case("like", lambda x: make_node("random_normal", [x], {"seed": 7}), [TensorType((None, 5))]),
+        Case(
+            "like", lambda x: make_node("random_normal", [x], {"seed": 7}), [TensorType((None, 5))]
+        ),
         Case(
             "shifted",
             lambda x: make_node("random_normal", [x], {"mean": 2.0, "std": 0.5, "seed": 3}),
@@ -142,10 +144,14 @@ class RandomUniform(_Random):
         "seed": Option(None, _check_seed, "the stream's seed; None draws one when recorded"),
     }
     cases = [
-        Case("like", lambda x: make_node("random_uniform", [x], {"seed": 5}), [TensorType((None, 4))]),
+        Case(
+            "like", lambda x: make_node("random_uniform", [x], {"seed": 5}), [TensorType((None, 4))]
+        ),
         Case(
             "bounds",
-            lambda x: make_node("random_uniform", [x], {"min_val": -3.0, "max_val": 1.0, "seed": 2}),
+            lambda x: make_node(
+                "random_uniform", [x], {"min_val": -3.0, "max_val": 1.0, "seed": 2}
+            ),
             [TensorType((None, 3, 2))],
         ),
     ]

@@ -74,8 +74,11 @@ class LowerContext:
 
         The runtime fills it with `axonc.initializers.initialize(initializer, shape, "f32",
         seed)`, exactly what the reference interpreter draws (metadata axonc.random_inputs).
+        Asking again (a gradient graph recomputing the forward) returns the same input.
         """
         name = "/".join((*self.path, key))
+        if name in self._lowering.random_inputs:
+            return name
         dims = ["batch" if d is None else d for d in shape]
         self.b.add_input(name, TensorType(shape, "f32"), dims)
         self._lowering.random_inputs[name] = {
