@@ -1,4 +1,4 @@
-"""anp.linalg.norm (Nx.LinAlg.norm) against numpy.linalg.norm, traced and eager, and its gradient."""
+"""anp.linalg.norm (Nx.LinAlg.norm) against numpy, traced and eager; its gradient."""
 
 from __future__ import annotations
 
