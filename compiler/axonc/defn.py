@@ -40,6 +40,7 @@ from .dtypes import dtype_name, is_float
 from .errors import InputError, StateError, TraceError
 from .ir import Axon, Node, assign_names, merge_nodes, new_id, topo_order, tree_leaves, tree_map
 from .model_state import ModelState
+from .ops.random import RANDOM_OPS
 from .tracing import Tensor, _traces, coerce, constant_graph
 
 COMPILERS = ("onnxruntime", "reference")
@@ -88,6 +89,8 @@ _active: list[_Recording] = []
 
 
 def _as_leaf(v: Any) -> np.ndarray:
+    if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.dtype != np.float16:
+        return v
     (arr,) = coerce([v])
     return np.asarray(arr)
 
@@ -394,11 +397,14 @@ def _signature(graph: Axon, rec: _Recording) -> tuple:
     rows = []
     for nid in order:
         node = graph.nodes[nid]
-        opts = {k: v for k, v in node.options.items() if not (k == "seed" and _is_random(node))}
+        random = node.op in RANDOM_OPS
+        opts = tuple(
+            (k, _freeze(v)) for k, v in node.options.items() if not (random and k == "seed")
+        )
         rows.append(
             (
                 node.op,
-                _freeze(opts),
+                opts,
                 tuple(index[i] for i in node.inputs),
                 node.name,
                 node.op_name,
@@ -411,18 +417,14 @@ def _signature(graph: Axon, rec: _Recording) -> tuple:
     return (tuple(rows), outs, data, aliases, tuple(sorted(rec.modes)))
 
 
-def _is_random(node: Node) -> bool:
-    from .ops.random import RANDOM_OPS
-
-    return node.op in RANDOM_OPS
-
-
 def _freeze(v: Any) -> Any:
+    if v is None or isinstance(v, (str, int, float)):
+        return v
     if isinstance(v, (np.ndarray, np.generic)):
         arr = np.asarray(v)
         return ("array", arr.dtype.str, arr.shape, arr.tobytes())
     if isinstance(v, Mapping):
-        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+        return tuple((k, _freeze(x)) for k, x in v.items())
     if isinstance(v, (tuple, list)):
         return (type(v).__name__, tuple(_freeze(x) for x in v))
     if isinstance(v, Axon):
