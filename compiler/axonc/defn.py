@@ -79,6 +79,7 @@ class _Recording:
         self.modes: set[str] = set()
         self.calls = itertools.count()
         self.call_layers: dict[int, dict[str, str]] = {}
+        self.order: list[int] = []  # the recorded graph's node order (set by _record)
 
 
 _active: list[_Recording] = []
@@ -178,7 +179,7 @@ def inline_call(model: Axon, mode: str, state: Any, inputs: Any) -> Any:
     rec = _active[-1]
     call = next(rec.calls)
     rec.modes.add(mode)
-    names = assign_names(model)
+    names, order = _layout(model)
     suffix = f"@{call}"
     rec.call_layers[call] = {}
     for path, leaf in _leaves_with_paths(_state_data(state)):
@@ -207,7 +208,7 @@ def inline_call(model: Axon, mode: str, state: Any, inputs: Any) -> Any:
         graphs[node.id] = _input_graph(rec, value)
     merged = merge_nodes(*graphs.values())
     ids = {old: g.output for old, g in graphs.items()}
-    for nid in topo_order(model.nodes, model.output):
+    for nid in order:
         node = model.nodes[nid]
         if nid in ids:
             continue
@@ -223,6 +224,20 @@ def inline_call(model: Axon, mode: str, state: Any, inputs: Any) -> Any:
         return prediction
     state_paths = state.state if isinstance(state, ModelState) else set()
     return {"prediction": prediction, "state": _nest({p: StateRef(call, p) for p in state_paths})}
+
+
+_LAYOUTS: dict[int, tuple[Axon, dict[int, str], list[int]]] = {}
+
+
+def _layout(model: Axon) -> tuple[dict[int, str], list[int]]:
+    """A model's layer names and node order, computed once per model (graphs are immutable)."""
+    hit = _LAYOUTS.get(id(model))
+    if hit is None or hit[0] is not model:
+        if len(_LAYOUTS) >= _MAX_CACHE:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        hit = (model, assign_names(model), topo_order(model.nodes, model.output))
+        _LAYOUTS[id(model)] = hit
+    return hit[1], hit[2]
 
 
 def _call_leaf(rec: _Recording, path: tuple[str, ...], leaf: Any) -> np.ndarray:
@@ -368,6 +383,7 @@ def _record(rec: _Recording, out: Any, target: Any) -> tuple[Axon, int | None]:
     nodes = merge_nodes(*(t.graph for t in tensors))
     outputs = [t.graph.output for t in tensors]
     order = topo_order(nodes, outputs)
+    rec.order = order
     kept: dict[int, Node] = {}
     hoisted = itertools.count()
     for nid in order:
@@ -392,7 +408,7 @@ def _plain_tree(out: Any) -> Any:
 
 def _signature(graph: Axon, rec: _Recording) -> tuple:
     """The graph's structure: what a compiled gradient graph depends on (not data values)."""
-    order = topo_order(graph.nodes, graph.output)
+    order = rec.order
     index = {nid: i for i, nid in enumerate(order)}
     rows = []
     for nid in order:
@@ -435,12 +451,11 @@ def _freeze(v: Any) -> Any:
 class _Entry:
     """One differentiated graph: its value outputs and gradients, compiled or not."""
 
-    def __init__(self, graph: Axon, mode: str, x_paths: list[tuple[str, ...]], session, meta):
+    def __init__(self, graph: Axon, mode: str, x_paths: list[tuple[str, ...]]):
         self.graph = graph
         self.mode = mode
         self.x_paths = x_paths
-        self.session = session
-        self.meta = meta
+        self.session: Any = None
 
     @classmethod
     def build(
@@ -473,7 +488,7 @@ class _Entry:
         else:
             grad_graphs = []
         body = container({"values": values, "grads": grad_graphs})
-        entry = cls(body, mode, x_paths, None, None)
+        entry = cls(body, mode, x_paths)
         entry.floats = floats
         if compile_onnx:
             entry._compile(data)
@@ -482,13 +497,19 @@ class _Entry:
     def _compile(self, data: Mapping[str, Any]) -> None:
         import onnxruntime as ort
 
-        from .to_onnx.export import to_onnx
+        from .to_onnx.export import decode_structure, to_onnx
 
         model = to_onnx(self.graph, ModelState.new(data), mode=self.mode, params_as_inputs=True)
         self.session = ort.InferenceSession(
             model.SerializeToString(), providers=["CPUExecutionProvider"]
         )
-        self.meta = {p.key: p.value for p in model.metadata_props}
+        meta = {p.key: p.value for p in model.metadata_props}
+        self.noise = json.loads(meta["axonc.noise_inputs"])
+        self.random = json.loads(meta["axonc.random_inputs"])
+        self.structure = decode_structure(json.loads(meta["axonc.outputs"]))
+        self.state_outputs = json.loads(meta["axonc.state_outputs"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(
         self, rec: _Recording, graph: Axon, compiler: str
@@ -509,14 +530,12 @@ class _Entry:
     ) -> tuple[Any, dict[str, Any]]:
         from .ops.dropout import draw
         from .ops.random import host_samples
-        from .to_onnx.export import decode_structure
 
-        noise = json.loads(self.meta["axonc.noise_inputs"])
-        random = host_samples(graph, json.loads(self.meta["axonc.random_inputs"]))
+        noise = self.noise
+        random = host_samples(graph, self.random) if self.random else {}
         feeds: dict[str, np.ndarray] = {}
         new_keys: dict[tuple[str, ...], np.ndarray] = {}
-        for inp in self.session.get_inputs():
-            name = inp.name
+        for name in self.input_names:
             if name in random:
                 feeds[name] = random[name]
             elif name in noise:
@@ -525,12 +544,11 @@ class _Entry:
                 feeds[name] = uniform.astype(np.float32)
             else:
                 feeds[name] = np.asarray(_lookup(data, tuple(name.split("/"))))
-        names = [o.name for o in self.session.get_outputs()]
+        names = self.output_names
         values = dict(zip(names, self.session.run(names, feeds)))
-        structure = decode_structure(json.loads(self.meta["axonc.outputs"]))
-        out = tree_map(lambda n: values[n], structure)
+        out = tree_map(lambda n: values[n], self.structure)
         new_state: dict[str, Any] = {}
-        for name, path in json.loads(self.meta["axonc.state_outputs"]).items():
+        for name, path in self.state_outputs.items():
             _insert(new_state, tuple(path), values[name])
         for layer, key in new_keys.items():
             _insert(new_state, (*layer, "key"), key)
