@@ -560,6 +560,12 @@ _CACHE: dict[tuple, _Entry] = {}
 
 def _lookup(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for k in path:
+        if not isinstance(tree, Mapping) or k not in tree:
+            shown = (path[0].rsplit("@", 1)[0], *path[1:])  # the layer as its model names it
+            raise StateError(
+                f"the state has no value for {'/'.join(shown)!r}; a train-mode predict_fn needs "
+                "the state its init_fn made in train mode (dropout keys)"
+            )
         tree = tree[k]
     return tree
 

@@ -242,3 +242,15 @@ def test_a_constant_objective_has_zero_gradients():
     value, g = anp.value_and_grad(x, lambda t: 3.0)
     assert value == 3.0
     np.testing.assert_array_equal(g, np.zeros(2, np.float32))
+
+
+def test_a_train_mode_predict_fn_given_an_inference_state_names_the_missing_key():
+    from axonc.errors import StateError
+
+    model = ax.input("x", shape=(None, 2)).dropout(rate=0.5, seed=1).dense(1)
+    infer_init, _ = ax.build(model)
+    _, train_fn = ax.build(model, mode="train")
+    state = infer_init(ax.template((1, 2), "f32"))
+    x = np.ones((3, 2), np.float32)
+    with pytest.raises(StateError, match="'dropout_0/key'"):
+        anp.grad(state, lambda p: anp.sum(train_fn(p, x)["prediction"]))
