@@ -35,12 +35,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
+from .autodiff import gradients
 from .dtypes import dtype_name, is_float
 from .errors import InputError, StateError, TraceError
+from .interpreter import run as run_graph
 from .ir import Axon, Node, assign_names, merge_nodes, new_id, topo_order, tree_leaves, tree_map
 from .model_state import ModelState
-from .ops.random import RANDOM_OPS
+from .ops.dropout import draw
+from .ops.random import RANDOM_OPS, host_samples
+from .ops.special import container, parameter
 from .tracing import Tensor, _traces, coerce, constant_graph
 
 COMPILERS = ("onnxruntime", "reference")
@@ -169,7 +174,7 @@ def _plain(tree: Any) -> Any:
 
 def inline_call(model: Axon, mode: str, state: Any, inputs: Any) -> Any:
     """predict_fn on traced tensors: the model's nodes recorded into the active trace."""
-    from .build import input_nodes
+    from .build import input_nodes  # build's predict_fn calls this function
 
     if not _active:
         raise TraceError(
@@ -325,8 +330,6 @@ def grad(x: Any, fn: Callable[[Any], Any], *, compiler: str = "onnxruntime") -> 
 def _trace(
     x: Any, leaves: list[tuple[tuple[str, ...], np.ndarray]], fn: Callable[[Any], Any]
 ) -> tuple[Any, _Recording]:
-    from .ops.special import parameter
-
     trace_id = next(_traces)
     arrays = dict(leaves)
     x_paths: dict[int, tuple[str, ...]] = {}
@@ -451,10 +454,17 @@ def _freeze(v: Any) -> Any:
 class _Entry:
     """One differentiated graph: its value outputs and gradients, compiled or not."""
 
-    def __init__(self, graph: Axon, mode: str, x_paths: list[tuple[str, ...]]):
+    def __init__(
+        self,
+        graph: Axon,
+        mode: str,
+        x_paths: list[tuple[str, ...]],
+        floats: list[tuple[str, ...]],
+    ):
         self.graph = graph
         self.mode = mode
         self.x_paths = x_paths
+        self.floats = floats  # the float leaves of x, in the order of the graph's gradients
         self.session: Any = None
 
     @classmethod
@@ -468,8 +478,6 @@ class _Entry:
         mode: str,
         compile_onnx: bool,
     ) -> _Entry:
-        from .autodiff import gradients
-        from .ops.special import container
 
         data = _nest(rec.data)
         x_paths = [(ROOT, *p) for p, _ in leaves]
@@ -488,15 +496,13 @@ class _Entry:
         else:
             grad_graphs = []
         body = container({"values": values, "grads": grad_graphs})
-        entry = cls(body, mode, x_paths)
-        entry.floats = floats
+        entry = cls(body, mode, x_paths, floats)
         if compile_onnx:
             entry._compile(data)
         return entry
 
     def _compile(self, data: Mapping[str, Any]) -> None:
-        import onnxruntime as ort
-
+        # to_onnx reads input nodes from axonc.build, which imports this module
         from .to_onnx.export import decode_structure, to_onnx
 
         model = to_onnx(self.graph, ModelState.new(data), mode=self.mode, params_as_inputs=True)
@@ -516,9 +522,7 @@ class _Entry:
     ) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
         data = _nest(rec.data)
         if compiler == "reference":
-            from .interpreter import run
-
-            out, new_state = run(self.graph, {}, data, self.mode)
+            out, new_state = run_graph(self.graph, {}, data, self.mode)
         else:
             out, new_state = self._run_onnx(rec, graph, data)
         grads = dict(zip(self.floats, out["grads"]))
@@ -528,9 +532,6 @@ class _Entry:
     def _run_onnx(
         self, rec: _Recording, graph: Axon, data: Mapping[str, Any]
     ) -> tuple[Any, dict[str, Any]]:
-        from .ops.dropout import draw
-        from .ops.random import host_samples
-
         noise = self.noise
         random = host_samples(graph, self.random) if self.random else {}
         feeds: dict[str, np.ndarray] = {}

@@ -395,17 +395,31 @@ def _static(shape: Any) -> None:
 # From Nx: gradients, random sampling, norms
 
 
-def value_and_grad(x: Any, fn: Any, transform: Any = None, *, compiler: str = "onnxruntime"):
-    """Nx.Defn.value_and_grad: (fn(x), gradients of transform(fn(x)) in x's structure)."""
+def value_and_grad(
+    x: Any, fn: Any = None, transform: Any = None, *, compiler: str = "onnxruntime"
+) -> Any:
+    """Nx.Defn.value_and_grad: (fn(x), gradients of transform(fn(x)) in x's structure).
+
+    `value_and_grad(fn)` (or `value_and_grad(fn, transform)`) returns the function of x.
+    """
     from .defn import value_and_grad as impl
 
+    if callable(x):  # arrays, containers and ModelStates are not callable
+        f, t = x, fn
+        return lambda arg: impl(arg, f, t, compiler=compiler)
     return impl(x, fn, transform, compiler=compiler)
 
 
-def grad(x: Any, fn: Any, *, compiler: str = "onnxruntime") -> Any:
-    """Nx.Defn.grad: the gradients of fn(x) (its sum if not a scalar) in x's structure."""
+def grad(x: Any, fn: Any = None, *, compiler: str = "onnxruntime") -> Any:
+    """Nx.Defn.grad: the gradients of fn(x) (its sum if not a scalar) in x's structure.
+
+    `grad(fn)` returns the function of x (`Nx.Defn.grad(fun).(params)`).
+    """
     from .defn import grad as impl
 
+    if callable(x) and fn is None:
+        f = x
+        return lambda arg: impl(arg, f, compiler=compiler)
     return impl(x, fn, compiler=compiler)
 
 

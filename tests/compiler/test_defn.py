@@ -254,3 +254,11 @@ def test_a_train_mode_predict_fn_given_an_inference_state_names_the_missing_key(
     x = np.ones((3, 2), np.float32)
     with pytest.raises(StateError, match="'dropout_0/key'"):
         anp.grad(state, lambda p: anp.sum(train_fn(p, x)["prediction"]))
+
+
+def test_the_function_forms_return_functions_of_x_as_nx_defn_grad_fun():
+    x = np.array([1.0, -2.0], np.float32)
+    np.testing.assert_allclose(anp.grad(lambda t: anp.sum(t * t))(x), 2 * x)
+    value, g = anp.value_and_grad(lambda t: (t, anp.sum(t**3)), lambda out: out[1])(x)
+    np.testing.assert_allclose(value[0], x)
+    np.testing.assert_allclose(g, 3 * x**2, rtol=1e-6)

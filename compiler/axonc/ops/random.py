@@ -54,8 +54,9 @@ def _out_dtype(dtype: str) -> str:
 class _Random(Op):
     """Shared rules: the shape of the input, the unit samples, the affine map in f32."""
 
+    # recorded by axonc.numpy like the primitives, but a family of their own: their
+    # samples are host-drawn graph inputs, not computations
     family = "random"
-    primitive = True
     spec: dict[str, Any] = {}
 
     def infer(self, types, opts, node):
