@@ -225,3 +225,15 @@ def test_loop_trainer_refuses_a_pair_of_plain_functions():
 
     with pytest.raises(OptionError, match=r"from ax\.build"):
         ax.Loop.trainer((lambda *a: None, lambda *a: None), "mean_squared_error", "sgd")
+
+
+def test_loop_evaluator_takes_the_pair_too():
+    model = ax.input("x", shape=(None, 3)).dense(1)
+    init_fn, predict_fn = ax.build(model)
+    state = init_fn(ax.template((1, 3), "f32"))
+    x, y = _regression_data()
+    metrics = (
+        ax.Loop.evaluator((init_fn, predict_fn)).metric("mean_absolute_error").run([(x, y)], state)
+    )
+    expected = np.mean(np.abs(predict_fn(state, x) - y))
+    assert float(metrics[0]["mean_absolute_error"]) == pytest.approx(float(expected), rel=1e-5)
