@@ -237,3 +237,19 @@ def test_loop_evaluator_takes_the_pair_too():
     )
     expected = np.mean(np.abs(predict_fn(state, x) - y))
     assert float(metrics[0]["mean_absolute_error"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_loop_trainer_trains_a_model_with_a_sampling_layer():
+    encoder = ax.input("image", shape=(None, 6)).dense(8, activation="relu").dense(4)
+    sampled = ax.layer(_sampling, [encoder.reshape(("batch", 2, 2))], name="sampling_layer")
+    decoder = sampled.nx(lambda t: t[:, 0, :]).dense(8, activation="relu").dense(6)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    batches = [(x[i : i + 16], x[i : i + 16]) for i in range(0, 64, 16)]
+    losses = []
+    loop = ax.Loop.trainer(decoder, "mean_squared_error", ax.optimizers.adam(1e-2), log=0)
+    loop = loop.handle_event(
+        "epoch_completed", lambda s: losses.append(float(s.metrics["loss"])) or ("continue", s)
+    )
+    loop.run(batches, ax.ModelState.empty(), epochs=15)
+    assert losses[-1] < 0.7 * losses[0]
