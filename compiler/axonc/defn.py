@@ -95,13 +95,15 @@ _active: list[_Recording] = []
 
 
 def _as_leaf(v: Any) -> np.ndarray:
-    if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.dtype != np.float16:
-        return v
+    if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+        return v  # arrays keep their dtype (as coerce keeps them)
     (arr,) = coerce([v])
     return np.asarray(arr)
 
 
-def _map_paths(fn: Callable[[tuple[str, ...], Any], Any], x: Any, prefix=()) -> Any:
+def _map_paths(
+    fn: Callable[[tuple[str, ...], Any], Any], x: Any, prefix: tuple[str, ...] = ()
+) -> Any:
     """Apply fn(path, leaf) to every leaf of x, keeping x's structure."""
     if isinstance(x, ModelState):
         return _model_state_like(x, _map_paths(fn, x.data, prefix))
@@ -478,7 +480,6 @@ class _Entry:
         mode: str,
         compile_onnx: bool,
     ) -> _Entry:
-
         data = _nest(rec.data)
         x_paths = [(ROOT, *p) for p, _ in leaves]
         floats = [p for p in x_paths if is_float(dtype_name(rec.data[p].dtype))]
