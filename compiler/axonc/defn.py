@@ -300,7 +300,14 @@ def value_and_grad(
         raise InputError(f"compiler must be one of {', '.join(COMPILERS)}, got {compiler!r}")
     if not callable(fn):
         raise InputError(f"value_and_grad: fn must be callable, got {type(fn).__name__}")
-    leaves = [(p, _as_leaf(v)) for p, v in _leaves_with_paths(x)]
+    raw = _leaves_with_paths(x)
+    if any(isinstance(v, Tensor) for _, v in raw):
+        raise TraceError(
+            "value_and_grad differentiates arrays, but x holds traced tensors: it cannot be "
+            "nested inside another value_and_grad or a traced function (higher-order "
+            "gradients are not supported)"
+        )
+    leaves = [(p, _as_leaf(v)) for p, v in raw]
     if not leaves:
         raise InputError("value_and_grad: x has no arrays to differentiate")
     out, rec = _trace(x, leaves, fn)

@@ -262,3 +262,9 @@ def test_the_function_forms_return_functions_of_x_as_nx_defn_grad_fun():
     value, g = anp.value_and_grad(lambda t: (t, anp.sum(t**3)), lambda out: out[1])(x)
     np.testing.assert_allclose(value[0], x)
     np.testing.assert_allclose(g, 3 * x**2, rtol=1e-6)
+
+
+def test_nesting_value_and_grad_is_refused_clearly():
+    x = np.ones((2,), np.float32)
+    with pytest.raises(TraceError, match="cannot be nested"):
+        anp.grad(x, lambda t: anp.sum(anp.grad(t, lambda u: anp.sum(u * u))))
