@@ -158,9 +158,19 @@ def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
 # inlining a built model's predict_fn
 
 
-def has_tensors(*trees: Any) -> bool:
-    """Whether any leaf of the trees (ModelStates opened up) is a traced tensor."""
-    for tree in trees:
+def has_tensors(state: Any, inputs: Any) -> bool:
+    """Whether predict_fn's state or inputs hold traced tensors (ModelStates opened up).
+
+    Outside value_and_grad only the inputs are looked at (the state cannot hold tensors
+    there), which keeps an ordinary predict_fn call free of a walk over its state.
+    """
+    if isinstance(inputs, Tensor):
+        return True
+    if isinstance(inputs, Mapping) and any(isinstance(v, Tensor) for v in inputs.values()):
+        return True
+    if not _active:
+        return False
+    for tree in (state, inputs):
         if isinstance(tree, ModelState):
             tree = tree._data
         if any(isinstance(leaf, Tensor) for leaf in tree_leaves(_plain(tree))):
