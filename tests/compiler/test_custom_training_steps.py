@@ -10,6 +10,7 @@ import pytest
 
 import axonc as ax
 import axonc.numpy as anp
+from axonc import defn
 from axonc.interpreter import run
 
 Z, BATCH = 4, 32
@@ -56,6 +57,7 @@ def test_a_gan_step_of_two_value_and_grad_calls_trains_the_generator_towards_the
         return float(np.linalg.norm(g_model(params, probe)["prediction"].mean(0) - CENTER))
 
     start = distance(g_params)
+    defn._CACHE.clear()
     d_losses = []
     for _ in range(300):
         real = (CENTER + 0.3 * rng.normal(size=(BATCH, 2))).astype(np.float32)
@@ -80,6 +82,7 @@ def test_a_gan_step_of_two_value_and_grad_calls_trains_the_generator_towards_the
         d_losses.append(float(d_loss))
     # the generator's samples move onto the data; the discriminator ends near chance (ln 2)
     assert distance(g_params) < 0.25 * start
+    assert len(defn._CACHE) == 2  # one compiled graph per step function, reused 300 times
     assert np.mean(d_losses[-50:]) == pytest.approx(np.log(2), abs=0.1)
 
 
