@@ -58,8 +58,8 @@ def test_a_gan_step_of_two_value_and_grad_calls_trains_the_generator_towards_the
 
     start = distance(g_params)
     defn._CACHE.clear()
-    d_losses = []
-    for _ in range(300):
+    d_losses, late = [], []
+    for i in range(300):
         real = (CENTER + 0.3 * rng.normal(size=(BATCH, 2))).astype(np.float32)
         noise, key = anp.random.normal(key, shape=(BATCH, Z))
 
@@ -80,8 +80,11 @@ def test_a_gan_step_of_two_value_and_grad_calls_trains_the_generator_towards_the
         _, g_grads = anp.value_and_grad(g_params, g_loss_fn)
         g_params = _sgd(g_params, g_grads, 0.05)
         d_losses.append(float(d_loss))
-    # the generator's samples move onto the data; the discriminator ends near chance (ln 2)
-    assert distance(g_params) < 0.25 * start
+        if i >= 200 and i % 10 == 0:
+            late.append(distance(g_params))
+    # the generator's samples move onto the data and stay near it (a GAN orbits its
+    # equilibrium); the discriminator ends near chance (ln 2)
+    assert max(late) < 0.4 * start and np.mean(late) < 0.25 * start
     assert len(defn._CACHE) == 2  # one compiled graph per step function, reused 300 times
     assert np.mean(d_losses[-50:]) == pytest.approx(np.log(2), abs=0.1)
 
