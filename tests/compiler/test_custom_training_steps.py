@@ -45,6 +45,7 @@ def _gan():
     return init_g, g_model, init_d, d_model
 
 
+@pytest.mark.slow
 def test_a_gan_step_of_two_value_and_grad_calls_trains_the_generator_towards_the_data():
     init_g, g_model, init_d, d_model = _gan()
     g_params = init_g(ax.template((1, Z), "f32"))
