@@ -325,7 +325,8 @@ def value_and_grad(
     graph, loss_id = _record(rec, out, target)
     if not graph.output:  # nothing depends on x: fn's value as is, zero gradients
         return out, _map_paths(lambda p, v: np.zeros_like(_as_leaf(v)), x)
-    if compiler == "reference":
+    if compiler == "reference" or any(node.hooks for node in graph.nodes.values()):
+        # forward hooks are Python callbacks: only the reference interpreter calls them
         entry = _Entry.build(graph, loss_id, rec, leaves, mode=_mode(rec), compile_onnx=False)
     else:
         key = _signature(graph, rec)
@@ -335,7 +336,9 @@ def value_and_grad(
             if len(_CACHE) >= _MAX_CACHE:
                 _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = entry
-    values, grads, new_state = entry.run(rec, graph, compiler)
+    values, grads, new_state = entry.run(
+        rec, graph, "onnxruntime" if entry.session else "reference"
+    )
     value = _fill(out, values, new_state, rec)
     flat_grads = dict(zip([p for p, _ in leaves], grads))
     return value, _map_paths(lambda p, v: flat_grads[p], x)

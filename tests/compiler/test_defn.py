@@ -268,3 +268,15 @@ def test_nesting_value_and_grad_is_refused_clearly():
     x = np.ones((2,), np.float32)
     with pytest.raises(TraceError, match="cannot be nested"):
         anp.grad(x, lambda t: anp.sum(anp.grad(t, lambda u: anp.sum(u * u))))
+
+
+def test_forward_hooks_fire_when_a_hooked_model_is_differentiated():
+    seen = []
+    model = ax.attach_hook(ax.input("x", shape=(None, 2)).dense(3), seen.append)
+    init_fn, predict_fn = ax.build(model)
+    state = init_fn(ax.template((1, 2), "f32"))
+    x = np.ones((4, 2), np.float32)
+    g = anp.grad(lambda p: anp.sum(predict_fn(p, x)))(state)
+    assert len(seen) == 1 and seen[0].shape == (4, 3)
+    np.testing.assert_allclose(seen[0], predict_fn(state, x), rtol=1e-6)
+    np.testing.assert_allclose(g.data["dense_0"]["kernel"], np.full((2, 3), 4.0))
