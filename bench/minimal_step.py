@@ -99,14 +99,13 @@ def minimal_mlp_step(
     # update
     feedback: dict[str, str] = {}
 
+    renames: dict[str, str] = {}
+
     def emit(value: str, name: str) -> None:
-        """Make `value` the graph output for `name` (renamed in place: no Identity copy)."""
-        out = f"new/{name}"
-        for n in g.nodes:
-            n.input[:] = [out if i == value else i for i in n.input]
-            n.output[:] = [out if o == value else o for o in n.output]
-        outputs.append(out)
-        feedback[out] = name
+        """Make `value` the graph output for `name` (renamed below: no Identity copy)."""
+        renames[value] = f"new/{name}"
+        outputs.append(f"new/{name}")
+        feedback[f"new/{name}"] = name
 
     if kind == "sgd":
         mom, neg_lr = g.const(momentum), g.const(-lr)
@@ -133,6 +132,9 @@ def minimal_mlp_step(
             emit(nu, f"__optimizer__/nu/{p}")
             emit(g.op("Add", p, g.op("Mul", g.op("Div", mu, denom), step)), p)
 
+    for n in g.nodes:
+        n.input[:] = [renames.get(i, i) for i in n.input]
+        n.output[:] = [renames.get(o, o) for o in n.output]
     shapes = {**params, **state, "__optimizer__/count": ()}
     outs = [helper.make_tensor_value_info("loss", f32, [])]
     for o in outputs[1:]:

@@ -89,9 +89,11 @@ from inference import (
     op_counts,
     torch_cnn,
 )
+from minimal_step import minimal_mlp_step
 
 TOLERANCE = 1e-4
-VARIANTS = ("axonc", "torch", "ort.run", "ort.bind")
+VARIANTS = ("axonc", "torch", "ort.run", "ort.bind", "hand.run", "hand.bind")
+MLP_SIZES = [784, 512, 512, 10]
 SGD_LR = 0.01
 ADAM_LR = 1e-3
 # the issue's targets: axonc's step time / PyTorch's
@@ -119,10 +121,11 @@ class Model:
     load: Callable[[nn.Module, dict[str, Any]], None]
     sample: tuple[int, ...]
     to_torch: Callable[[np.ndarray], np.ndarray] = lambda x: x
+    hand: bool = False  # has a hand-written minimal step (bench/minimal_step.py)
 
 
 MODELS = {
-    "mlp": Model(axonc_mlp, torch_mlp_logits, load_mlp, (784,)),
+    "mlp": Model(axonc_mlp, torch_mlp_logits, load_mlp, (784,), hand=True),
     # inference.py's cnn ends in dense(10); the loss wants probabilities
     "cnn": Model(
         lambda: axonc_cnn().activation("softmax"),
@@ -244,6 +247,7 @@ class Config:
         for _ in range(3):
             ts, _ = self.step(ts, self.x, self.y)
         self.ts = ts
+        self.twin, self.errs = twin, errs
         self.snapshot()
         return errs
 
@@ -292,47 +296,37 @@ class Config:
         s = entry.structure
         feedback = {o: "/".join(p) for p, o in _leaves(s["params"])}
         feedback.update({o: "/".join(("__optimizer__", *p)) for p, o in _leaves(s["optimizer"])})
-        outs = dict(zip(names, sess.run(names, self.feeds), strict=True))
-        fed = set(feedback.values())
-        bufs = [
-            {n: ort.OrtValue.ortvalue_from_numpy(self.feeds[n].copy()) for n in fed},
-            {n: ort.OrtValue.ortvalue_from_numpy(self.feeds[n].copy()) for n in fed},
-        ]
-        fixed = {
-            n: ort.OrtValue.ortvalue_from_numpy(v) for n, v in self.feeds.items() if n not in fed
-        }
-        extra = {
-            o: ort.OrtValue.ortvalue_from_numpy(np.empty_like(v))
-            for o, v in outs.items()
-            if o not in feedback
-        }
-        self.bindings = []
-        for src, dst in ((0, 1), (1, 0)):
-            io = sess.io_binding()
-            for n, v in {**fixed, **bufs[src]}.items():
-                io.bind_ortvalue_input(n, v)
-            for o in names:
-                io.bind_ortvalue_output(o, bufs[dst][feedback[o]] if o in feedback else extra[o])
-            self.bindings.append(io)
-        self.bufs, self.phase = bufs, 0
+        self.ort_bind, self.reset_bind = pingpong(self.label, sess, self.feeds, feedback)
+        if MODELS[self.name].hand:
+            self.hand_parts()
 
-        def ort_bind() -> None:
-            sess.run_with_iobinding(self.bindings[self.phase])
-            self.phase ^= 1
-
-        self.ort_bind = ort_bind
-        # the bound path computes what session.run computes
-        self.reset_bind()
-        ort_bind()
-        got = {n: self.bufs[1][n].numpy() for n in fed}
-        err = max(float(np.max(np.abs(got[feedback[o]] - outs[o]))) for o in feedback)
+    def hand_parts(self) -> None:
+        """The hand-written minimal step (bench/minimal_step.py): checked, then timed alike."""
+        kind = self.kind
+        lr = SGD_LR if kind == "sgd" else ADAM_LR
+        self.hand_model, feedback = minimal_mlp_step(MLP_SIZES, kind, lr=lr)
+        sess = ort.InferenceSession(
+            self.hand_model.SerializeToString(),
+            ort.SessionOptions(),  # as CompiledModel's (threads: ORT's default)
+            providers=["CPUExecutionProvider"],
+        )
+        self.hand_session = sess
+        # its first step from the initial state matches axonc's (adam: the eps_root=0 twin)
+        start = self.twin.init(ax.template((1, *self.m.sample), "f32"))
+        ts, out = self.twin(start, self.x, self.y)
+        flat0, flat1 = start.flatten(), ts.flatten()
+        feeds0 = {"x": self.x, "target": self.y, **flat0}
+        names = [o.name for o in sess.get_outputs()]
+        got = dict(zip(names, sess.run(names, {i.name: feeds0[i.name] for i in sess.get_inputs()})))
+        err = max(float(np.max(np.abs(got[o] - flat1[i]))) for o, i in feedback.items())
+        err = max(err, abs(float(got["loss"]) - float(out["loss"])))
         if not err <= TOLERANCE:
-            raise SystemExit(f"{self.label}: IOBinding step differs from session.run by {err}")
-
-    def reset_bind(self) -> None:
-        for n, v in self.bufs[0].items():
-            v.update_inplace(np.ascontiguousarray(self.feeds[n]))
-        self.phase = 0
+            raise SystemExit(f"{self.label}: the hand-written step differs from axonc's by {err}")
+        self.errs["hand"] = err
+        feeds = {"x": self.x, "target": self.y, **self.ts_snap.flatten()}
+        self.hand_feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
+        self.hand_run = lambda: sess.run(names, self.hand_feeds)
+        self.hand_bind, self.reset_hand = pingpong(self.label, sess, self.hand_feeds, feedback)
 
     def onnx_model(self) -> onnx.ModelProto:
         """The step graph as CompiledModel exports it (params as inputs)."""
@@ -350,6 +344,50 @@ class Config:
         )
 
 
+def pingpong(
+    label: str, sess: ort.InferenceSession, feeds: dict[str, np.ndarray], feedback: dict[str, str]
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(step, reset) running `sess` through IOBinding with two preallocated sets of OrtValues
+    that swap roles each step (outputs feeding back are bound to the next step's inputs)."""
+    names = [o.name for o in sess.get_outputs()]
+    outs = dict(zip(names, sess.run(names, feeds), strict=True))
+    fed = set(feedback.values())
+    bufs = [{n: ort.OrtValue.ortvalue_from_numpy(feeds[n].copy()) for n in fed} for _ in "ab"]
+    fixed = {n: ort.OrtValue.ortvalue_from_numpy(v) for n, v in feeds.items() if n not in fed}
+    extra = {
+        o: ort.OrtValue.ortvalue_from_numpy(np.empty_like(v))
+        for o, v in outs.items()
+        if o not in feedback
+    }
+    bindings = []
+    for src, dst in ((0, 1), (1, 0)):
+        io = sess.io_binding()
+        for n, v in {**fixed, **bufs[src]}.items():
+            io.bind_ortvalue_input(n, v)
+        for o in names:
+            io.bind_ortvalue_output(o, bufs[dst][feedback[o]] if o in feedback else extra[o])
+        bindings.append(io)
+    phase = [0]
+
+    def step() -> None:
+        sess.run_with_iobinding(bindings[phase[0]])
+        phase[0] ^= 1
+
+    def reset() -> None:
+        for n, v in bufs[0].items():
+            v.update_inplace(np.ascontiguousarray(feeds[n]))
+        phase[0] = 0
+
+    # the bound path computes what session.run computes
+    reset()
+    step()
+    got = {n: bufs[1][n].numpy() for n in fed}
+    err = max(float(np.max(np.abs(got[feedback[o]] - outs[o]))) for o in feedback)
+    if not err <= TOLERANCE:
+        raise SystemExit(f"{label}: IOBinding step differs from session.run by {err}")
+    return step, reset
+
+
 def _leaves(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
     out = []
     for k, v in tree.items():
@@ -365,21 +403,23 @@ COPY = {"Identity", "Transpose", "Reshape", "Expand", "Cast", "Concat", "Reorder
 COPY |= {"ReorderOutput", "Squeeze", "Unsqueeze", "Flatten"}
 
 
-def ort_profile(c: Config, steps: int = 30) -> None:
-    """onnxruntime's per-node kernel times for the step graph, by op type."""
+def ort_profile(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], title: str, steps: int = 30
+) -> None:
+    """onnxruntime's per-node kernel times for a step graph, by op type."""
     with tempfile.TemporaryDirectory() as d:
         so = ort.SessionOptions()  # what CompiledModel uses (threads: ORT's default)
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(d, "step")
         sess = ort.InferenceSession(
-            c.onnx_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
+            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
         )
-        names = c.entry.output_names
+        names = [o.name for o in sess.get_outputs()]
         for _ in range(10):
-            sess.run(names, c.feeds)
+            sess.run(names, feeds)
         start = time.perf_counter()
         for _ in range(steps):
-            sess.run(names, c.feeds)
+            sess.run(names, feeds)
         wall = (time.perf_counter() - start) / steps
         with open(sess.end_profiling()) as f:
             events = json.load(f)
@@ -401,7 +441,7 @@ def ort_profile(c: Config, steps: int = 30) -> None:
         )
         groups[kind] += us / runs
     print(
-        f"  ORT profile ({runs} runs): sum of kernel times {total / 1e3:.2f} ms/step, "
+        f"  {title} ORT profile ({runs} runs): sum of kernel times {total / 1e3:.2f} ms/step, "
         f"session.run wall {wall * 1e3:.2f} ms/step (profiling on)"
     )
     print("    by kind: " + ", ".join(f"{k} {v / 1e3:.2f} ms" for k, v in groups.most_common()))
@@ -481,8 +521,14 @@ def run_config(c: Config, args: argparse.Namespace) -> tuple[dict[str, list[floa
         f"inter_op_num_threads={so.inter_op_num_threads}, "
         f"{so.graph_optimization_level}, {so.execution_mode}"
     )
+    if c.m.hand:
+        print(
+            f"  hand-written step: {len(c.hand_model.graph.node)} nodes ({op_counts(c.hand_model)})"
+        )
     if args.profile:
-        ort_profile(c)
+        ort_profile(model, c.feeds, "axonc step")
+        if c.m.hand:
+            ort_profile(c.hand_model, c.hand_feeds, "hand-written step")
         torch_profile(c)
         c.reset_torch()
 
@@ -493,6 +539,9 @@ def run_config(c: Config, args: argparse.Namespace) -> tuple[dict[str, list[floa
         "ort.bind": c.ort_bind,
     }
     before = {"axonc": c.reset_axonc, "torch": c.reset_torch, "ort.bind": c.reset_bind}
+    if c.m.hand:
+        fns.update({"hand.run": c.hand_run, "hand.bind": c.hand_bind})
+        before["hand.bind"] = c.reset_hand
     wait_quiet(timeout=30.0)
     with BackgroundLoad() as load:
         samples = interleaved(
@@ -543,6 +592,26 @@ def report(results: dict[str, tuple[dict[str, list[float]], dict]]) -> None:
         )
 
 
+def report_anchor(results: dict[str, tuple[dict[str, list[float]], dict]]) -> None:
+    print("\n### The anchor: axonc's step vs the hand-written minimal step (medians, ms)\n")
+    print(
+        "| model | batch | optimizer | ort.run | hand.run | **ort.run/hand.run** "
+        "| ort.bind | hand.bind | ort.bind/hand.bind | axonc/hand.run | hand.run/torch |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, (s, _) in results.items():
+        if "hand.run" not in s:
+            continue
+        name, batch, kind = label.split()
+        med = {k: percentiles(v)[1] * 1e3 for k, v in s.items()}
+        print(
+            f"| {name} | {batch} | {kind} | {med['ort.run']:.2f} | {med['hand.run']:.2f} "
+            f"| {_ratio(s['ort.run'], s['hand.run'])} | {med['ort.bind']:.2f} "
+            f"| {med['hand.bind']:.2f} | {_ratio(s['ort.bind'], s['hand.bind'])} "
+            f"| {_ratio(s['axonc'], s['hand.run'])} | {_ratio(s['hand.run'], s['torch'])} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -569,6 +638,7 @@ def main() -> None:
         print(f"\n{label}")
         results[label] = run_config(Config(name, batch, kind), args)
     report(results)
+    report_anchor(results)
 
 
 if __name__ == "__main__":
