@@ -612,6 +612,155 @@ def report_anchor(results: dict[str, tuple[dict[str, list[float]], dict]]) -> No
         )
 
 
+# ---------------------------------------------------------------------------
+# The digits loop (README's main job): ax.Loop's per-iteration overhead, and a whole run
+
+DIGITS_EPOCHS, DIGITS_BATCH = 20, 32
+
+
+def digits_data() -> tuple[list, np.ndarray, np.ndarray]:
+    """(each epoch's batches, shuffled as examples/train_digits.py does, x_test, y_test)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    from train_digits import split
+
+    x_train, y_train, x_test, y_test = split()
+    epochs = []
+    for epoch in range(DIGITS_EPOCHS):
+        order = np.random.default_rng(epoch).permutation(len(x_train))
+        epochs.append(
+            [
+                (x_train[order[i : i + DIGITS_BATCH]], y_train[order[i : i + DIGITS_BATCH]])
+                for i in range(0, len(order), DIGITS_BATCH)
+            ]
+        )
+    return epochs, x_test, y_test
+
+
+def digits_model() -> ax.Axon:
+    return (
+        ax.input("pixels", shape=(None, 64))
+        .dense(128, activation="relu")
+        .dense(10, activation="softmax")
+    )
+
+
+def digits_loop() -> ax.Loop:
+    return ax.Loop.trainer(
+        digits_model(), "categorical_cross_entropy", ax.optimizers.adam(1e-3), log=0
+    ).metric("accuracy")
+
+
+def torch_digits_run(epochs: list, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """The same run in PyTorch eager: Adam 1e-3, cross-entropy on logits, a running
+    accuracy per iteration as ax.Loop keeps; returns the test accuracy."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    crit = nn.CrossEntropyLoss()
+    for batches in epochs:
+        acc, loss_avg = 0.0, 0.0
+        for i, (x, y) in enumerate(batches):
+            xt, labels = torch.from_numpy(x), torch.from_numpy(y.argmax(1))
+            opt.zero_grad()
+            logits = module(xt)
+            loss = crit(logits, labels)
+            loss.backward()
+            opt.step()
+            batch_acc = (logits.argmax(1) == labels).float().mean().item()
+            acc = (acc * i + batch_acc) / (i + 1)
+            loss_avg = (loss_avg * i + loss.item()) / (i + 1)
+    with torch.no_grad():
+        pred = module(torch.from_numpy(x_test)).argmax(1).numpy()
+    return float(np.mean(pred == y_test.argmax(1)))
+
+
+def axonc_digits_run(epochs: list, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """examples/train_digits.py's training (without validation and checkpoints)."""
+    state = digits_loop().run(lambda e: epochs[e], epochs=DIGITS_EPOCHS, progress=False)
+    _, predict = ax.build(digits_model())
+    pred = np.asarray(predict(state, x_test)).argmax(1)
+    return float(np.mean(pred == y_test.argmax(1)))
+
+
+def loop_bench(args: argparse.Namespace) -> None:
+    """Per-iteration cost of ax.Loop (accuracy metric) vs step() vs the bare session, then
+    a whole 20-epoch digits run vs the PyTorch eager loop, interleaved."""
+    epochs, x_test, y_test = digits_data()
+    batches = epochs[0]
+    loop = digits_loop()
+    step = ax.train.compile_step(
+        digits_model(), "categorical_cross_entropy", ax.optimizers.adam(1e-3)
+    )
+    ts0 = step.init(ax.template((1, 64), "f32"))
+    ts, _ = step(ts0, *batches[0])
+    (compiled,) = step._compiled_models.values()
+    (entry,) = compiled._cache.values()
+    flat = ts.flatten()
+    feeds = {n: flat[n] for n in entry.input_names if n in flat}
+    run_epochs = 5
+
+    def loop_epochs() -> None:
+        loop.run(batches, epochs=run_epochs, progress=False)
+
+    def step_epochs() -> None:
+        t = ts0
+        for _ in range(run_epochs):
+            for x, y in batches:
+                t, _ = step(t, x, y)
+
+    def session_epochs() -> None:
+        for _ in range(run_epochs):
+            for x, y in batches:
+                feeds["pixels"], feeds["target"] = x, y
+                entry.session.run(entry.output_names, feeds)
+
+    n = run_epochs * len(batches)
+    print(
+        f"\ndigits loop: MLP 64-128-10, adam 1e-3, batch {DIGITS_BATCH}, {len(batches)} "
+        f"iterations per epoch, accuracy metric; one sample = {run_epochs} epochs"
+    )
+    wait_quiet(timeout=30.0)
+    with BackgroundLoad() as load:
+        samples = interleaved(
+            {"ax.Loop": loop_epochs, "step()": step_epochs, "session.run": session_epochs},
+            rounds=args.rounds,
+            round_seconds=args.round_ms / 1e3,
+            warmup_seconds=args.warmup_ms / 1e3,
+        )
+    per_it = {k: [v / n for v in vs] for k, vs in samples.items()}
+    med = {k: percentiles(v)[1] * 1e6 for k, v in per_it.items()}
+    print("\n### ax.Loop per iteration (µs: median (p10–p90))\n")
+    print("| ax.Loop | step() | session.run | **Loop − step()** | step() − session.run | bg load |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {_cell(per_it['ax.Loop'], 1e6, ',.0f')} | {_cell(per_it['step()'], 1e6, ',.0f')} "
+        f"| {_cell(per_it['session.run'], 1e6, ',.0f')} | **{med['ax.Loop'] - med['step()']:.0f}** "
+        f"| {med['step()'] - med['session.run']:.0f} | {load.cores:.2f} |"
+    )
+
+    runs: dict[str, list[float]] = {"ax.Loop": [], "torch": []}
+    accs: dict[str, list[float]] = {"ax.Loop": [], "torch": []}
+    whole = {"ax.Loop": axonc_digits_run, "torch": torch_digits_run}
+    wait_quiet(timeout=30.0)
+    with BackgroundLoad() as load:
+        for r in range(max(3, args.rounds // 4)):  # whole runs, the order alternating
+            for name in list(whole)[r % 2 :] + list(whole)[: r % 2]:
+                start = time.perf_counter()
+                accs[name].append(whole[name](epochs, x_test, y_test))
+                runs[name].append(time.perf_counter() - start)
+    print(f"\n### A whole {DIGITS_EPOCHS}-epoch digits run (s: median (p10–p90))\n")
+    print(
+        "| ax.Loop (accuracy metric) | PyTorch eager loop | **ax.Loop/torch** "
+        "| test accuracy axonc / torch | bg load |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    print(
+        f"| {_cell(runs['ax.Loop'], 1, '.2f')} | {_cell(runs['torch'], 1, '.2f')} "
+        f"| {_ratio(runs['ax.Loop'], runs['torch'])} "
+        f"| {np.median(accs['ax.Loop']):.3f} / {np.median(accs['torch']):.3f} | {load.cores:.2f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -619,6 +768,8 @@ def main() -> None:
     parser.add_argument("--warmup-ms", type=float, default=500.0, help="per variant")
     parser.add_argument("--configs", nargs="*", help='e.g. "mlp 64 sgd" (default: all six)')
     parser.add_argument("--profile", action="store_true", help="ORT profiler and torch phases")
+    parser.add_argument("--no-loop", action="store_true", help="skip the digits loop section")
+    parser.add_argument("--loop-only", action="store_true", help="only the digits loop section")
     args = parser.parse_args()
 
     torch.set_num_threads(THREADS)
@@ -630,6 +781,10 @@ def main() -> None:
     training = _version("onnxruntime-training")
     print(f"onnxruntime-training: {training}")
 
+    if not args.no_loop:
+        loop_bench(args)
+    if args.loop_only:
+        return
     results = {}
     for name, batch, kind in CONFIGS:
         label = f"{name} {batch} {kind}"
