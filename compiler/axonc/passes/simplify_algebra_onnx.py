@@ -64,6 +64,14 @@ def value_shapes(g: nx.DiGraph) -> dict[str, Dims]:
     return out
 
 
+def _has_ops(g: nx.DiGraph, ops: set[str]) -> bool:
+    """Whether any default-domain node is one of `ops` (shape inference is skipped if not)."""
+    return any(
+        onnx_node(g, nid).op_type in ops and onnx_node(g, nid).domain in ("", "ai.onnx")
+        for nid in g.nodes
+    )
+
+
 def _known(shape: Dims | None) -> bool:
     return shape is not None and all(d is not None for d in shape)
 
@@ -125,6 +133,8 @@ def _noop_reshape(g: nx.DiGraph, n: onnx.NodeProto, shapes: dict[str, Dims]) -> 
 @register_pass("simplify_algebra_onnx", level=2, cleanup=True, stage="onnx")
 def simplify_algebra_onnx(g: nx.DiGraph) -> bool:
     """Exact algebraic identities: x*1, x+0, Neg(Neg x), static Shape, Reshape pairs."""
+    if not _has_ops(g, {"Mul", "Div", "Add", "Sub", "Neg", "Shape", "Reshape"}):
+        return False
     shapes = value_shapes(g)
     changed = False
     for nid in list(nx.lexicographical_topological_sort(g)):
@@ -188,6 +198,8 @@ def _cancel_add_sub(g: nx.DiGraph, n: onnx.NodeProto, shapes: dict[str, Dims]) -
 @register_pass("reassociate_updates_onnx", level=2, modes=("train",), cleanup=True, stage="onnx")
 def reassociate_updates_onnx(g: nx.DiGraph) -> bool:
     """(a + b) - a -> b; s1 * (s2 * t) -> (s1 * s2) * t for scalars s1, s2 (train mode)."""
+    if not _has_ops(g, {"Sub", "Mul"}):
+        return False
     shapes = value_shapes(g)
     changed = False
     for nid in list(nx.lexicographical_topological_sort(g)):
