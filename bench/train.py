@@ -89,9 +89,11 @@ from inference import (
     op_counts,
     torch_cnn,
 )
+from minimal_step import minimal_mlp_step
 
 TOLERANCE = 1e-4
-VARIANTS = ("axonc", "torch", "ort.run", "ort.bind")
+VARIANTS = ("axonc", "torch", "ort.run", "ort.bind", "hand.run", "hand.bind")
+MLP_SIZES = [784, 512, 512, 10]
 SGD_LR = 0.01
 ADAM_LR = 1e-3
 # the issue's targets: axonc's step time / PyTorch's
@@ -119,10 +121,11 @@ class Model:
     load: Callable[[nn.Module, dict[str, Any]], None]
     sample: tuple[int, ...]
     to_torch: Callable[[np.ndarray], np.ndarray] = lambda x: x
+    hand: bool = False  # has a hand-written minimal step (bench/minimal_step.py)
 
 
 MODELS = {
-    "mlp": Model(axonc_mlp, torch_mlp_logits, load_mlp, (784,)),
+    "mlp": Model(axonc_mlp, torch_mlp_logits, load_mlp, (784,), hand=True),
     # inference.py's cnn ends in dense(10); the loss wants probabilities
     "cnn": Model(
         lambda: axonc_cnn().activation("softmax"),
@@ -244,6 +247,7 @@ class Config:
         for _ in range(3):
             ts, _ = self.step(ts, self.x, self.y)
         self.ts = ts
+        self.twin, self.errs = twin, errs
         self.snapshot()
         return errs
 
@@ -292,47 +296,37 @@ class Config:
         s = entry.structure
         feedback = {o: "/".join(p) for p, o in _leaves(s["params"])}
         feedback.update({o: "/".join(("__optimizer__", *p)) for p, o in _leaves(s["optimizer"])})
-        outs = dict(zip(names, sess.run(names, self.feeds), strict=True))
-        fed = set(feedback.values())
-        bufs = [
-            {n: ort.OrtValue.ortvalue_from_numpy(self.feeds[n].copy()) for n in fed},
-            {n: ort.OrtValue.ortvalue_from_numpy(self.feeds[n].copy()) for n in fed},
-        ]
-        fixed = {
-            n: ort.OrtValue.ortvalue_from_numpy(v) for n, v in self.feeds.items() if n not in fed
-        }
-        extra = {
-            o: ort.OrtValue.ortvalue_from_numpy(np.empty_like(v))
-            for o, v in outs.items()
-            if o not in feedback
-        }
-        self.bindings = []
-        for src, dst in ((0, 1), (1, 0)):
-            io = sess.io_binding()
-            for n, v in {**fixed, **bufs[src]}.items():
-                io.bind_ortvalue_input(n, v)
-            for o in names:
-                io.bind_ortvalue_output(o, bufs[dst][feedback[o]] if o in feedback else extra[o])
-            self.bindings.append(io)
-        self.bufs, self.phase = bufs, 0
+        self.ort_bind, self.reset_bind = pingpong(self.label, sess, self.feeds, feedback)
+        if MODELS[self.name].hand:
+            self.hand_parts()
 
-        def ort_bind() -> None:
-            sess.run_with_iobinding(self.bindings[self.phase])
-            self.phase ^= 1
-
-        self.ort_bind = ort_bind
-        # the bound path computes what session.run computes
-        self.reset_bind()
-        ort_bind()
-        got = {n: self.bufs[1][n].numpy() for n in fed}
-        err = max(float(np.max(np.abs(got[feedback[o]] - outs[o]))) for o in feedback)
+    def hand_parts(self) -> None:
+        """The hand-written minimal step (bench/minimal_step.py): checked, then timed alike."""
+        kind = self.kind
+        lr = SGD_LR if kind == "sgd" else ADAM_LR
+        self.hand_model, feedback = minimal_mlp_step(MLP_SIZES, kind, lr=lr)
+        sess = ort.InferenceSession(
+            self.hand_model.SerializeToString(),
+            ort.SessionOptions(),  # as CompiledModel's (threads: ORT's default)
+            providers=["CPUExecutionProvider"],
+        )
+        self.hand_session = sess
+        # its first step from the initial state matches axonc's (adam: the eps_root=0 twin)
+        start = self.twin.init(ax.template((1, *self.m.sample), "f32"))
+        ts, out = self.twin(start, self.x, self.y)
+        flat0, flat1 = start.flatten(), ts.flatten()
+        feeds0 = {"x": self.x, "target": self.y, **flat0}
+        names = [o.name for o in sess.get_outputs()]
+        got = dict(zip(names, sess.run(names, {i.name: feeds0[i.name] for i in sess.get_inputs()})))
+        err = max(float(np.max(np.abs(got[o] - flat1[i]))) for o, i in feedback.items())
+        err = max(err, abs(float(got["loss"]) - float(out["loss"])))
         if not err <= TOLERANCE:
-            raise SystemExit(f"{self.label}: IOBinding step differs from session.run by {err}")
-
-    def reset_bind(self) -> None:
-        for n, v in self.bufs[0].items():
-            v.update_inplace(np.ascontiguousarray(self.feeds[n]))
-        self.phase = 0
+            raise SystemExit(f"{self.label}: the hand-written step differs from axonc's by {err}")
+        self.errs["hand"] = err
+        feeds = {"x": self.x, "target": self.y, **self.ts_snap.flatten()}
+        self.hand_feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
+        self.hand_run = lambda: sess.run(names, self.hand_feeds)
+        self.hand_bind, self.reset_hand = pingpong(self.label, sess, self.hand_feeds, feedback)
 
     def onnx_model(self) -> onnx.ModelProto:
         """The step graph as CompiledModel exports it (params as inputs)."""
@@ -350,6 +344,50 @@ class Config:
         )
 
 
+def pingpong(
+    label: str, sess: ort.InferenceSession, feeds: dict[str, np.ndarray], feedback: dict[str, str]
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(step, reset) running `sess` through IOBinding with two preallocated sets of OrtValues
+    that swap roles each step (outputs feeding back are bound to the next step's inputs)."""
+    names = [o.name for o in sess.get_outputs()]
+    outs = dict(zip(names, sess.run(names, feeds), strict=True))
+    fed = set(feedback.values())
+    bufs = [{n: ort.OrtValue.ortvalue_from_numpy(feeds[n].copy()) for n in fed} for _ in "ab"]
+    fixed = {n: ort.OrtValue.ortvalue_from_numpy(v) for n, v in feeds.items() if n not in fed}
+    extra = {
+        o: ort.OrtValue.ortvalue_from_numpy(np.empty_like(v))
+        for o, v in outs.items()
+        if o not in feedback
+    }
+    bindings = []
+    for src, dst in ((0, 1), (1, 0)):
+        io = sess.io_binding()
+        for n, v in {**fixed, **bufs[src]}.items():
+            io.bind_ortvalue_input(n, v)
+        for o in names:
+            io.bind_ortvalue_output(o, bufs[dst][feedback[o]] if o in feedback else extra[o])
+        bindings.append(io)
+    phase = [0]
+
+    def step() -> None:
+        sess.run_with_iobinding(bindings[phase[0]])
+        phase[0] ^= 1
+
+    def reset() -> None:
+        for n, v in bufs[0].items():
+            v.update_inplace(np.ascontiguousarray(feeds[n]))
+        phase[0] = 0
+
+    # the bound path computes what session.run computes
+    reset()
+    step()
+    got = {n: bufs[1][n].numpy() for n in fed}
+    err = max(float(np.max(np.abs(got[feedback[o]] - outs[o]))) for o in feedback)
+    if not err <= TOLERANCE:
+        raise SystemExit(f"{label}: IOBinding step differs from session.run by {err}")
+    return step, reset
+
+
 def _leaves(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
     out = []
     for k, v in tree.items():
@@ -365,21 +403,23 @@ COPY = {"Identity", "Transpose", "Reshape", "Expand", "Cast", "Concat", "Reorder
 COPY |= {"ReorderOutput", "Squeeze", "Unsqueeze", "Flatten"}
 
 
-def ort_profile(c: Config, steps: int = 30) -> None:
-    """onnxruntime's per-node kernel times for the step graph, by op type."""
+def ort_profile(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], title: str, steps: int = 30
+) -> None:
+    """onnxruntime's per-node kernel times for a step graph, by op type."""
     with tempfile.TemporaryDirectory() as d:
         so = ort.SessionOptions()  # what CompiledModel uses (threads: ORT's default)
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(d, "step")
         sess = ort.InferenceSession(
-            c.onnx_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
+            model.SerializeToString(), so, providers=["CPUExecutionProvider"]
         )
-        names = c.entry.output_names
+        names = [o.name for o in sess.get_outputs()]
         for _ in range(10):
-            sess.run(names, c.feeds)
+            sess.run(names, feeds)
         start = time.perf_counter()
         for _ in range(steps):
-            sess.run(names, c.feeds)
+            sess.run(names, feeds)
         wall = (time.perf_counter() - start) / steps
         with open(sess.end_profiling()) as f:
             events = json.load(f)
@@ -401,7 +441,7 @@ def ort_profile(c: Config, steps: int = 30) -> None:
         )
         groups[kind] += us / runs
     print(
-        f"  ORT profile ({runs} runs): sum of kernel times {total / 1e3:.2f} ms/step, "
+        f"  {title} ORT profile ({runs} runs): sum of kernel times {total / 1e3:.2f} ms/step, "
         f"session.run wall {wall * 1e3:.2f} ms/step (profiling on)"
     )
     print("    by kind: " + ", ".join(f"{k} {v / 1e3:.2f} ms" for k, v in groups.most_common()))
@@ -481,8 +521,14 @@ def run_config(c: Config, args: argparse.Namespace) -> tuple[dict[str, list[floa
         f"inter_op_num_threads={so.inter_op_num_threads}, "
         f"{so.graph_optimization_level}, {so.execution_mode}"
     )
+    if c.m.hand:
+        print(
+            f"  hand-written step: {len(c.hand_model.graph.node)} nodes ({op_counts(c.hand_model)})"
+        )
     if args.profile:
-        ort_profile(c)
+        ort_profile(model, c.feeds, "axonc step")
+        if c.m.hand:
+            ort_profile(c.hand_model, c.hand_feeds, "hand-written step")
         torch_profile(c)
         c.reset_torch()
 
@@ -493,6 +539,9 @@ def run_config(c: Config, args: argparse.Namespace) -> tuple[dict[str, list[floa
         "ort.bind": c.ort_bind,
     }
     before = {"axonc": c.reset_axonc, "torch": c.reset_torch, "ort.bind": c.reset_bind}
+    if c.m.hand:
+        fns.update({"hand.run": c.hand_run, "hand.bind": c.hand_bind})
+        before["hand.bind"] = c.reset_hand
     wait_quiet(timeout=30.0)
     with BackgroundLoad() as load:
         samples = interleaved(
@@ -543,6 +592,175 @@ def report(results: dict[str, tuple[dict[str, list[float]], dict]]) -> None:
         )
 
 
+def report_anchor(results: dict[str, tuple[dict[str, list[float]], dict]]) -> None:
+    print("\n### The anchor: axonc's step vs the hand-written minimal step (medians, ms)\n")
+    print(
+        "| model | batch | optimizer | ort.run | hand.run | **ort.run/hand.run** "
+        "| ort.bind | hand.bind | ort.bind/hand.bind | axonc/hand.run | hand.run/torch |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, (s, _) in results.items():
+        if "hand.run" not in s:
+            continue
+        name, batch, kind = label.split()
+        med = {k: percentiles(v)[1] * 1e3 for k, v in s.items()}
+        print(
+            f"| {name} | {batch} | {kind} | {med['ort.run']:.2f} | {med['hand.run']:.2f} "
+            f"| {_ratio(s['ort.run'], s['hand.run'])} | {med['ort.bind']:.2f} "
+            f"| {med['hand.bind']:.2f} | {_ratio(s['ort.bind'], s['hand.bind'])} "
+            f"| {_ratio(s['axonc'], s['hand.run'])} | {_ratio(s['hand.run'], s['torch'])} |"
+        )
+
+
+# ---------------------------------------------------------------------------
+# The digits loop (README's main job): ax.Loop's per-iteration overhead, and a whole run
+
+DIGITS_EPOCHS, DIGITS_BATCH = 20, 32
+
+
+def digits_data() -> tuple[list, np.ndarray, np.ndarray]:
+    """(each epoch's batches, shuffled as examples/train_digits.py does, x_test, y_test)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    from train_digits import split
+
+    x_train, y_train, x_test, y_test = split()
+    epochs = []
+    for epoch in range(DIGITS_EPOCHS):
+        order = np.random.default_rng(epoch).permutation(len(x_train))
+        epochs.append(
+            [
+                (x_train[order[i : i + DIGITS_BATCH]], y_train[order[i : i + DIGITS_BATCH]])
+                for i in range(0, len(order), DIGITS_BATCH)
+            ]
+        )
+    return epochs, x_test, y_test
+
+
+def digits_model() -> ax.Axon:
+    return (
+        ax.input("pixels", shape=(None, 64))
+        .dense(128, activation="relu")
+        .dense(10, activation="softmax")
+    )
+
+
+def digits_loop() -> ax.Loop:
+    return ax.Loop.trainer(
+        digits_model(), "categorical_cross_entropy", ax.optimizers.adam(1e-3), log=0
+    ).metric("accuracy")
+
+
+def torch_digits_run(epochs: list, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """The same run in PyTorch eager: Adam 1e-3, cross-entropy on logits, a running
+    accuracy per iteration as ax.Loop keeps; returns the test accuracy."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    crit = nn.CrossEntropyLoss()
+    for batches in epochs:
+        acc, loss_avg = 0.0, 0.0
+        for i, (x, y) in enumerate(batches):
+            xt, labels = torch.from_numpy(x), torch.from_numpy(y.argmax(1))
+            opt.zero_grad()
+            logits = module(xt)
+            loss = crit(logits, labels)
+            loss.backward()
+            opt.step()
+            batch_acc = (logits.argmax(1) == labels).float().mean().item()
+            acc = (acc * i + batch_acc) / (i + 1)
+            loss_avg = (loss_avg * i + loss.item()) / (i + 1)
+    with torch.no_grad():
+        pred = module(torch.from_numpy(x_test)).argmax(1).numpy()
+    return float(np.mean(pred == y_test.argmax(1)))
+
+
+def axonc_digits_run(epochs: list, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """examples/train_digits.py's training (without validation and checkpoints)."""
+    state = digits_loop().run(lambda e: epochs[e], epochs=DIGITS_EPOCHS, progress=False)
+    _, predict = ax.build(digits_model())
+    pred = np.asarray(predict(state, x_test)).argmax(1)
+    return float(np.mean(pred == y_test.argmax(1)))
+
+
+def loop_bench(args: argparse.Namespace) -> None:
+    """Per-iteration cost of ax.Loop (accuracy metric) vs step() vs the bare session, then
+    a whole 20-epoch digits run vs the PyTorch eager loop, interleaved."""
+    epochs, x_test, y_test = digits_data()
+    batches = epochs[0]
+    loop = digits_loop()
+    step = ax.train.compile_step(
+        digits_model(), "categorical_cross_entropy", ax.optimizers.adam(1e-3)
+    )
+    ts0 = step.init(ax.template((1, 64), "f32"))
+    ts, _ = step(ts0, *batches[0])
+    (compiled,) = step._compiled_models.values()
+    (entry,) = compiled._cache.values()
+    flat = ts.flatten()
+    feeds = {n: flat[n] for n in entry.input_names if n in flat}
+    run_epochs = 5
+
+    def loop_epochs() -> None:
+        loop.run(batches, epochs=run_epochs, progress=False)
+
+    def step_epochs() -> None:
+        t = ts0
+        for _ in range(run_epochs):
+            for x, y in batches:
+                t, _ = step(t, x, y)
+
+    def session_epochs() -> None:
+        for _ in range(run_epochs):
+            for x, y in batches:
+                feeds["pixels"], feeds["target"] = x, y
+                entry.session.run(entry.output_names, feeds)
+
+    n = run_epochs * len(batches)
+    print(
+        f"\ndigits loop: MLP 64-128-10, adam 1e-3, batch {DIGITS_BATCH}, {len(batches)} "
+        f"iterations per epoch, accuracy metric; one sample = {run_epochs} epochs"
+    )
+    wait_quiet(timeout=30.0)
+    with BackgroundLoad() as load:
+        samples = interleaved(
+            {"ax.Loop": loop_epochs, "step()": step_epochs, "session.run": session_epochs},
+            rounds=args.rounds,
+            round_seconds=args.round_ms / 1e3,
+            warmup_seconds=args.warmup_ms / 1e3,
+        )
+    per_it = {k: [v / n for v in vs] for k, vs in samples.items()}
+    med = {k: percentiles(v)[1] * 1e6 for k, v in per_it.items()}
+    print("\n### ax.Loop per iteration (µs: median (p10–p90))\n")
+    print("| ax.Loop | step() | session.run | **Loop − step()** | step() − session.run | bg load |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {_cell(per_it['ax.Loop'], 1e6, ',.0f')} | {_cell(per_it['step()'], 1e6, ',.0f')} "
+        f"| {_cell(per_it['session.run'], 1e6, ',.0f')} | **{med['ax.Loop'] - med['step()']:.0f}** "
+        f"| {med['step()'] - med['session.run']:.0f} | {load.cores:.2f} |"
+    )
+
+    runs: dict[str, list[float]] = {"ax.Loop": [], "torch": []}
+    accs: dict[str, list[float]] = {"ax.Loop": [], "torch": []}
+    whole = {"ax.Loop": axonc_digits_run, "torch": torch_digits_run}
+    wait_quiet(timeout=30.0)
+    with BackgroundLoad() as load:
+        for r in range(max(3, args.rounds // 4)):  # whole runs, the order alternating
+            for name in list(whole)[r % 2 :] + list(whole)[: r % 2]:
+                start = time.perf_counter()
+                accs[name].append(whole[name](epochs, x_test, y_test))
+                runs[name].append(time.perf_counter() - start)
+    print(f"\n### A whole {DIGITS_EPOCHS}-epoch digits run (s: median (p10–p90))\n")
+    print(
+        "| ax.Loop (accuracy metric) | PyTorch eager loop | **ax.Loop/torch** "
+        "| test accuracy axonc / torch | bg load |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    print(
+        f"| {_cell(runs['ax.Loop'], 1, '.2f')} | {_cell(runs['torch'], 1, '.2f')} "
+        f"| {_ratio(runs['ax.Loop'], runs['torch'])} "
+        f"| {np.median(accs['ax.Loop']):.3f} / {np.median(accs['torch']):.3f} | {load.cores:.2f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -550,6 +768,8 @@ def main() -> None:
     parser.add_argument("--warmup-ms", type=float, default=500.0, help="per variant")
     parser.add_argument("--configs", nargs="*", help='e.g. "mlp 64 sgd" (default: all six)')
     parser.add_argument("--profile", action="store_true", help="ORT profiler and torch phases")
+    parser.add_argument("--no-loop", action="store_true", help="skip the digits loop section")
+    parser.add_argument("--loop-only", action="store_true", help="only the digits loop section")
     args = parser.parse_args()
 
     torch.set_num_threads(THREADS)
@@ -561,6 +781,10 @@ def main() -> None:
     training = _version("onnxruntime-training")
     print(f"onnxruntime-training: {training}")
 
+    if not args.no_loop:
+        loop_bench(args)
+    if args.loop_only:
+        return
     results = {}
     for name, batch, kind in CONFIGS:
         label = f"{name} {batch} {kind}"
@@ -569,6 +793,7 @@ def main() -> None:
         print(f"\n{label}")
         results[label] = run_config(Config(name, batch, kind), args)
     report(results)
+    report_anchor(results)
 
 
 if __name__ == "__main__":

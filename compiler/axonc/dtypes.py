@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,12 @@ _ALIASES = {
     "bool": "pred",
 }
 DTYPES = tuple(_NUMPY)
+_NUMPY_DTYPES = {name: np.dtype(numpy_name) for name, numpy_name in _NUMPY.items()}
+
+
+# numpy dtype objects by their axonc name, filled on first use (numpy's dtype.name is slow,
+# and eager axonc.numpy calls ask for it several times per op)
+_BY_NUMPY_DTYPE: dict[np.dtype, str] = {}
 
 
 def dtype_name(dtype: Any) -> str:
@@ -48,6 +55,13 @@ def dtype_name(dtype: Any) -> str:
         return dtype
     if isinstance(dtype, str) and dtype in _ALIASES:
         return _ALIASES[dtype]
+    if isinstance(dtype, np.dtype):
+        known = _BY_NUMPY_DTYPE.get(dtype)
+        if known is not None:
+            return known
+        if dtype.name in _ALIASES:
+            _BY_NUMPY_DTYPE[dtype] = _ALIASES[dtype.name]
+            return _BY_NUMPY_DTYPE[dtype]
     try:
         name = None if dtype is None else np.dtype(dtype).name  # np.dtype(None) is float64
     except TypeError:
@@ -59,7 +73,7 @@ def dtype_name(dtype: Any) -> str:
 
 def to_numpy_dtype(dtype: str) -> np.dtype:
     """The numpy dtype of an axonc dtype name."""
-    return np.dtype(_NUMPY[dtype_name(dtype)])
+    return _NUMPY_DTYPES[dtype_name(dtype)]
 
 
 def is_float(dtype: str) -> bool:
@@ -113,7 +127,11 @@ def dtype_kind(dtype: str) -> int:
 
 def jnp_promote(*dtypes: str) -> str:
     """jax.numpy's common dtype: numpy's rule, except int + float = the float type."""
-    names = [dtype_name(d) for d in dtypes]
+    return _jnp_promote(tuple(dtype_name(d) for d in dtypes))
+
+
+@functools.cache
+def _jnp_promote(names: tuple[str, ...]) -> str:
     top = max(dtype_kind(d) for d in names)
     same_kind = [d for d in names if dtype_kind(d) == top]
     out = dtype_name(np.result_type(*(to_numpy_dtype(d) for d in same_kind)))

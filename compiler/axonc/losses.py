@@ -23,7 +23,7 @@ import numpy as np
 from . import numpy as anp
 from .errors import OptionError, ShapeError
 from .ir import Axon
-from .tracing import Tensor
+from .tracing import Tensor, apply
 
 __all__ = [
     "REDUCTIONS",
@@ -145,9 +145,9 @@ def _logits_of(y_pred: Any, activation: str) -> Any:
 
 
 def _log_softmax(x: Any) -> Any:
-    """log(softmax(x)) over the last axis: (x - max) - log(sum(exp(x - max)))."""
-    shifted = anp.subtract(x, anp.max(x, axis=-1, keepdims=True))
-    return anp.subtract(shifted, anp.log(anp.sum(anp.exp(shifted), axis=-1, keepdims=True)))
+    """log(softmax(x)) over the last axis, as the log_softmax op: one LogSoftmax node, and
+    a gradient cot - softmax * sum(cot) instead of one through the max shift."""
+    return apply("log_softmax", [x], {"axis": -1})
 
 
 def _log_sigmoid(x: Any) -> Any:

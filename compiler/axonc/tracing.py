@@ -432,6 +432,27 @@ def coerce(args: list[Any]) -> list[Any]:
     ]
 
 
+# Eager calls whose options and input types passed the checks before, with their full
+# options: a loop's metrics repeat the same few calls every batch, and the checks
+# (option normalisation, shape and dtype inference) cost more than the numpy work.
+_EAGER_CHECKED: dict[tuple, dict[str, Any]] = {}
+_EAGER_CACHE_SIZE = 4096
+
+
+def _eager_key(op: str, values: list[Any], opts: Mapping[str, Any] | None) -> tuple | None:
+    """(op, input shapes and dtypes, options) if the options are hashable, else None."""
+    try:
+        key = (
+            op,
+            tuple((v.shape, v.dtype) for v in values),
+            tuple(sorted((opts or {}).items())),
+        )
+        hash(key)
+    except (TypeError, AttributeError):
+        return None
+    return key
+
+
 def apply(op: str, args: list[Any], opts: Mapping[str, Any] | None = None) -> Any:
     """Apply primitive `op`: recorded when an argument is a Tensor, else run on numpy arrays.
 
@@ -442,11 +463,16 @@ def apply(op: str, args: list[Any], opts: Mapping[str, Any] | None = None) -> An
     tensors = [v for v in values if isinstance(v, Tensor)]
     if not tensors:
         spec = get_op(op)
-        full = spec.normalize_options(dict(opts or {}), op)
-        from .dtypes import type_of
+        key = _eager_key(op, values, opts)
+        full = _EAGER_CHECKED.get(key) if key is not None else None
+        if full is None:
+            full = spec.normalize_options(dict(opts or {}), op)
+            from .dtypes import type_of
 
-        spec.infer([type_of(v) for v in values], full, None)
-        return spec.forward(None, values, {}, full)
+            spec.infer([type_of(v) for v in values], full, None)
+            if key is not None and len(_EAGER_CHECKED) < _EAGER_CACHE_SIZE:
+                _EAGER_CHECKED[key] = full
+        return spec.forward(None, values, {}, dict(full))
     trace_id = tensors[0]._trace
     if any(t._trace != trace_id for t in tensors):
         raise TraceError(

@@ -16,7 +16,7 @@ from . import verify, specialize_mode, dce  # noqa: F401
 from . import common_subexpression_elimination, constant_folding, fold_batch_norm  # noqa: F401
 from . import fold_constants_onnx, dead_value_elimination_onnx  # noqa: F401
 from . import cancel_transposes, fuse_matmul_add  # noqa: F401
-from . import inline_output_identities  # noqa: F401
+from . import inline_output_identities, simplify_algebra_onnx  # noqa: F401
 from . import onnx_graph
 
 # isort: on

@@ -20,7 +20,7 @@ import numpy as np
 from .. import numpy as anp
 from ..autodiff import gradients, tensor_of
 from ..build import _feeds, check_fit, init, resolve
-from ..dtypes import TensorType, dtype_name, type_of
+from ..dtypes import TensorType, dtype_name, to_numpy_dtype, type_of
 from ..errors import InputError, OptionError, StateError
 from ..hooks import runs_hooks
 from ..interpreter import run
@@ -29,7 +29,7 @@ from ..model_state import ModelState
 from ..ops.special import container, parameter
 from ..ops.special import input as input_layer
 from ..optimizers import Optimizer, apply_updates, as_pair, get, normal_noise
-from ..shape_inference import infer_types, input_nodes
+from ..shape_inference import infer_types, input_nodes, template_types
 from ..tracing import Tensor, _traces
 
 OPTIMIZER_KEY = "__optimizer__"
@@ -255,12 +255,14 @@ class TrainStep:
         self._compiled_models: dict[int, Any] = {}
         self._unused: dict[int, list[str]] = {}
         self._hooked: dict[int, bool] = {}
+        self._input_types: dict[str, Any] | None = None  # from init's template
 
     # ---- state ---------------------------------------------------------------
 
     def init(self, template: Any, initial: Any = None) -> TrainState:
         """A train state: the model state (init_fn in train mode) and a fresh optimizer state."""
         state = init(self.model, template, initial, mode="train", seed=self.seed)
+        self._input_types = template_types(self.model, template)
         params = _nest({p: _get(state.data, p) for p in self._trainable(state)})
         init_fn, _ = self.optimizer
         return TrainState(state, init_fn(params))
@@ -506,8 +508,12 @@ class TrainStep:
 
     # ---- export -------------------------------------------------------------------
 
-    def export(self, path: Any, train_state: TrainState, x: Any, y: Any) -> Any:
+    def export(self, path: Any, train_state: TrainState, x: Any = None, y: Any = None) -> Any:
         """Write the step as a standard ONNX model for batches shaped like (x, y).
+
+        Without `x` the inputs are those of `init`'s template; without `y` the target
+        is shaped like the model output (give `y` for a loss whose target is not, such
+        as CTC, or for a model with several outputs).
 
         Inputs: every parameter, model-state and optimizer-state tensor by name (as
         `TrainState.flatten`), the model inputs, `target`, the dropout noise and noisy_sgd's;
@@ -521,7 +527,8 @@ class TrainStep:
 
         from ..to_onnx.export import save_onnx, to_onnx
 
-        feeds = _feeds(self.model, x)
+        feeds = self._example_inputs() if x is None else _feeds(self.model, x)
+        y = self._example_target(feeds) if y is None else y
         targets, target_feeds = _target_feeds(target_tree(y))
         feeds.update(target_feeds)
         graph = self.graph(train_state, feeds, targets)
@@ -541,6 +548,36 @@ class TrainStep:
         onnx.checker.check_model(onnx_model, full_check=True)
         save_onnx(onnx_model, path)
         return onnx_model
+
+    def _example_inputs(self) -> dict[str, np.ndarray]:
+        """A batch of one, zeros, of init's template (the step's input signature)."""
+        if self._input_types is None:
+            raise InputError(
+                "export without an example batch needs the input signature: call "
+                "step.init(template) first, or pass x and y"
+            )
+        return {
+            name: np.zeros(tuple(1 if d is None else d for d in t.shape), to_numpy_dtype(t.dtype))
+            for name, t in self._input_types.items()
+            if isinstance(t, TensorType)
+        }
+
+    def _example_target(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """A target of one, zeros, shaped like the model output (see `export`)."""
+        types = {k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in feeds.items()}
+        model = resolve(self.model, types)
+        out = infer_types(model)[model.output]
+        if (
+            not isinstance(out, TensorType)
+            or self.loss_name in _OTHER_TARGET_SHAPES
+            or any(d is None for d in out.shape[1:])
+        ):
+            raise InputError(
+                "export cannot derive the target's shape from the model output here (several "
+                "outputs, a dynamic non-batch dimension, or a loss with its own target "
+                "shape); pass an example target y"
+            )
+        return np.zeros((1, *out.shape[1:]), to_numpy_dtype(out.dtype))
 
 
 def _derive_tied_inputs(onnx_model: Any, state: ModelState) -> None:

@@ -28,7 +28,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the child imports the same axonc as this process (a checkout or an installed copy)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     child = subprocess.Popen(
         [sys.executable, "-m", JOB, "train", str(tmp_path)],
         cwd=ROOT,

@@ -41,8 +41,11 @@ def test_o1_runs_the_cleanup_passes_and_o2_everything():
         "fold_constants_onnx",
         "dead_value_elimination_onnx",
         "inline_output_identities",
+        "simplify_algebra_onnx",
     }
     assert names(once) == {"cancel_transposes", "fuse_matmul_add"}
+    cleanup, _ = pipeline("onnx", "train", 2, "onnx")
+    assert {"simplify_algebra_onnx", "reassociate_updates_onnx"} <= names(cleanup)
 
 
 def test_train_mode_skips_inference_only_passes():

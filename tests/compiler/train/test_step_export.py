@@ -182,3 +182,38 @@ def test_the_finetune_example_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "accuracy after fine-tuning" in result.stdout
+
+
+def _io(model: onnx.ModelProto) -> list:
+    def sig(v):
+        return (v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+
+    return [sig(v) for v in (*model.graph.input, *model.graph.output)]
+
+
+def test_export_right_after_init_needs_no_example_batch(tmp_path, exported):
+    step = ax.train.compile_step(_mlp(), "categorical_cross_entropy", optimizers.adam(1e-2))
+    ts = step.init(ax.template((None, 6), "f32"))
+    model = step.export(tmp_path / "step.onnx", ts)
+    _, _, with_batch = exported
+    # the same interface as an export given an example batch
+    assert _io(model) == _io(onnx.load(str(with_batch)))
+    onnx.checker.check_model(onnx.load(str(tmp_path / "step.onnx")), full_check=True)
+
+
+def test_export_without_a_batch_before_init_says_what_to_do(tmp_path):
+    step = ax.train.compile_step(_mlp(), "categorical_cross_entropy", optimizers.sgd(0.1))
+    ts = ax.train.compile_step(_mlp(), "categorical_cross_entropy", optimizers.sgd(0.1)).init(
+        ax.template((None, 6), "f32")
+    )
+    with pytest.raises(ax.errors.InputError, match=r"step\.init"):
+        step.export(tmp_path / "step.onnx", ts)
+
+
+def test_export_without_a_target_of_a_multi_output_model_asks_for_one(tmp_path):
+    x = ax.input("x", shape=(None, 6))
+    model = ax.container((x.dense(3), x.dense(2)))
+    step = ax.train.compile_step(model, lambda y_true, y_pred: y_pred[0].sum(), optimizers.sgd(0.1))
+    ts = step.init(ax.template((None, 6), "f32"))
+    with pytest.raises(ax.errors.InputError, match="example target"):
+        step.export(tmp_path / "step.onnx", ts)
