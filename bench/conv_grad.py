@@ -352,13 +352,12 @@ def pool_slices(shape: tuple) -> onnx.ModelProto:
     ]
     m = g.op("Max", taps)
     zero = g.const(np.float32(0.0))
-    taken, grads = None, []
-    for t in taps:
-        hit = g.op("Equal", [t, m])
-        if taken is not None:
-            hit = g.op("And", [hit, g.op("Not", [taken])])
-        taken = hit if taken is None else g.op("Or", [taken, hit])
-        grads.append(g.op("Unsqueeze", [g.op("Where", [hit, "cot", zero]), g.ints([3])]))
+    rest, grads = "cot", []
+    for t in taps[:-1]:
+        grads.append(g.op("Where", [g.op("Equal", [t, m]), rest, zero]))
+        rest = g.op("Sub", [rest, grads[-1]])  # exact: rest or 0
+    grads.append(rest)
+    grads = [g.op("Unsqueeze", [v, g.ints([3])]) for v in grads]
     rows = [
         g.op("Unsqueeze", [g.op("Concat", grads[2 * i : 2 * i + 2], axis=3), g.ints([2])])
         for i in range(2)
