@@ -30,10 +30,16 @@ max-pool's input gradient (2x2 windows, stride 2, valid; x channels-last):
             tap of each window row, ReduceMax + ArgMax over the row tap: the first
             maximum in row-major order, exactly the reference's tie rule; a Where of
             the broadcast cotangent on the one-hot of both indices
+  slices    no Transpose: 4 strided tap Slices, m = Max of them; per tap in row-major
+            order Where(tap == m, rest, 0) and rest -= that (exact): the first maximum
+            gets the cotangent; Unsqueeze + Concat + Reshape interleave the taps back
+  slices.mul  the same with rest * Cast(tap == m) for the Where (what
+            np.max_pool_grad lowers to for tiling windows)
 
 Every form is checked against numpy (1e-3 relative) first.
 
 Run: python bench/conv_grad.py [--rounds 15] [--round-ms 150] [--only dw dx pool]
+     [--shapes "cnn conv_1" ...] [--threads 1]  (one thread is steadier on a loaded machine)
 """
 
 from __future__ import annotations
@@ -339,7 +345,7 @@ def pool_argmax(shape: tuple) -> onnx.ModelProto:
     return g.model(pool_inputs(shape), "out")
 
 
-def pool_slices(shape: tuple) -> onnx.ModelProto:
+def pool_slices(shape: tuple, mul: bool = False) -> onnx.ModelProto:
     n, h, w, c = shape
     ho, wo = h // 2, w // 2
     g = G()
@@ -354,7 +360,11 @@ def pool_slices(shape: tuple) -> onnx.ModelProto:
     zero = g.const(np.float32(0.0))
     rest, grads = "cot", []
     for t in taps[:-1]:
-        grads.append(g.op("Where", [g.op("Equal", [t, m]), rest, zero]))
+        hit = g.op("Equal", [t, m])
+        if mul:
+            grads.append(g.op("Mul", [rest, g.op("Cast", [hit], to=TensorProto.FLOAT)]))
+        else:
+            grads.append(g.op("Where", [hit, rest, zero]))
         rest = g.op("Sub", [rest, grads[-1]])  # exact: rest or 0
     grads.append(rest)
     grads = [g.op("Unsqueeze", [v, g.ints([3])]) for v in grads]
@@ -371,16 +381,16 @@ def pool_slices(shape: tuple) -> onnx.ModelProto:
 # ---- timing -------------------------------------------------------------------------
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
-    return ort.InferenceSession(
-        model.SerializeToString(), ort.SessionOptions(), providers=["CPUExecutionProvider"]
-    )
+def session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def compare(title: str, forms: dict, feeds: dict, want: np.ndarray, base: str, args) -> None:
     fns = {}
     for form, model in forms.items():
-        sess = session(model)
+        sess = session(model, args.threads)
         got = sess.run(None, feeds)[0]
         err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
         if not err <= 1e-3:
@@ -406,6 +416,9 @@ def main() -> None:
     parser.add_argument("--round-ms", type=float, default=150.0)
     parser.add_argument("--only", nargs="*", default=["dw", "dx", "pool"])
     parser.add_argument("--shapes", nargs="*", help="conv shapes to run (default: all)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)"
+    )
     args = parser.parse_args()
     print_machine()
     print("\nmedian ms per form (median ratio to the first form, p10–p90 of paired ratios)")
@@ -440,6 +453,7 @@ def main() -> None:
                 "scatter": pool_scatter(shape),
                 "argmax": pool_argmax(shape),
                 "slices": pool_slices(shape),
+                "slices.mul": pool_slices(shape, mul=True),
             }
             want = np_pool_grad(x, cot)
             compare(f"maxpool {name}", forms, {"x": x, "cot": cot}, want, "scatter", args)
