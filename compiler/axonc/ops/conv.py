@@ -864,11 +864,13 @@ def conv_vjp(
 ) -> tuple[Any, Any]:
     """Cotangents of y = conv_general_dilated(x, w, geo, groups) for the output's `cot`.
 
-    All three are channels-first tensors of one float dtype. The data cotangent is a
-    conv of `cot` (dilated by the strides) with the flipped, group-transposed kernel;
-    where a dynamic spatial dim leaves the uncovered tail of the padded input
-    ((padded - k_eff) mod stride elements) unknown, generous padding is used and the
-    result is cut to size by `fit_to_like`. The kernel cotangent is `conv_kernel_grad`.
+    All three are channels-first tensors of one float dtype. The data cotangent is
+    `conv_data_grad` (a ConvTranspose) for static spatial dims, non-negative padding and
+    no input dilation; otherwise a conv of `cot` (dilated by the strides) with the
+    flipped, group-transposed kernel, where a dynamic spatial dim leaves the uncovered
+    tail of the padded input ((padded - k_eff) mod stride elements) unknown, generous
+    padding is used and the result is cut to size by `fit_to_like`. The kernel
+    cotangent is `conv_kernel_grad`.
     """
     n = x.ndim - 2
     kernel = w.shape[2:]
@@ -889,7 +891,24 @@ def conv_vjp(
             padded = _dilated(size, geo.input_dilation[i]) + lo + hi
             tails.append((padded - k_eff[i]) % geo.strides[i])
     dx = dw = None
-    if want_x:
+    transposed = (
+        None not in x.shape[2:]
+        and all(lo >= 0 and hi >= 0 for lo, hi in geo.padding)
+        and all(d == 1 for d in geo.input_dilation)
+    )
+    if want_x and transposed:
+        dx = apply(
+            "conv_data_grad",
+            [cot, w],
+            {
+                "input_spatial": tuple(x.shape[2:]),
+                "strides": geo.strides,
+                "padding": [tuple(p) for p in geo.padding],
+                "rhs_dilation": geo.kernel_dilation,
+                "feature_group_count": groups,
+            },
+        )
+    elif want_x:
         # (G*og, cg, k) -> (G*cg, og, k); cg may be dynamic (a kernel made from data)
         og = w.shape[0] // groups
         wt = anp.reshape(w, (groups, og, -1, *kernel))
@@ -1148,6 +1167,152 @@ class ConvKernelGrad(Op):
                 {"kernel_size": 3, "padding": [(1, 1)], "channels": "last"},
             ),
             [TensorType((None, None, 2)), TensorType((None, None, 3))],
+            float_range=(0.1, 1.0),
+        ),
+    ]
+
+
+@register
+class ConvDataGrad(Op):
+    name = "conv_data_grad"
+    family = "conv"
+    doc = (
+        "A convolution's data cotangent from its output cotangent (N, O, out...) and OIHW "
+        "kernel: the transposed convolution back onto (N, C, *input_spatial), channels first."
+    )
+    arity = 2
+    options: ClassVar[dict[str, Option]] = {
+        "input_spatial": Option(check=_check_axes, doc="the data's spatial sizes"),
+        "strides": Option(1, check_int_or_tuple(1), "the convolution's strides"),
+        "padding": Option(check=_check_pairs, doc="(lo, hi) per spatial dim, non-negative"),
+        "rhs_dilation": Option(1, check_int_or_tuple(1), "kernel dilation"),
+        "feature_group_count": Option(1, check_int(1), "contiguous channel groups"),
+    }
+
+    def geometry(self, g: TensorType, w: TensorType, opts: dict[str, Any]) -> Geometry:
+        n = len(opts["input_spatial"])
+        if g.rank != n + 2 or w.rank != n + 2 or None in w.shape[2:]:
+            raise ShapeError(
+                f"conv_data_grad expects a cotangent (N, O, out...) and a kernel (O, C/groups, "
+                f"k...) with static k, for {n} spatial dims, got {g.shape} and {w.shape}"
+            )
+        if len(opts["padding"]) != n or any(lo < 0 or hi < 0 for lo, hi in opts["padding"]):
+            raise ShapeError(f"conv_data_grad needs {n} non-negative padding pairs")
+        try:
+            strides, rdil = (per_dim(opts[k], n, k) for k in ("strides", "rhs_dilation"))
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        return Geometry(tuple(w.shape[2:]), strides, opts["padding"], (1,) * n, rdil)
+
+    def infer(self, types, opts, node):
+        g, w = types
+        geo = self.geometry(g, w, opts)
+        spatial = opts["input_spatial"]
+        want = tuple(geo.out_dim(i, d) for i, d in enumerate(spatial))
+        if any(a is not None and a != b for a, b in zip(g.shape[2:], want, strict=True)):
+            raise ShapeError(
+                f"conv_data_grad: a cotangent with spatial dims {g.shape[2:]} does not match "
+                f"the convolution's output {want} for data of spatial size {spatial}"
+            )
+        groups = opts["feature_group_count"]
+        c = None if w.shape[1] is None else w.shape[1] * groups
+        dtype = float_or_f32(jnp_promote(g.dtype, w.dtype))
+        return TensorType((g.shape[0], c, *spatial), dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        g, w = (np.asarray(v) for v in inputs)
+        geo = self.geometry(TensorType(g.shape), TensorType(w.shape), opts)
+        groups = opts["feature_group_count"]
+        dtype = float_or_f32(jnp_promote(str(g.dtype), str(w.dtype)))
+        (batch, o_total, *out), cg = g.shape, w.shape[1]
+        og = o_total // groups
+        padded = [s + lo + hi for s, (lo, hi) in zip(opts["input_spatial"], geo.padding)]
+        acc = np.zeros((batch, groups, cg, *padded))
+        gg = g.astype(np.float64).reshape(batch, groups, og, -1)
+        wg = w.astype(np.float64).reshape(groups, og, cg, *geo.kernel)
+        for kidx in np.ndindex(*geo.kernel):
+            window = tuple(
+                slice(k * d, k * d + (m - 1) * s + 1, s)
+                for k, d, m, s in zip(kidx, geo.kernel_dilation, out, geo.strides, strict=True)
+            )
+            part = np.einsum("ngop,goc->ngcp", gg, wg[(..., *kidx)])
+            acc[(slice(None), slice(None), slice(None), *window)] += part.reshape(
+                batch, groups, cg, *out
+            )
+        inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(opts["input_spatial"], geo.padding))
+        dx = acc[(slice(None), slice(None), slice(None), *inner)]
+        return dx.reshape(batch, groups * cg, *opts["input_spatial"]).astype(to_numpy_dtype(dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        """One ConvTranspose with the kernel as it is (a Conv's adjoint in ONNX), its
+        output_padding the tail a stride leaves uncovered (bench/conv_grad.py: 0.2-0.8x
+        the time of a Conv of the padded cotangent with the flipped kernel)."""
+        b, (tg, tw) = ctx.b, ctx.in_types
+        geo = self.geometry(tg, tw, opts)
+        g, w = (v if t.dtype == "f32" else b.cast(v, "f32") for v, t in zip(inputs, ctx.in_types))
+        tails = [
+            (s + lo + hi - ((k - 1) * d + 1)) % st
+            for s, (lo, hi), k, d, st in zip(
+                opts["input_spatial"], geo.padding, geo.kernel, geo.kernel_dilation, geo.strides
+            )
+        ]
+        y = b.op(
+            "ConvTranspose",
+            [g, w],
+            kernel_shape=list(geo.kernel),
+            strides=list(geo.strides),
+            dilations=list(geo.kernel_dilation),
+            pads=[lo for lo, _ in geo.padding] + [hi for _, hi in geo.padding],
+            output_padding=tails,
+            group=opts["feature_group_count"],
+        )
+        out = ctx.out_type.dtype
+        return y if out == "f32" else b.cast(y, out)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Bilinear in the output cotangent g and the kernel w: <D, T(g, w)> equals
+        <g, conv(D, w)>, so g's cotangent is conv(D, w) and w's the kernel gradient of
+        that conv for data D and output cotangent g."""
+        g, w = inputs
+        geo = self.geometry(g.type, w.type, opts)
+        groups, dtype = opts["feature_group_count"], cot.dtype
+        dg = _conv_geo(cot, w.astype(dtype), geo, groups).astype(g.dtype)
+        dw = None
+        if is_float(w.type.dtype):
+            dw = conv_kernel_grad(cot, g.astype(dtype), geo, groups, "first").astype(w.dtype)
+        return [dg, dw]
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "2d_valid",
+            lambda g, w: make_node(
+                "conv_data_grad", [g, w], {"input_spatial": (6, 5), "padding": [(0, 0), (0, 0)]}
+            ),
+            [TensorType((None, 4, 4, 3)), TensorType((4, 3, 3, 3))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "2d_strides_tail_pads_dilation_groups",
+            lambda g, w: make_node(
+                "conv_data_grad",
+                [g, w],
+                {
+                    "input_spatial": (8, 6),
+                    "strides": (2, 3),
+                    "padding": [(1, 0), (2, 1)],
+                    "rhs_dilation": (1, 2),
+                    "feature_group_count": 2,
+                },
+            ),
+            [TensorType((None, 4, 4, 2)), TensorType((4, 3, 2, 3))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "1d_f64",
+            lambda g, w: make_node(
+                "conv_data_grad", [g, w], {"input_spatial": (5,), "padding": [(1, 1)]}
+            ),
+            [TensorType((None, 2, 5), "f64"), TensorType((2, 3, 3), "f64")],
             float_range=(0.1, 1.0),
         ),
     ]

@@ -2,7 +2,7 @@
 
 - every declared case of conv, conv_transpose, depthwise_conv, separable_conv2d/3d,
   bilinear, embedding and of the new primitives (conv_general_dilated, fit_to_like,
-  conv_kernel_grad)
+  conv_kernel_grad, conv_data_grad)
   against float64 central finite differences (these ops act the same in both modes,
   so inference suffices);
 - the new primitives' forward rules against direct loop formulas, and their ONNX
@@ -29,6 +29,7 @@ from axonc.ops.conv import Geometry, conv_general, conv_kernel_grad, conv_vjp, f
 from axonc.registry import OPS
 from axonc.shape_inference import declared_type, make_node
 from axonc.to_onnx.export import max_opset, to_onnx
+from axonc.tracing import apply
 from tests import golden, gradcheck, onnx_run, op_cases
 
 LAYERS = (
@@ -40,7 +41,7 @@ LAYERS = (
     "bilinear",
     "embedding",
 )
-PRIMITIVES = ("conv_general_dilated", "fit_to_like", "conv_kernel_grad")
+PRIMITIVES = ("conv_general_dilated", "fit_to_like", "conv_kernel_grad", "conv_data_grad")
 
 
 def _randomize(tree: dict, rng: np.random.Generator) -> None:
@@ -139,6 +140,30 @@ def test_conv_kernel_grad_is_the_derivative_of_the_direct_formula(channels):
         expected = np.transpose(expected, (2, 3, 1, 0))
     got = conv_kernel_grad(x, cot, geo, 2, channels)
     assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_data_grad_is_the_derivative_of_the_direct_formula():
+    """The conv's output is linear in the data, so the data cotangent's entry (n, c, q)
+    is sum(conv(unit data at (n, c, q), w) * cot), each conv by the loop formula."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(6, 2, 2, 3))
+    strides, padding, rhs = (2, 3), [(1, 0), (2, 1)], (1, 2)
+    shape = (2, 4, 7, 6)
+    cot = rng.normal(size=_conv_loops(np.zeros(shape), w, strides, padding, (1, 1), rhs, 2).shape)
+    expected = np.zeros(shape)
+    for idx in np.ndindex(*shape):
+        unit = np.zeros(shape)
+        unit[idx] = 1.0
+        expected[idx] = np.sum(_conv_loops(unit, w, strides, padding, (1, 1), rhs, 2) * cot)
+    opts = {
+        "input_spatial": (7, 6),
+        "strides": strides,
+        "padding": padding,
+        "rhs_dilation": rhs,
+        "feature_group_count": 2,
+    }
+    got = apply("conv_data_grad", [cot, w], opts)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
