@@ -19,6 +19,12 @@ Every op runs through one general N-D convolution, `conv_nd`. The ONNX lowering
 (channels-first Conv between Transposes) adds input dilation with an exact
 depthwise ConvTranspose of ones, crops negative padding with Slice, and lowers
 conv_transpose to ONNX ConvTranspose with the flipped kernel (`_onnx_conv_transpose`).
+
+Gradients: a layer's kernel gradient is `conv_kernel_grad` in the layer's own layout
+(im2col + one Gemm for up to 9 kernel taps, a Conv with the batch as channels above),
+its data gradient `conv_data_grad` (one ConvTranspose) where the geometry allows, else a
+`conv_general_dilated` of the cotangent with the flipped kernel: the forms
+bench/conv_grad.py measured fastest on onnxruntime.
 """
 
 from __future__ import annotations
