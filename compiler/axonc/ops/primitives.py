@@ -1892,7 +1892,7 @@ class TakeGrad(Primitive):
     def onnx(self, ctx, inputs, opts):
         """ScatterElements(reduction="add") into zeros, the indices made non-negative and
         expanded to the updates' shape (their dims flattened into one)."""
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # onnx loads at lowering, not when ops register
 
         b, (u, idx, like) = ctx.b, inputs
         tu, ti, _ = ctx.in_types
@@ -2037,7 +2037,7 @@ class FullLike(Primitive):
         return [None]
 
     def onnx(self, ctx, inputs, opts):
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # onnx loads at lowering, not when ops register
 
         value = np.full((1,), opts["fill_value"], dtype=to_numpy_dtype(ctx.out_type.dtype))
         shape = ctx.b.op("Shape", [inputs[0]])
