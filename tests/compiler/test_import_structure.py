@@ -3,9 +3,9 @@
 The graph is read from the source with `ast`, not by importing: an edge A -> B means
 module A imports B, at its top (module and class bodies, `if`/`try` blocks included)
 or inside a function: an import moved into a function is still a dependency, so it
-cannot hide a circle. An import of `pkg.mod` counts as an edge to `pkg.mod` alone,
-not to the package `pkg` it runs first (a package's `__init__` may gather its own
-submodules).
+cannot hide a circle. An import of `pkg.mod` is also an edge to the package `pkg`,
+whose `__init__` Python runs first, unless the importer lives inside `pkg` (a
+package's `__init__` may gather its own submodules).
 """
 
 from __future__ import annotations
@@ -126,10 +126,17 @@ def _scan() -> tuple[nx.DiGraph, set[tuple[str, str, str]]]:
     for name, path in modules.items():
         visitor = _Imports(name, path.name == "__init__.py", known)
         visitor.visit(ast.parse(path.read_text(), filename=str(path)))
-        graph.add_edges_from((name, target) for target in visitor.top)
-        graph.add_edges_from((name, target) for _, _, target in visitor.local)
+        for target in visitor.top | {target for _, _, target in visitor.local}:
+            graph.add_edges_from((name, t) for t in (target, *_packages_entered(name, target)))
         local |= visitor.local
     return graph, local
+
+
+def _packages_entered(importer: str, target: str) -> list[str]:
+    """The packages whose `__init__` importing `target` runs that `importer` is not inside."""
+    parts = target.split(".")
+    inside = importer.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts)) if parts[:i] != inside[:i]]
 
 
 def test_the_scan_sees_the_modules_and_their_imports():
@@ -140,6 +147,8 @@ def test_the_scan_sees_the_modules_and_their_imports():
     assert graph.has_edge("axonc.passes", "axonc.passes.manager")  # `from .manager import ...`
     assert graph.has_edge("axonc.api", "axonc.numpy")  # `from . import (..., numpy, ...)`
     assert graph.has_edge("axonc.cli", "axonc.to_tflite.export")  # inside a function
+    assert graph.has_edge("axonc.cli", "axonc.to_tflite")  # the package it runs first
+    assert not graph.has_edge("axonc.passes.verify", "axonc.passes")  # its own package
 
 
 def test_the_reader_finds_a_circle_and_a_hidden_import():
