@@ -35,10 +35,6 @@ ALLOWED_LOCAL_IMPORTS: dict[tuple[str, str, str], str] = {
     ("axonc.cli", "_inspect_axon", "axonc.display"): _CLI,
     ("axonc.cli", "_load_axon", "axonc.serialize"): _CLI,
     ("axonc.cli", "plot", "axonc.loop.plot"): _CLI + "; matplotlib is the `plot` extra",
-    ("axonc.ops.recurrent", "_value_info", "axonc.to_onnx.builder"): (
-        "to_onnx.builder imports onnx, which loads when a model is lowered, not when the "
-        "op families register"
-    ),
 }
 
 

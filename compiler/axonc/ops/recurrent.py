@@ -351,16 +351,6 @@ def _body_builder(b: Any) -> Any:
     return body
 
 
-def _value_info(name: str, dtype: str, shape: tuple) -> Any:
-    # onnx (and to_onnx.builder, which imports it) load when a model is lowered, not
-    # when the op families register
-    from onnx import helper
-
-    from ..to_onnx.builder import onnx_dtype
-
-    return helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape))
-
-
 Step = Callable[[Any, list[str], list[str]], tuple[list[str], str]]
 
 
@@ -403,10 +393,10 @@ def _recur(
     graph = helper.make_graph(
         body.nodes,
         f"{ctx.name}_step".replace("/", "_"),
-        [_value_info(n, d, s) for n, (_, d, s) in zip(state_in, init, strict=True)]
-        + [_value_info(n, d, s) for n, (_, d, s) in zip(seq_in, seqs, strict=True)],
-        [_value_info(n, d, s) for n, (_, d, s) in zip(outputs[:-1], init, strict=True)]
-        + [_value_info(outputs[-1], *out_info)],
+        [body.value_info(n, d, s) for n, (_, d, s) in zip(state_in, init, strict=True)]
+        + [body.value_info(n, d, s) for n, (_, d, s) in zip(seq_in, seqs, strict=True)],
+        [body.value_info(n, d, s) for n, (_, d, s) in zip(outputs[:-1], init, strict=True)]
+        + [body.value_info(outputs[-1], *out_info)],
     )
     results = b.op(
         "Scan",
