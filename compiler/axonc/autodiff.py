@@ -16,17 +16,13 @@ import numpy as np
 
 from . import numpy as anp
 from .dtypes import TensorType, dtype_name, is_float
-from .errors import AxoncError
+from .errors import AxoncError, NoGradientError
 from .hooks import hooks_for
 from .ir import Axon, Node, assign_names, new_id, topo_order, tree_leaves, tree_map
 from .ops.special import parameter, unpack
 from .registry import Op, get_op
 from .shape_inference import NONE, declared_type
 from .tracing import Tensor, _traces
-
-
-class NoGradientError(AxoncError, NotImplementedError):
-    """A parameter's gradient passes through ops without a VJP rule (all are named)."""
 
 
 class VJPContext:

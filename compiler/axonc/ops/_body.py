@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import numpy as anp
-from ..autodiff import NoGradientError, VJPContext
+from ..autodiff import VJPContext
 from ..dtypes import TensorType, is_float
+from ..errors import NoGradientError
 from ..ir import Axon, assign_names, topo_order, tree_leaves, tree_map
 from ..parameters import collect_specs
 from ..registry import Op, get_op

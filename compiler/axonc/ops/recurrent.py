@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import numpy as anp
-from ..autodiff import NoGradientError
 from ..dtypes import (
     TensorType,
     is_float,
@@ -35,7 +34,7 @@ from ..dtypes import (
     with_f32_params,
     with_f32_params_np,
 )
-from ..errors import OptionError, ShapeError
+from ..errors import NoGradientError, OptionError, ShapeError
 from ..initializers import check_initializer, initialize
 from ..interpreter import layer_param
 from ..ir import Axon
