@@ -14,7 +14,7 @@ import axonrt
 from axonc.serialize import to_bytes
 from axonc.to_tflite import builder as builder_mod
 from axonc.to_tflite.export import to_tflite
-from axonc.to_tflite.lower import UnsupportedOpsError
+from axonc.errors import UnsupportedOpsError
 
 
 def _model_t(data: bytes):

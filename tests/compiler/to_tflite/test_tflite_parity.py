@@ -16,7 +16,7 @@ import axonrt
 from axonc.ir import assign_names
 from axonc.registry import OPS, Op
 from axonc.to_tflite.export import to_tflite
-from axonc.to_tflite.lower import UnsupportedOpsError
+from axonc.errors import UnsupportedOpsError
 from tests import golden, op_cases
 
 PARITY = [
