@@ -10,10 +10,9 @@ import pytest
 
 import axonc as ax
 import axonrt
-from axonc.errors import OptionError
+from axonc.errors import OptionError, UnsupportedOpsError
 from axonc.registry import OPS, Op, register
 from axonc.to_onnx import export
-from axonc.errors import UnsupportedOpsError
 
 
 def _model(x=None):
