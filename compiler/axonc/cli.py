@@ -7,6 +7,7 @@ internal error (a bug in axonc). `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -19,6 +20,13 @@ from typing import Any
 
 import click
 import numpy as np
+
+from .dtypes import TensorType
+from .errors import AxoncError
+from .shape_inference import input_nodes
+
+# Commands import their backends (onnx, onnxruntime, LiteRT, matplotlib) when they run,
+# so `axonc --help` and the light commands start without loading them.
 
 EPILOG = (
     "Exit codes: 0 ok, 1 user error (one line on stderr), 2 internal error. "
@@ -39,9 +47,7 @@ def _one_line(text: str) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from axonrt import AxonrtError
-
-    from .errors import AxoncError
+    from axonrt import AxonrtError  # axonrt loads onnxruntime: only once an error needs it
 
     return (AxoncError, AxonrtError, OSError)
 
@@ -393,9 +399,6 @@ def _calibration_batches(path: Path) -> list[dict[str, np.ndarray]]:
 
 def _parse_templates(model: Any, specs: tuple[str, ...]) -> Any:
     """`--template` values as a template dict ({name: TensorType}); None when none given."""
-    from .build import input_nodes
-    from .dtypes import TensorType
-
     if not specs:
         return None
     names = list(input_nodes(model))
@@ -423,7 +426,6 @@ def _parse_templates(model: Any, specs: tuple[str, ...]) -> Any:
 def _load_axon(path: Path) -> tuple[Any, Any]:
     """ax.load, with the file named in any format error."""
     from . import serialize
-    from .errors import AxoncError
 
     try:
         return serialize.load(path)
@@ -465,9 +467,7 @@ def inspect(file: Path) -> None:
 
 
 def _inspect_axon(file: Path) -> None:
-    from .build import input_nodes
     from .display import as_table
-    from .dtypes import TensorType
 
     model, state = _load_axon(file)
     click.echo(f"{file}: axonc model file")
@@ -597,8 +597,6 @@ def _inspect_tflite(file: Path) -> None:
 
 
 def _json_meta(meta: dict[str, str], key: str, file: Path) -> Any:
-    import json
-
     try:
         return json.loads(meta.get(key, "{}"))
     except ValueError:

@@ -42,6 +42,10 @@ class StateError(AxoncError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class NoGradientError(AxoncError, NotImplementedError):
+    """A parameter's gradient passes through ops without a VJP rule (all are named)."""
+
+
 class TraceError(AxoncError, TypeError):
     """A function traced into a custom layer did something tracing cannot record."""
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from onnx import numpy_helper
 
-from ..dtypes import TensorType
+from ..dtypes import TensorType, dtype_name
 from ..errors import GraphError, StateError
 from ..ir import Axon, Node, assign_names, topo_order, tree_map
 from ..registry import Op, get_op
@@ -223,12 +224,8 @@ def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
 
 
 def _dtype(arr: np.ndarray) -> str:
-    from ..dtypes import dtype_name
-
     return dtype_name(arr.dtype)
 
 
 def _tensor(arr: np.ndarray, name: str):
-    from onnx import numpy_helper
-
     return numpy_helper.from_array(np.array(arr, order="C"), name)
