@@ -1,0 +1,158 @@
+"""`ax.Loop.trainer(..., engine="ort-training")`: the same Loop (metrics, validation,
+checkpoints, learning-rate scale) with the step run by onnxruntime.training.api.
+
+The digits recipe is tests/compiler/train/test_digits.py's (pixels / 16, 80/20 split by
+default_rng(7), Adam 1e-3, batch 32, 20 epochs, seeded shuffles); its bar for the default
+engine is 0.94, and the ort-training engine is held to the same bar and to within 0.01 of
+the default engine trained in the same test from the same initial parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import axonc as ax
+from axonc import optimizers
+from axonc.loop import deserialize_state
+
+MLP = ax.input("x", shape=(None, 64)).dense(128, activation="relu").dense(10, activation="softmax")
+
+
+def _digits():
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    order = np.random.default_rng(7).permutation(len(x))
+    cut = int(0.8 * len(x))
+    train, test = order[:cut], order[cut:]
+    onehot = np.eye(10, dtype=np.float32)[digits.target]
+    return x[train], onehot[train], x[test], digits.target[test], onehot[test]
+
+
+def _batches(x, y, size=32):
+    def epoch(i: int) -> list:
+        order = np.random.default_rng(i).permutation(len(x))
+        return [(x[order[s : s + size]], y[order[s : s + size]]) for s in range(0, len(x), size)]
+
+    return epoch
+
+
+def _accuracy(state, x, labels) -> float:
+    _, predict = ax.build(MLP)
+    return float(np.mean(predict(state, x).argmax(axis=1) == labels))
+
+
+def test_the_digits_mlp_reaches_the_default_engine_s_accuracy():
+    x, y, x_test, labels, y_test = _digits()
+    init, _ = ax.build(MLP, mode="train")
+    start = init(ax.template((None, 64), "f32"))
+    scores = {}
+    for engine in ("axonc", "ort-training"):
+        loop = (
+            ax.Loop.trainer(
+                MLP, "categorical_cross_entropy", optimizers.adam(1e-3), log=0, engine=engine
+            )
+            .metric("accuracy")
+            .validate(MLP, [(x_test, y_test)])
+        )
+        state = loop.run(_batches(x, y), start, epochs=20, progress=False)
+        assert isinstance(state, ax.ModelState)
+        scores[engine] = _accuracy(state, x_test, labels)
+    assert scores["ort-training"] >= 0.94, scores
+    assert scores["ort-training"] >= scores["axonc"] - 0.01, scores
+
+
+def test_metrics_and_validation_come_from_the_ort_steps():
+    x, y, x_test, labels, y_test = _digits()
+    seen = []
+
+    def record(state):
+        seen.append(dict(state.metrics))
+        return "continue", state
+
+    loop = (
+        ax.Loop.trainer(MLP, "categorical_cross_entropy", "adam", log=0, engine="ort-training")
+        .metric("accuracy")
+        .validate(MLP, [(x_test, y_test)])
+        .handle("epoch_completed", record)
+    )
+    out = loop.run(_batches(x[:320], y[:320]), epochs=3, progress=False)
+    assert [set(m) for m in seen] == [
+        {"loss", "accuracy", "validation_loss", "validation_accuracy"}
+    ] * 3
+    assert seen[2]["loss"] < seen[0]["loss"]
+    np.testing.assert_allclose(seen[2]["validation_accuracy"], _accuracy(out, x_test, labels))
+
+
+def test_each_step_state_holds_the_trained_parameters_and_the_loss(tmp_path):
+    """The checkpoint written after epoch 1 holds the parameters the engine trained: the
+    final state of a one-epoch run (SGD, deterministic)."""
+    x, y, *_ = _digits()
+    data = _batches(x[:256], y[:256])
+    init, _ = ax.build(MLP, mode="train")
+    start = init(ax.template((None, 64), "f32"))
+
+    def loop():
+        return ax.Loop.trainer(
+            MLP, "categorical_cross_entropy", optimizers.sgd(0.1), log=0, engine="ort-training"
+        )
+
+    one = loop().checkpoint(path=tmp_path).run(data, start, epochs=1, progress=False)
+    (ckpt,) = tmp_path.iterdir()
+    saved = deserialize_state(ckpt.read_bytes())
+    for path in one.paths():
+        np.testing.assert_array_equal(saved.step_state["model_state"].get(path), one.get(path))
+    assert float(saved.step_state["loss"]) > 0
+    assert not np.array_equal(one.get(("dense_0", "kernel")), start.get(("dense_0", "kernel")))
+
+
+def test_an_sgd_run_resumed_from_a_checkpoint_ends_where_the_straight_run_does(tmp_path):
+    x, y, *_ = _digits()
+    data = _batches(x[:256], y[:256])
+    init, _ = ax.build(MLP, mode="train")
+    start = init(ax.template((None, 64), "f32"))
+
+    def loop():
+        return ax.Loop.trainer(
+            MLP, "categorical_cross_entropy", optimizers.sgd(0.1), log=0, engine="ort-training"
+        )
+
+    straight = loop().run(data, start, epochs=3, progress=False)
+    loop().checkpoint(path=tmp_path, file_pattern="c{epoch}").run(
+        data, start, epochs=1, progress=False
+    )
+    state = deserialize_state((tmp_path / "c0").read_bytes())
+    resumed = loop().from_state(state).run(data, epochs=2, progress=False)
+    for path in straight.paths():
+        np.testing.assert_allclose(
+            resumed.get(path), straight.get(path), atol=1e-6, err_msg=str(path)
+        )
+
+
+def test_the_learning_rate_scale_reaches_onnxruntime_training():
+    """A step state whose learning_rate_scale is 0 (reduce_lr_on_plateau's lever) leaves
+    the parameters where they were."""
+    x, y, *_ = _digits()
+    init_fn, step_fn = ax.Loop.trainer(
+        MLP, "categorical_cross_entropy", "adam", engine="ort-training"
+    ).rebuild("onnxruntime")
+    batch = (x[:32], y[:32])
+    step_state = init_fn(batch, None)
+    frozen = step_fn(batch, {**step_state, "learning_rate_scale": 0.0})
+    for path in step_state["model_state"].paths():
+        np.testing.assert_array_equal(
+            frozen["model_state"].get(path), step_state["model_state"].get(path)
+        )
+    moved = step_fn(batch, {**frozen, "learning_rate_scale": 1.0})
+    assert not np.array_equal(
+        moved["model_state"].get(("dense_0", "kernel")),
+        step_state["model_state"].get(("dense_0", "kernel")),
+    )
+
+
+def test_the_reference_compiler_does_not_apply_to_the_engine():
+    loop = ax.Loop.trainer(MLP, "categorical_cross_entropy", "adam", engine="ort-training")
+    x, y, *_ = _digits()
+    with pytest.raises(ax.errors.OptionError, match="does not apply"):
+        loop.run([(x[:8], y[:8])], compiler="reference", progress=False)
