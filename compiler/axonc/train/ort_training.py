@@ -149,6 +149,7 @@ class LossModel:
     inputs: list[str]  # the user inputs in order: model inputs, targets, noise
     prediction: Any  # the prediction's structure, output names as leaves
     noise: dict[str, list[int | None]]
+    state_outputs: dict[str, str]  # output name -> the writable state tensor it updates
 
 
 def loss_model(
@@ -196,23 +197,21 @@ def loss_model(
         },
     )
     meta = {p.key: p.value for p in onnx_model.metadata_props}
-    if json.loads(meta["axonc.state_outputs"]):
-        raise OptionError(
-            "the onnxruntime-training engine cannot carry train-mode state (batch-norm "
-            "running statistics) between steps: use the default engine for this model"
-        )
     if json.loads(meta["axonc.random_inputs"]):
         raise OptionError(
             "the onnxruntime-training engine does not draw host-side random inputs (an RNN's "
             "random initial state): use the default engine for this model"
         )
     structure = decode_structure(json.loads(meta["axonc.outputs"]))
+    state_outputs = {out: "/".join(p) for out, p in json.loads(meta["axonc.state_outputs"]).items()}
+    _state_as_initializers(onnx_model, set(state_outputs.values()))
     initializers = {i.name for i in onnx_model.graph.initializer}
     trainable = ["/".join(p) for p in TrainStep._trainable(state)]
     missing = [n for n in trainable if n not in initializers]
     if missing:
         raise StateError(f"trainable parameters not in the exported graph: {', '.join(missing)}")
-    frozen = sorted("/".join(p) for p in state.parameters if p in state.frozen)
+    frozen = sorted("/".join(p) for p in state.paths() if p in state.frozen or p in state.state)
+    writable = {"/".join(p) for p in state.state - state.frozen}
     return LossModel(
         onnx_model,
         trainable,
@@ -220,7 +219,17 @@ def loss_model(
         [i.name for i in onnx_model.graph.input],
         structure[1],
         json.loads(meta["axonc.noise_inputs"]),
+        {out: name for out, name in state_outputs.items() if name in writable},
     )
+
+
+def _state_as_initializers(onnx_model: Any, names: set[str]) -> None:
+    """Train-mode state (batch-norm running statistics) is a graph input with an initializer
+    in a train-mode export; here it becomes a plain initializer, i.e. a non-trainable
+    parameter of the checkpoint that the caller writes back from the state outputs."""
+    graph = onnx_model.graph
+    for value in [i for i in graph.input if i.name in names]:
+        graph.input.remove(value)
 
 
 def _examples(types: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -293,6 +302,7 @@ def export_ort_training(
             {
                 "inputs": lm.inputs,
                 "outputs": {"loss": "output_0", "prediction": lm.prediction},
+                "state_outputs": lm.state_outputs,
                 "noise_inputs": lm.noise,
                 "trainable": lm.trainable,
                 "frozen": lm.frozen,
@@ -351,6 +361,7 @@ class OrtTrainingSession:
         self.noise: dict[str, list[int | None]] = cfg["noise_inputs"]
         self.prediction = cfg["outputs"]["prediction"]
         self.trainable: list[str] = cfg["trainable"]
+        self.state_outputs: dict[str, str] = cfg["state_outputs"]
         self.learning_rate = float(cfg["learning_rate"])
         self.state = api.CheckpointState.load_checkpoint(os.fspath(artifacts.checkpoint))
         self.module = api.Module(
@@ -367,13 +378,18 @@ class OrtTrainingSession:
         if not math.isclose(self.optimizer.get_learning_rate(), lr, rel_tol=1e-7):
             self.optimizer.set_learning_rate(lr)
 
-    def step(self, feeds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Any]:
-        """One training step on `feeds` (every user input by name): (loss, prediction)."""
+    def step(self, feeds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Any, dict]:
+        """One training step on `feeds` (every user input by name): (loss, prediction,
+        the updated train-mode state by name, already written back for the next step)."""
         values = self.module(*(feeds[n] for n in self.inputs))
         self.optimizer.step()
         self.module.lazy_reset_grad()
         by_name = dict(zip(self.outputs, values))
-        return np.asarray(by_name["output_0"]), tree_map(lambda n: by_name[n], self.prediction)
+        new_state = {name: by_name[out] for out, name in self.state_outputs.items()}
+        for name, value in new_state.items():
+            self.state.parameters[name] = value
+        prediction = tree_map(lambda n: by_name[n], self.prediction)
+        return np.asarray(by_name["output_0"]), prediction, new_state
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The trainable parameters' current values by path name (copies)."""
@@ -451,8 +467,8 @@ class OrtTrainer:
         _, target_feeds = _target_feeds(target)
         all_feeds = {**feeds, **target_feeds}
         keys = _noise(session, state, all_feeds)
-        loss_value, y_pred = session.step(all_feeds)
-        state = state.update(_nested(session.parameters()), _nested(keys))
+        loss_value, y_pred, new_state = session.step(all_feeds)
+        state = state.update(_nested(session.parameters()), _nested({**keys, **new_state}))
         self._last = state
         count = np.int32(int(step_state["optimizer_state"]["count"]) + 1)
         return {

@@ -130,6 +130,39 @@ def test_an_sgd_run_resumed_from_a_checkpoint_ends_where_the_straight_run_does(t
         )
 
 
+def test_batch_norm_and_dropout_train_as_with_the_default_engine():
+    """Same initial state, batches and dropout keys: after a few SGD steps both engines hold
+    the same parameters, running statistics and keys (the gradients come from two
+    independent builders: onnxruntime's and axonc's autodiff)."""
+    model = (
+        ax.input("x", shape=(None, 64))
+        .dense(32, activation="relu")
+        .batch_norm()
+        .dropout(rate=0.3)
+        .dense(10, activation="softmax")
+    )
+    x, y, *_ = _digits()
+    data = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    init, _ = ax.build(model, mode="train")
+    start = init(ax.template((None, 64), "f32"))
+    states = {}
+    for engine in ("axonc", "ort-training"):
+        loop = ax.Loop.trainer(
+            model, "categorical_cross_entropy", optimizers.sgd(0.1), log=0, engine=engine
+        )
+        states[engine] = loop.run(data, start, epochs=2, progress=False)
+    assert not np.array_equal(
+        states["axonc"].get(("batch_norm_0", "mean")), start.get(("batch_norm_0", "mean"))
+    )
+    for path in start.paths():
+        np.testing.assert_allclose(
+            states["ort-training"].get(path),
+            states["axonc"].get(path),
+            atol=1e-5,
+            err_msg=str(path),
+        )
+
+
 def test_the_learning_rate_scale_reaches_onnxruntime_training():
     """A step state whose learning_rate_scale is 0 (reduce_lr_on_plateau's lever) leaves
     the parameters where they were."""

@@ -24,6 +24,7 @@ from axonc import optimizers
 from axonc.cli import cli
 from axonc.interpreter import run
 from axonc.ops.dropout import draw
+from axonc.train.ort_training import OrtTrainingSession
 
 MODEL = ax.input("x", shape=(None, 5)).dense(7, activation="tanh").dense(3, activation="softmax")
 LOSS = "categorical_cross_entropy"
@@ -228,10 +229,25 @@ def test_dropout_noise_is_an_input_drawn_as_the_reference_draws_it(tmp_path):
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
 
 
-def test_a_model_with_batch_norm_is_refused_by_name(tmp_path):
+def test_batch_norm_statistics_are_state_outputs_written_back(tmp_path):
+    """Batch norm trains on batch statistics; its running mean and variance are outputs
+    of the training model, equal to the reference interpreter's updated state, and the
+    engine's session writes them into the checkpoint for the next step."""
     model = ax.input("x", shape=(None, 5)).dense(7).batch_norm().dense(3, activation="softmax")
-    with pytest.raises(ax.errors.OptionError, match="batch-norm"):
-        ax.train.export_ort_training(model, LOSS, "sgd", tmp_path, state=_state(model))
+    state = _state(model)
+    arts = ax.train.export_ort_training(model, LOSS, "sgd", tmp_path, state=state)
+    session = OrtTrainingSession(arts)
+    assert set(session.state_outputs.values()) == {"batch_norm_0/mean", "batch_norm_0/var"}
+    x, y = _batch(5)
+    loss, _, new_state = session.step({"x": x, "target": y})
+    pred, ref_state = run(model, {"x": x}, state.data, "train")
+    expected = ax.losses.categorical_cross_entropy(y, pred, reduction="mean")
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+    for key, value in ref_state["batch_norm_0"].items():
+        name = f"batch_norm_0/{key}"
+        np.testing.assert_allclose(new_state[name], value, rtol=1e-5, atol=1e-7, err_msg=key)
+        np.testing.assert_array_equal(session.state.parameters[name].data, new_state[name])
+        assert not session.state.parameters[name].requires_grad
 
 
 def test_the_cli_writes_artifacts_onnxruntime_trains(tmp_path):
