@@ -98,7 +98,8 @@ def ort_optimizer(optimizer: Any) -> OrtOptimizer:
     if o["weight_decay"]:
         refused.append("weight_decay")
     if opt.name == "sgd":
-        refused += [k for k in ("momentum",) if o[k] is not None]
+        if o["momentum"] is not None:
+            refused.append("momentum")
         if refused:
             raise OptionError(_refusal(opt.name, refused, "SGD is plain w -= lr * g"))
         return OrtOptimizer("SGD", float(lr))
@@ -401,11 +402,11 @@ class OrtTrainer:
     and target, with the step state of the default engine (model_state, optimizer_state
     {"count"}, learning_rate_scale, loss, y_true, y_pred).
 
-    `init` exports the artifacts (to a temporary directory) for the batch's input types
-    and the initial state; each `step` reads the trained parameters back into model_state,
-    so handlers, validation and checkpoints see them. A step state this trainer did not
-    produce last (a resumed checkpoint) re-exports from its model state, with fresh
-    optimizer moments (spec/ort_training.md).
+    `init` exports the artifacts (to a temporary directory, removed once they are loaded)
+    for the batch's input types and the initial state; each `step` reads the trained
+    parameters back into model_state, so handlers, validation and checkpoints see them.
+    A step state this trainer did not produce last (a resumed checkpoint) re-exports from
+    its model state, with fresh optimizer moments (spec/ort_training.md).
     """
 
     def __init__(
@@ -433,18 +434,19 @@ class OrtTrainer:
         """The first step state: the initial model state, artifacts exported and loaded."""
         types = {k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in feeds.items()}
         state = self._step.init(types, initial).model_state
-        workdir = tempfile.mkdtemp(prefix="axonc-ort-training-")
-        arts = export_ort_training(
-            self.model,
-            self.loss,
-            self.optimizer,
-            workdir,
-            template=types,
-            state=state,
-            target=target,
-            seed=self.seed,
-        )
-        self.session = OrtTrainingSession(arts)
+        # the session holds everything it needs once loaded: the files go with the directory
+        with tempfile.TemporaryDirectory(prefix="axonc-ort-training-") as workdir:
+            arts = export_ort_training(
+                self.model,
+                self.loss,
+                self.optimizer,
+                workdir,
+                template=types,
+                state=state,
+                target=target,
+                seed=self.seed,
+            )
+            self.session = OrtTrainingSession(arts)
         self._last = state
         return {
             "model_state": state,
