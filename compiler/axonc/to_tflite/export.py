@@ -18,13 +18,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..dtypes import TensorType
-from ..errors import OptionError
+from ..errors import OptionError, UnsupportedOpsError
 from ..ir import Axon, tree_leaves, tree_map
 from ..model_state import ModelState
 from ..shape_inference import NONE, declared_types, input_nodes, resolve, template_types
 from ..to_onnx.export import encode_structure
 from .builder import TfliteBuilder
-from .lower import Lowering, UnsupportedOpsError
+from .lower import Lowering
 
 QUANTIZE_MODES = (None, "float16", "dynamic-int8", "int8")
 SIGNATURE_KEY = "serving_default"
@@ -88,7 +88,7 @@ def to_tflite(
         lowering.input_types[name] = t
     out = lowering.lower_graph(model, None, ())
     if lowering.problems:
-        raise UnsupportedOpsError(lowering.problems)
+        raise UnsupportedOpsError("TFLite", lowering.problems)
     structure = _add_outputs(b, out)
     fuse_activations(b)
     b.metadata["axonc.outputs"] = json.dumps(encode_structure(structure)).encode()
