@@ -354,7 +354,9 @@ class OrtTrainingSession:
     """The artifacts loaded with onnxruntime.training.api: one step is the training model
     (forward, loss, gradients), the optimizer and a gradient reset."""
 
-    def __init__(self, artifacts: OrtTrainingArtifacts):
+    def __init__(self, artifacts: OrtTrainingArtifacts, resume: np.ndarray | None = None):
+        """`resume`: the bytes of a checkpoint `checkpoint_bytes` wrote, whose optimizer
+        state (moments, step count) continues here; the parameters stay the artifacts'."""
         api = _training().api
         cfg = json.loads(artifacts.config.read_text())
         self.artifacts = artifacts
@@ -365,11 +367,18 @@ class OrtTrainingSession:
         self.state_outputs: dict[str, str] = cfg["state_outputs"]
         self.learning_rate = float(cfg["learning_rate"])
         self.state = api.CheckpointState.load_checkpoint(os.fspath(artifacts.checkpoint))
+        values = {n: np.array(p.data) for n, p in self.state.parameters}
+        if resume is not None:
+            self.state = _resumed(api, set(values), resume)
+        self.steps = 0
         self.module = api.Module(
             os.fspath(artifacts.training_model), self.state, os.fspath(artifacts.eval_model)
         )
         self.optimizer = api.Optimizer(os.fspath(artifacts.optimizer_model), self.module)
         self.optimizer.set_learning_rate(self.learning_rate)
+        if resume is not None:  # a parameter can be written once a Module holds the state
+            for name, value in values.items():
+                self.state.parameters[name] = value
         self.outputs = self.module.output_names()
         self.module.train()
 
@@ -385,6 +394,7 @@ class OrtTrainingSession:
         values = self.module(*(feeds[n] for n in self.inputs))
         self.optimizer.step()
         self.module.lazy_reset_grad()
+        self.steps += 1
         by_name = dict(zip(self.outputs, values))
         new_state = {name: by_name[out] for out, name in self.state_outputs.items()}
         for name, value in new_state.items():
@@ -396,17 +406,74 @@ class OrtTrainingSession:
         """The trainable parameters' current values by path name (copies)."""
         return {n: np.array(self.state.parameters[n].data) for n in self.trainable}
 
+    def checkpoint_bytes(self) -> np.ndarray:
+        """onnxruntime-training's checkpoint of this session, optimizer state included, as
+        uint8 bytes (what a loop checkpoint stores to resume the moments)."""
+        api = _training().api
+        with tempfile.TemporaryDirectory(prefix="axonc-ort-training-") as workdir:
+            path = os.path.join(workdir, "checkpoint")
+            api.CheckpointState.save_checkpoint(self.state, path, include_optimizer_state=True)
+            with open(path, "rb") as f:
+                return np.frombuffer(f.read(), np.uint8).copy()
+
+
+def _resumed(api: Any, expected: set[str], data: np.ndarray) -> Any:
+    """The checkpoint in `data` (optimizer state included), checked to hold the parameters
+    named `expected`."""
+    with tempfile.TemporaryDirectory(prefix="axonc-ort-training-") as workdir:
+        path = os.path.join(workdir, "checkpoint")
+        with open(path, "wb") as f:
+            f.write(np.asarray(data, np.uint8).tobytes())
+        try:
+            state = api.CheckpointState.load_checkpoint(path)
+        except Exception as exc:  # onnxruntime raises its own types for a malformed file
+            raise StateError(f"the step state's onnxruntime-training checkpoint: {exc}") from None
+    if {n for n, _ in state.parameters} != expected:
+        raise StateError(
+            "the step state's onnxruntime-training checkpoint holds other parameters than "
+            f"this model's ({', '.join(sorted(expected))})"
+        )
+    return state
+
+
+class OrtOptimizerState(Mapping):
+    """The ort-training engine's `optimizer_state`: {"count", "checkpoint"}. "checkpoint"
+    (onnxruntime-training's checkpoint with its optimizer moments, as uint8 bytes) is read
+    from the session only when asked, i.e. when a loop checkpoint is written, so a step
+    costs nothing for it; asked after the session moved on, it is a StateError."""
+
+    def __init__(self, session: OrtTrainingSession, count: int):
+        self._session, self._steps, self._count = session, session.steps, np.int32(count)
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "count":
+            return self._count
+        if key != "checkpoint":
+            raise KeyError(key)
+        if self._session.steps != self._steps:
+            raise StateError(
+                "this optimizer state is from an earlier step: the onnxruntime-training "
+                "session has moved on since (read it in the handler of the step it is from)"
+            )
+        return self._session.checkpoint_bytes()
+
+    def __iter__(self) -> Any:
+        return iter(("count", "checkpoint"))
+
+    def __len__(self) -> int:
+        return 2
+
 
 class OrtTrainer:
     """The ort-training engine of `ax.Loop.trainer`: `init` and `step` on a batch's inputs
     and target, with the step state of the default engine (model_state, optimizer_state
-    {"count"}, learning_rate_scale, loss, y_true, y_pred).
+    {"count", "checkpoint"}: OrtOptimizerState), learning_rate_scale, loss, y_true, y_pred.
 
     `init` exports the artifacts (to a temporary directory, removed once they are loaded)
     for the batch's input types and the initial state; each `step` reads the trained
     parameters back into model_state, so handlers, validation and checkpoints see them.
     A step state this trainer did not produce last (a resumed checkpoint) re-exports from
-    its model state, with fresh optimizer moments (spec/ort_training.md).
+    its model state and resumes the optimizer from its `optimizer_state["checkpoint"]`.
     """
 
     def __init__(
@@ -430,8 +497,15 @@ class OrtTrainer:
         self.session: OrtTrainingSession | None = None
         self._last: ModelState | None = None
 
-    def init(self, feeds: Mapping[str, np.ndarray], target: Any, initial: Any) -> dict[str, Any]:
-        """The first step state: the initial model state, artifacts exported and loaded."""
+    def init(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        target: Any,
+        initial: Any,
+        optimizer_state: Any = None,
+    ) -> dict[str, Any]:
+        """The first step state: the initial model state, artifacts exported and loaded;
+        `optimizer_state` (an earlier step state's) resumes its moments and count."""
         types = {k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in feeds.items()}
         state = self._step.init(types, initial).model_state
         # the session holds everything it needs once loaded: the files go with the directory
@@ -446,11 +520,13 @@ class OrtTrainer:
                 target=target,
                 seed=self.seed,
             )
-            self.session = OrtTrainingSession(arts)
+            resume = optimizer_state.get("checkpoint") if optimizer_state else None
+            self.session = OrtTrainingSession(arts, resume)
         self._last = state
+        count = int(optimizer_state["count"]) if optimizer_state else 0
         return {
             "model_state": state,
-            "optimizer_state": {"count": np.int32(0)},
+            "optimizer_state": OrtOptimizerState(self.session, count),
             "learning_rate_scale": 1.0,
             "loss": np.float32(0.0),
             "y_true": None,
@@ -463,7 +539,7 @@ class OrtTrainer:
         """One step of onnxruntime-training on the batch: the next step state."""
         state: ModelState = step_state["model_state"]
         if self.session is None or state is not self._last:
-            self.init(feeds, target, state)
+            self.init(feeds, target, state, step_state["optimizer_state"])
         session = self.session
         session.set_learning_rate_scale(float(step_state["learning_rate_scale"]))
         _, target_feeds = _target_feeds(target)
@@ -472,11 +548,11 @@ class OrtTrainer:
         loss_value, y_pred, new_state = session.step(all_feeds)
         state = state.update(_nested(session.parameters()), _nested({**keys, **new_state}))
         self._last = state
-        count = np.int32(int(step_state["optimizer_state"]["count"]) + 1)
+        count = int(step_state["optimizer_state"]["count"]) + 1
         return {
             **step_state,
             "model_state": state,
-            "optimizer_state": {"count": count},
+            "optimizer_state": OrtOptimizerState(session, count),
             "loss": loss_value,
             "y_true": target,
             "y_pred": y_pred,
@@ -514,6 +590,7 @@ __all__ = [
     "LossModel",
     "MissingOrtTrainingError",
     "OrtOptimizer",
+    "OrtOptimizerState",
     "OrtTrainer",
     "OrtTrainingArtifacts",
     "OrtTrainingSession",

@@ -107,7 +107,13 @@ def test_each_step_state_holds_the_trained_parameters_and_the_loss(tmp_path):
     assert not np.array_equal(one.get(("dense_0", "kernel")), start.get(("dense_0", "kernel")))
 
 
-def test_an_sgd_run_resumed_from_a_checkpoint_ends_where_the_straight_run_does(tmp_path):
+@pytest.mark.parametrize("optimizer", [optimizers.sgd(0.1), optimizers.adam(1e-3)])
+@pytest.mark.parametrize("event", ["epoch_completed", "iteration_completed"])
+def test_a_run_resumed_from_a_checkpoint_ends_where_the_straight_run_does(
+    tmp_path, optimizer, event
+):
+    """The loop checkpoint carries onnxruntime-training's optimizer state (Adam's moments
+    and step count), so resuming continues the same trajectory."""
     x, y, *_ = _digits()
     data = _batches(x[:256], y[:256])
     init, _ = ax.build(MLP, mode="train")
@@ -115,19 +121,37 @@ def test_an_sgd_run_resumed_from_a_checkpoint_ends_where_the_straight_run_does(t
 
     def loop():
         return ax.Loop.trainer(
-            MLP, "categorical_cross_entropy", optimizers.sgd(0.1), log=0, engine="ort-training"
+            MLP, "categorical_cross_entropy", optimizer, log=0, engine="ort-training"
         )
 
     straight = loop().run(data, start, epochs=3, progress=False)
-    loop().checkpoint(path=tmp_path, file_pattern="c{epoch}").run(
+    filter = {"only": 5} if event == "iteration_completed" else "always"
+    loop().checkpoint(path=tmp_path, event=event, filter=filter, file_pattern="c{epoch}").run(
         data, start, epochs=1, progress=False
     )
     state = deserialize_state((tmp_path / "c0").read_bytes())
-    resumed = loop().from_state(state).run(data, epochs=2, progress=False)
+    steps_done = state.iteration + 1 if event == "iteration_completed" else 8
+    assert 1 < steps_done < 8 or event == "epoch_completed"
+    assert int(state.step_state["optimizer_state"]["count"]) == steps_done
+    start_epoch = state.epoch + (1 if event == "epoch_completed" else 0)
+    resumed = loop().from_state(state).run(data, epochs=3 - start_epoch, progress=False)
     for path in straight.paths():
         np.testing.assert_allclose(
             resumed.get(path), straight.get(path), atol=1e-6, err_msg=str(path)
         )
+
+
+def test_an_optimizer_state_read_after_a_later_step_is_refused():
+    x, y, *_ = _digits()
+    init_fn, step_fn = ax.Loop.trainer(
+        MLP, "categorical_cross_entropy", "adam", engine="ort-training"
+    ).rebuild("onnxruntime")
+    batch = (x[:32], y[:32])
+    first = step_fn(batch, init_fn(batch, None))
+    assert first["optimizer_state"]["checkpoint"].dtype == np.uint8
+    step_fn(batch, first)
+    with pytest.raises(ax.errors.StateError, match="earlier step"):
+        first["optimizer_state"]["checkpoint"]
 
 
 def test_batch_norm_and_dropout_train_as_with_the_default_engine():
