@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ..autodiff import tensor_of
-from ..dtypes import TensorType, dtype_name
+from ..dtypes import TensorType, dtype_name, to_numpy_dtype
 from ..errors import AxoncError, OptionError, StateError
 from ..ir import Axon, tree_map
 from ..model_state import ModelState
@@ -37,7 +38,8 @@ from ..ops.dropout import draw
 from ..ops.special import container
 from ..ops.special import input as input_layer
 from ..optimizers import Optimizer, get
-from ..shape_inference import template_types
+from ..shape_inference import declared_types, template_types
+from ..to_onnx.export import decode_structure, to_onnx
 from ..tracing import Tensor, _traces
 from .step import TrainStep, _target_feeds, target_tree
 
@@ -158,8 +160,6 @@ def loss_model(
 ) -> LossModel:
     """The train-mode forward pass and `step`'s loss as one ONNX model with parameters as
     initializers; outputs: the scalar loss (`output_0`), then the prediction's leaves."""
-    from ..to_onnx.export import decode_structure, to_onnx
-
     if state.ties:
         raise OptionError(
             "the onnxruntime-training engine cannot train tied parameters (it keeps one "
@@ -234,8 +234,6 @@ def _state_as_initializers(onnx_model: Any, names: set[str]) -> None:
 
 
 def _examples(types: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    from ..dtypes import to_numpy_dtype
-
     return {
         name: np.zeros(tuple(1 if d is None else d for d in t.shape), to_numpy_dtype(t.dtype))
         for name, t in types.items()
@@ -326,8 +324,6 @@ def export_ort_training(
 
 def _init_state(step: TrainStep, template: Any, state: Any) -> ModelState:
     if template is None:
-        from ..shape_inference import declared_types
-
         template = declared_types(step.model)
     return step.init(template, state).model_state
 
@@ -336,8 +332,6 @@ def _pytorch_adamw_mode(path: Path) -> None:
     """Switch the AdamW node to onnxruntime's mode 0 (PyTorch's: m_hat / (sqrt(v_hat) + eps),
     decay before the update), which is Polaris's adam / adamw; the artifact builder writes
     mode 1 (Hugging Face's, whose eps is not bias-corrected)."""
-    import onnx
-
     opt = onnx.load(os.fspath(path))
     for node in opt.graph.node:
         if node.op_type == "AdamWOptimizer":
