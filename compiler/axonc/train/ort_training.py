@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ..autodiff import tensor_of
 from ..dtypes import TensorType, dtype_name, to_numpy_dtype
@@ -192,7 +193,9 @@ def loss_model(
         graph,
         state,
         mode="train",
-        opt_level=1,  # no pass may rewrite a parameter into another initializer
+        # every parameter an input named by its path, so no pass can fold one into another
+        # tensor (a conv kernel's layout transpose stays a node); they become initializers
+        params_as_inputs=True,
         template={
             k: TensorType((None, *v.shape[1:]), dtype_name(v.dtype)) for k, v in all_feeds.items()
         },
@@ -205,7 +208,7 @@ def loss_model(
         )
     structure = decode_structure(json.loads(meta["axonc.outputs"]))
     state_outputs = {out: "/".join(p) for out, p in json.loads(meta["axonc.state_outputs"]).items()}
-    _state_as_initializers(onnx_model, set(state_outputs.values()))
+    _parameters_as_initializers(onnx_model, state)
     initializers = {i.name for i in onnx_model.graph.initializer}
     trainable = ["/".join(p) for p in TrainStep._trainable(state)]
     missing = [n for n in trainable if n not in initializers]
@@ -224,13 +227,16 @@ def loss_model(
     )
 
 
-def _state_as_initializers(onnx_model: Any, names: set[str]) -> None:
-    """Train-mode state (batch-norm running statistics) is a graph input with an initializer
-    in a train-mode export; here it becomes a plain initializer, i.e. a non-trainable
-    parameter of the checkpoint that the caller writes back from the state outputs."""
+def _parameters_as_initializers(onnx_model: Any, state: ModelState) -> None:
+    """Each graph input that is a parameter or state tensor becomes an initializer holding
+    its value: parameters are what generate_artifacts trains or freezes, and train-mode
+    state (batch-norm running statistics) a non-trainable parameter of the checkpoint that
+    the caller writes back from the state outputs."""
     graph = onnx_model.graph
-    for value in [i for i in graph.input if i.name in names]:
+    values = state.flatten(include_tied=False)
+    for value in [i for i in graph.input if i.name in values]:
         graph.input.remove(value)
+        graph.initializer.append(numpy_helper.from_array(values[value.name], value.name))
 
 
 def _examples(types: Mapping[str, Any]) -> dict[str, np.ndarray]:
