@@ -5,9 +5,10 @@ onnxruntime-training-cpu 1.19.2, torch 2.13.0 CPU, axonc --no-deps), where axonc
 step runs on the onnxruntime 1.19.2 that package installs, so all three peers share one
 process, one run and one onnxruntime build.
 
-The MLP 784-512-512-10 (relu, softmax; bench/train.py's) at batch 64 and 256 with plain
-SGD(0.01) (onnxruntime-training has no momentum) and Adam(1e-3, eps_root 0), every peer
-starting from the same initial weights on the same batch:
+bench/train.py's models: the MLP 784-512-512-10 at batch 64 and 256 and the CNN (28x28x1,
+two conv + max-pool, dense 128) at batch 64, with plain SGD(0.01) (onnxruntime-training
+has no momentum) and Adam(1e-3, eps_root 0), every peer starting from the same initial
+weights on the same batch:
 
   ort-training  ax.train.export_ort_training's artifacts with onnxruntime.training.api:
                 Module(target, x), Optimizer.step(), Module.lazy_reset_grad()
@@ -42,10 +43,18 @@ import axonc as ax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import THREADS, BackgroundLoad, _version, interleaved, percentiles, print_machine
-from inference import axonc_mlp, load_mlp
+from inference import load_cnn, load_mlp, torch_cnn
+from models import axonc_cnn, axonc_mlp
 
 VARIANTS = ("ort-training", "engine", "axonc", "torch")
-CONFIGS = [(64, "sgd"), (64, "adam"), (256, "sgd"), (256, "adam")]
+CONFIGS = [
+    ("mlp", 64, "sgd"),
+    ("mlp", 64, "adam"),
+    ("mlp", 256, "sgd"),
+    ("mlp", 256, "adam"),
+    ("cnn", 64, "sgd"),
+    ("cnn", 64, "adam"),
+]
 LR = {"sgd": 0.01, "adam": 1e-3}
 TOLERANCE = 1e-4
 
@@ -62,24 +71,39 @@ def _torch_mlp() -> nn.Module:
     )
 
 
+# name: (axonc model ending in a softmax, torch model ending in the logits, weight loader,
+# sample shape, the torch layout of a batch)
+MODELS = {
+    "mlp": (axonc_mlp, _torch_mlp, load_mlp, (784,), lambda x: x),
+    "cnn": (
+        lambda: axonc_cnn().activation("softmax"),
+        torch_cnn,
+        load_cnn,
+        (28, 28, 1),
+        lambda x: np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+    ),
+}
+
+
 class Config:
     """The four steps of one configuration from the same weights and batch."""
 
-    def __init__(self, batch: int, kind: str, workdir: str):
+    def __init__(self, name: str, batch: int, kind: str, workdir: str):
         torch.set_num_threads(THREADS)
-        self.model = axonc_mlp()
-        self.torch = _torch_mlp()
+        build, build_torch, load, sample, to_torch = MODELS[name]
+        self.model = build()
+        self.torch = build_torch()
         opt_a, self.torch_opt = _optimizers(kind, self.torch.parameters())
         self.step = ax.train.compile_step(self.model, "categorical_cross_entropy", opt_a)
-        self.ts = self.step.init(ax.template((1, 784), "f32"))
+        self.ts = self.step.init(ax.template((1, *sample), "f32"))
         state = self.ts.model_state
         with torch.no_grad():
-            load_mlp(self.torch, state.data)
+            load(self.torch, state.data)
         rng = np.random.default_rng(0)
-        self.x = rng.normal(size=(batch, 784)).astype(np.float32)
+        self.x = rng.normal(size=(batch, *sample)).astype(np.float32)
         labels = rng.integers(0, 10, batch)
         self.y = np.eye(10, dtype=np.float32)[labels]
-        self.xt, self.yt = torch.from_numpy(self.x), torch.from_numpy(labels)
+        self.xt, self.yt = torch.from_numpy(to_torch(self.x)), torch.from_numpy(labels)
         self.crit = nn.CrossEntropyLoss()
 
         arts = ax.train.export_ort_training(
@@ -149,13 +173,13 @@ def main() -> None:
         f"{_version('torch')}, numpy {np.__version__}\n"
     )
     print(
-        "| batch | optimizer | ort-training | engine | axonc | torch | ort-training/torch "
+        "| model | batch | optimizer | ort-training | engine | axonc | torch | ort-training/torch "
         "| axonc/ort-training | engine − ort-training | bg load |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for batch, kind in CONFIGS:
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, batch, kind in CONFIGS:
         with tempfile.TemporaryDirectory() as workdir:
-            c = Config(batch, kind, workdir)
+            c = Config(name, batch, kind, workdir)
             c.check()
             fns = {
                 "ort-training": c.ort_training,
@@ -172,7 +196,7 @@ def main() -> None:
                 )
         med = {v: percentiles(s[v])[1] * 1e3 for v in VARIANTS}
         print(
-            f"| {batch} | {kind} | {med['ort-training']:.2f} | {med['engine']:.2f} "
+            f"| {name} | {batch} | {kind} | {med['ort-training']:.2f} | {med['engine']:.2f} "
             f"| {med['axonc']:.2f} | {med['torch']:.2f} "
             f"| {med['ort-training'] / med['torch']:.2f} "
             f"| {med['axonc'] / med['ort-training']:.2f} "
