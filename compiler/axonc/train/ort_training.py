@@ -166,6 +166,16 @@ def loss_model(
             "the onnxruntime-training engine cannot train tied parameters (it keeps one "
             "tensor per initializer): untie them or use the default engine"
         )
+    hooked = sorted(
+        node.name or node.op
+        for node in step.model.nodes.values()
+        if any(mode in ("both", "train") and on != "initialize" for _, mode, on in node.hooks)
+    )
+    if hooked:
+        raise OptionError(
+            f"the hooks on {', '.join(hooked)} are host Python code, which "
+            "onnxruntime-training cannot call: remove them or use the default engine"
+        )
     types = template_types(step.model, template) if template is not None else None
     feeds = step._example_inputs() if types is None else _examples(types)
     y = step._example_target(dict(feeds)) if target is None else target

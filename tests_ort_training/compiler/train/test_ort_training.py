@@ -250,6 +250,12 @@ def test_batch_norm_statistics_are_state_outputs_written_back(tmp_path):
         assert not session.state.parameters[name].requires_grad
 
 
+def test_a_model_with_hooks_is_refused_by_layer(tmp_path):
+    model = ax.attach_hook(MODEL, lambda v: None, on="forward", mode="train")
+    with pytest.raises(ax.errors.OptionError, match="hooks on softmax_0 are host Python code"):
+        ax.train.export_ort_training(model, LOSS, "sgd", tmp_path)
+
+
 def test_the_cli_writes_artifacts_onnxruntime_trains(tmp_path):
     model = ax.input("x").dense(7, activation="tanh").dense(3, activation="softmax")
     path = tmp_path / "m.axon"
