@@ -221,6 +221,12 @@ def loss_model(
     _parameters_as_initializers(onnx_model, state)
     initializers = {i.name for i in onnx_model.graph.initializer}
     trainable = ["/".join(p) for p in TrainStep._trainable(state)]
+    not_f32 = [n for n in trainable if np.asarray(state.get(n)).dtype != np.float32]
+    if not_f32:
+        raise OptionError(
+            f"onnxruntime-training's optimizers update float32 parameters only; these are "
+            f"not: {', '.join(not_f32)}"
+        )
     missing = [n for n in trainable if n not in initializers]
     if missing:
         raise StateError(f"trainable parameters not in the exported graph: {', '.join(missing)}")

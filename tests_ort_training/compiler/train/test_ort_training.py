@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from onnxruntime.training.api import CheckpointState, Module, Optimizer
 
 import axonc as ax
+import axonc.numpy as anp
 from axonc import optimizers
 from axonc.cli import cli
 from axonc.interpreter import run
@@ -254,6 +255,14 @@ def test_a_model_with_hooks_is_refused_by_layer(tmp_path):
     model = ax.attach_hook(MODEL, lambda v: None, on="forward", mode="train")
     with pytest.raises(ax.errors.OptionError, match="hooks on softmax_0 are host Python code"):
         ax.train.export_ort_training(model, LOSS, "sgd", tmp_path)
+
+
+def test_a_float64_parameter_is_refused_by_name(tmp_path):
+    x = ax.input("x", shape=(None, 5))
+    w = ax.param("w", (5, 3), dtype="f64")
+    model = ax.layer(lambda x, w, **_: anp.matmul(anp.astype(x, "f64"), w), [x, w])
+    with pytest.raises(ax.errors.OptionError, match="float32 parameters only.*custom_0/w"):
+        ax.train.export_ort_training(model.activation("softmax"), LOSS, "sgd", tmp_path)
 
 
 def test_the_cli_writes_artifacts_onnxruntime_trains(tmp_path):
