@@ -261,7 +261,7 @@ def test_a_float64_parameter_is_refused_by_name(tmp_path):
     x = ax.input("x", shape=(None, 5))
     w = ax.param("w", (5, 3), dtype="f64")
     model = ax.layer(lambda x, w, **_: anp.matmul(anp.astype(x, "f64"), w), [x, w])
-    with pytest.raises(ax.errors.OptionError, match="float32 parameters only.*custom_0/w"):
+    with pytest.raises(ax.errors.OptionError, match=r"float32 parameters only.*custom_0/w"):
         ax.train.export_ort_training(model.activation("softmax"), LOSS, "sgd", tmp_path)
 
 
