@@ -759,6 +759,69 @@ def plot(history: Path, output: Path | None, metrics: tuple[str, ...]) -> None:
     click.echo(f"wrote {output} ({', '.join(drawn)})")
 
 
+# ---- export-training-artifacts --------------------------------------------------------------
+
+
+@cli.command("export-training-artifacts", epilog=EPILOG)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--loss", required=True, help="A loss name from ax.losses, e.g. mean_squared_error.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "adamw", "sgd"]),
+    default="adam",
+    show_default=True,
+    help="adam / adamw run as onnxruntime-training's AdamW, sgd as its SGD.",
+)
+@click.option("--learning-rate", type=float, default=None, help="Default: the optimizer's own.")
+@click.option("--decay", type=float, default=None, help="adamw's decoupled weight decay.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The directory to write the artifacts to (created if missing).",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    metavar="[NAME=]DIMS[:DTYPE]",
+    help="An input's shape and dtype, e.g. x=1,784:f32 (as for compile).",
+)
+def export_training_artifacts(
+    model: Path,
+    loss: str,
+    optimizer: str,
+    learning_rate: float | None,
+    decay: float | None,
+    output: Path,
+    templates: tuple[str, ...],
+) -> None:
+    """Write onnxruntime-training artifacts (training, eval and optimizer models, checkpoint)
+    for an .axon model file; its parameters are the initial values (spec/ort_training.md)."""
+    from .optimizers import get
+    from .train import export_ort_training
+
+    options = {} if decay is None else {"decay": decay}
+    if decay is not None and optimizer != "adamw":
+        raise UserError("--decay applies to --optimizer adamw only")
+    ir, state = _load_axon(model)
+    with _Progress(f"exporting {model.name}"):
+        arts = export_ort_training(
+            ir,
+            loss,
+            get(optimizer, learning_rate=learning_rate, **options),
+            output,
+            template=_parse_templates(ir, templates),
+            state=state if state.paths() else None,
+        )
+    click.echo(
+        f"wrote {arts.training_model.name}, {arts.eval_model.name}, "
+        f"{arts.optimizer_model.name}, {arts.checkpoint.name} and {arts.config.name} to "
+        f"{output} (inputs: {', '.join(arts.inputs)})"
+    )
+
+
 @cli.command(
     add_help_option=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
