@@ -34,6 +34,8 @@ ALLOWED_LOCAL_IMPORTS: dict[tuple[str, str, str], str] = {
     ("axonc.cli", "_inspect_tflite", "axonc.to_tflite.inspect"): _CLI,
     ("axonc.cli", "_inspect_axon", "axonc.display"): _CLI,
     ("axonc.cli", "_load_axon", "axonc.serialize"): _CLI,
+    ("axonc.cli", "export_training_artifacts", "axonc.optimizers"): _CLI,
+    ("axonc.cli", "export_training_artifacts", "axonc.train"): _CLI,
     ("axonc.cli", "plot", "axonc.loop.plot"): _CLI + "; matplotlib is the `plot` extra",
 }
 
