@@ -38,50 +38,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import onnxruntime as ort  # noqa: E402
 from _common import THREADS, BackgroundLoad, interleaved, percentiles, print_machine  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+from models import axonc_cnn, axonc_lstm, axonc_mlp, axonc_mlp_bn, axonc_state  # noqa: E402
 
 import axonc as ax  # noqa: E402
 from axonc.to_onnx.export import to_onnx  # noqa: E402
 from axonc.to_tflite.export import to_tflite  # noqa: E402
 
 # ---------------------------------------------------------------------------
-# The models (as bench/inference.py defines them), in axonc and in Keras
-
-
-def axonc_mlp() -> ax.Axon:
-    x = ax.input("x", shape=(None, 784))
-    return x.dense(512, activation="relu").dense(512, activation="relu").dense(10).softmax()
-
-
-def axonc_cnn() -> ax.Axon:
-    return (
-        ax.input("x", shape=(None, 28, 28, 1))
-        .conv(32, kernel_size=3, activation="relu")
-        .max_pool(kernel_size=2)
-        .conv(64, kernel_size=3, activation="relu")
-        .max_pool(kernel_size=2)
-        .flatten()
-        .dense(128, activation="relu")
-        .dense(10)
-    )
-
-
-def axonc_mlp_bn() -> ax.Axon:
-    return (
-        ax.input("x", shape=(None, 784))
-        .dense(512, activation="relu")
-        .batch_norm()
-        .dropout(rate=0.5)
-        .dense(512, activation="relu")
-        .batch_norm()
-        .dropout(rate=0.5)
-        .dense(10)
-    )
-
-
-def axonc_lstm() -> ax.Axon:
-    x = ax.input("x", shape=(None, 28, 28))
-    _, (_, h) = ax.lstm(x, 128, recurrent_initializer="zeros")
-    return h.dense(10)
+# The models in Keras (axonc's are bench/models.py's)
 
 
 def _dense(keras: Any, units: int, p: dict, activation: str | None = None) -> Any:
@@ -202,26 +166,6 @@ BENCHES = [
     Bench("mlp_bn", axonc_mlp_bn, (784,)),
     Bench("lstm", axonc_lstm, (28, 28)),
 ]
-
-
-def axonc_state(model: ax.Axon, sample: tuple[int, ...]) -> ax.ModelState:
-    """Seeded parameters; batch-norm statistics and affine terms made non-trivial."""
-    init_fn, _ = ax.build(model, compiler="reference")
-    state = init_fn(ax.template((1, *sample), "f32"), ax.ModelState.empty())
-    rng = np.random.default_rng(1)
-    params, stats = {}, {}
-    for layer, p in state.data.items():
-        if "gamma" in p:
-            n = p["gamma"].shape
-            params[layer] = {
-                "gamma": rng.uniform(0.5, 1.5, n).astype(np.float32),
-                "beta": rng.normal(0, 0.1, n).astype(np.float32),
-            }
-            stats[layer] = {
-                "mean": rng.normal(0, 0.1, n).astype(np.float32),
-                "var": rng.uniform(0.5, 1.5, n).astype(np.float32),
-            }
-    return state.update(params, stats) if params else state
 
 
 def litert(data: bytes) -> Callable[[np.ndarray], np.ndarray]:

@@ -13,8 +13,8 @@ import pytest
 import axonc as ax
 import axonrt
 from axonc.dtypes import TensorType, dtype_name
+from axonc.errors import UnsupportedOpsError
 from axonc.to_tflite.export import to_tflite
-from axonc.to_tflite.lower import UnsupportedOpsError
 from tests import golden
 from tests.test_conformance import CASES
 

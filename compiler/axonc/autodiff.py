@@ -16,16 +16,13 @@ import numpy as np
 
 from . import numpy as anp
 from .dtypes import TensorType, dtype_name, is_float
-from .errors import AxoncError
+from .errors import AxoncError, NoGradientError
 from .hooks import hooks_for
 from .ir import Axon, Node, assign_names, new_id, topo_order, tree_leaves, tree_map
+from .ops.special import parameter, unpack
 from .registry import Op, get_op
 from .shape_inference import NONE, declared_type
 from .tracing import Tensor, _traces
-
-
-class NoGradientError(AxoncError, NotImplementedError):
-    """A parameter's gradient passes through ops without a VJP rule (all are named)."""
 
 
 class VJPContext:
@@ -69,8 +66,6 @@ class _Backward:
 
     def parameter(self, path: tuple[str, ...]) -> Tensor:
         if path not in self.params:
-            from .ops.special import parameter
-
             value = np.asarray(_lookup(self.state, path))
             graph = parameter(path, value.shape, dtype_name(value.dtype))
             self.params[path] = Tensor(graph, self.trace)
@@ -227,8 +222,6 @@ def tensor_of(model: Axon, trace: int | None = None) -> Any:
             return tree_map(lambda i: leaf(node.inputs[i]), node.options["structure"])
         out_type = declared_type(model, nid)
         if isinstance(out_type, (tuple, list, dict)):  # a container-valued layer (bidirectional)
-            from .ops.special import unpack
-
             parts = unpack(Axon(nid, model.nodes), out_type)
             return tree_map(lambda g: Tensor(g, trace), parts)
         return Tensor(Axon(nid, model.nodes), trace)

@@ -7,6 +7,7 @@ internal error (a bug in axonc). `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -19,6 +20,13 @@ from typing import Any
 
 import click
 import numpy as np
+
+from .dtypes import TensorType
+from .errors import AxoncError
+from .shape_inference import input_nodes
+
+# Commands import their backends (onnx, onnxruntime, LiteRT, matplotlib) when they run,
+# so `axonc --help` and the light commands start without loading them.
 
 EPILOG = (
     "Exit codes: 0 ok, 1 user error (one line on stderr), 2 internal error. "
@@ -39,9 +47,7 @@ def _one_line(text: str) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from axonrt import AxonrtError
-
-    from .errors import AxoncError
+    from axonrt import AxonrtError  # axonrt loads onnxruntime: only once an error needs it
 
     return (AxoncError, AxonrtError, OSError)
 
@@ -393,9 +399,6 @@ def _calibration_batches(path: Path) -> list[dict[str, np.ndarray]]:
 
 def _parse_templates(model: Any, specs: tuple[str, ...]) -> Any:
     """`--template` values as a template dict ({name: TensorType}); None when none given."""
-    from .build import input_nodes
-    from .dtypes import TensorType
-
     if not specs:
         return None
     names = list(input_nodes(model))
@@ -423,7 +426,6 @@ def _parse_templates(model: Any, specs: tuple[str, ...]) -> Any:
 def _load_axon(path: Path) -> tuple[Any, Any]:
     """ax.load, with the file named in any format error."""
     from . import serialize
-    from .errors import AxoncError
 
     try:
         return serialize.load(path)
@@ -465,9 +467,7 @@ def inspect(file: Path) -> None:
 
 
 def _inspect_axon(file: Path) -> None:
-    from .build import input_nodes
     from .display import as_table
-    from .dtypes import TensorType
 
     model, state = _load_axon(file)
     click.echo(f"{file}: axonc model file")
@@ -597,8 +597,6 @@ def _inspect_tflite(file: Path) -> None:
 
 
 def _json_meta(meta: dict[str, str], key: str, file: Path) -> Any:
-    import json
-
     try:
         return json.loads(meta.get(key, "{}"))
     except ValueError:
@@ -759,6 +757,69 @@ def plot(history: Path, output: Path | None, metrics: tuple[str, ...]) -> None:
         raise UserError(f"cannot write {output}: directory {output.parent} does not exist")
     drawn = plot_history(history, output, metrics)
     click.echo(f"wrote {output} ({', '.join(drawn)})")
+
+
+# ---- export-training-artifacts --------------------------------------------------------------
+
+
+@cli.command("export-training-artifacts", epilog=EPILOG)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--loss", required=True, help="A loss name from ax.losses, e.g. mean_squared_error.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "adamw", "sgd"]),
+    default="adam",
+    show_default=True,
+    help="adam / adamw run as onnxruntime-training's AdamW, sgd as its SGD.",
+)
+@click.option("--learning-rate", type=float, default=None, help="Default: the optimizer's own.")
+@click.option("--decay", type=float, default=None, help="adamw's decoupled weight decay.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The directory to write the artifacts to (created if missing).",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    metavar="[NAME=]DIMS[:DTYPE]",
+    help="An input's shape and dtype, e.g. x=1,784:f32 (as for compile).",
+)
+def export_training_artifacts(
+    model: Path,
+    loss: str,
+    optimizer: str,
+    learning_rate: float | None,
+    decay: float | None,
+    output: Path,
+    templates: tuple[str, ...],
+) -> None:
+    """Write onnxruntime-training artifacts (training, eval and optimizer models, checkpoint)
+    for an .axon model file; its parameters are the initial values (spec/ort_training.md)."""
+    from .optimizers import get
+    from .train import export_ort_training
+
+    options = {} if decay is None else {"decay": decay}
+    if decay is not None and optimizer != "adamw":
+        raise UserError("--decay applies to --optimizer adamw only")
+    ir, state = _load_axon(model)
+    with _Progress(f"exporting {model.name}"):
+        arts = export_ort_training(
+            ir,
+            loss,
+            get(optimizer, learning_rate=learning_rate, **options),
+            output,
+            template=_parse_templates(ir, templates),
+            state=state if state.paths() else None,
+        )
+    click.echo(
+        f"wrote {arts.training_model.name}, {arts.eval_model.name}, "
+        f"{arts.optimizer_model.name}, {arts.checkpoint.name} and {arts.config.name} to "
+        f"{output} (inputs: {', '.join(arts.inputs)})"
+    )
 
 
 @cli.command(

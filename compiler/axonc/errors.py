@@ -42,8 +42,27 @@ class StateError(AxoncError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class NoGradientError(AxoncError, NotImplementedError):
+    """A parameter's gradient passes through ops without a VJP rule (all are named)."""
+
+
 class TraceError(AxoncError, TypeError):
     """A function traced into a custom layer did something tracing cannot record."""
+
+
+class UnsupportedOpsError(AxoncError, NotImplementedError):
+    """A backend cannot express some layers of the graph; every one is named with its reason.
+
+    `problems` holds (layer, op, reason) triples, so callers can list or filter them.
+    """
+
+    def __init__(self, backend: str, problems: list[tuple[str, str, str]]):
+        self.backend = backend
+        self.problems = list(problems)
+        lines = [f"  {layer} ({op}): {reason}" for layer, op, reason in self.problems]
+        super().__init__(
+            f"{len(self.problems)} layer(s) cannot be exported to {backend}:\n" + "\n".join(lines)
+        )
 
 
 class FormatError(AxoncError, ValueError):

@@ -292,12 +292,3 @@ def _safe_names(model: Axon) -> dict[int, str]:
         return assign_names(model)
     except GraphError:  # a cycle in a hand-made graph: print what can be printed
         return {}
-
-
-def __getattr__(name: str) -> Any:
-    """`make_node` moved up to `shape_inference` (it checks types); this alias keeps old imports."""
-    if name == "make_node":
-        from .shape_inference import make_node
-
-        return make_node
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as _np
 
-from .dtypes import dtype_name
-from .errors import ShapeError, TraceError
-from .ops.primitives import BINARY, REDUCE, UNARY
-from .tracing import Tensor, apply, coerce
+from .dtypes import dtype_name, to_numpy_dtype
+from .errors import TraceError
+from .ops._primitive_data import BINARY, REDUCE, UNARY
+from .tracing import Tensor, apply, as_indices, coerce
 
 __all__ = [
     "Tensor",
@@ -279,13 +279,7 @@ def stack(arrays: Sequence[Any], axis: int = 0) -> Any:
 
 def take(a: Any, indices: Any, axis: int | None = None) -> Any:
     """Gather along `axis` by integer indices (None = from the flattened tensor)."""
-    if not isinstance(indices, Tensor):
-        indices = _np.asarray(indices)
-        if indices.dtype.kind in "iu" and indices.dtype.itemsize == 8:
-            indices = indices.astype(_np.int32)
-        if indices.dtype.kind not in "iu":
-            raise ShapeError(f"take: indices must be integers, got {indices.dtype}")
-    return apply("np.take", [a, indices], {"axis": axis})
+    return apply("np.take", [a, as_indices(indices)], {"axis": axis})
 
 
 def astype(x: Any, dtype: Any, /) -> Any:
@@ -338,8 +332,6 @@ array = asarray
 
 
 def _dt(dtype: Any) -> _np.dtype:
-    from .dtypes import to_numpy_dtype
-
     return to_numpy_dtype(dtype_name(dtype))
 
 

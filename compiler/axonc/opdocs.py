@@ -12,8 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import axonc as ax
+
 from .dtypes import TensorType
+from .parameters import collect_specs
 from .registry import OPS, REQUIRED, Op, load_ops
+from .shape_inference import infer_types
 from .to_onnx.export import MIN_OPSET
 
 load_ops()  # every op a file or the docs may name
@@ -30,11 +34,6 @@ def _default(value: Any) -> str:
 
 def _example_params(op: Op) -> list[str]:
     """Parameter lines for the op's first case, with that case's input shapes."""
-    import axonc as ax
-
-    from .parameters import collect_specs
-    from .shape_inference import infer_types
-
     if not op.cases:
         return []
     case = op.cases[0]

@@ -291,7 +291,7 @@ def check_int_or_tuple(lo: int = 1) -> Callable[[Any], int | tuple[int, ...]]:
 
 
 def _is_np_int(v: Any) -> bool:
-    import numpy as np
+    import numpy as np  # at use: `import axonc.ir` (which imports this module) loads no numpy
 
     return isinstance(v, np.integer)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -762,8 +763,6 @@ def _tagged(v: Any, tags: tuple[str, ...], where: str, prefix: str = "") -> tupl
 
 def _file_ids(message: str, names: Mapping[int, int]) -> str:
     """Rewrite in-memory node ids in a GraphError message to the file's node ids."""
-    import re
-
     return re.sub(
         r"node (\d+)", lambda m: f"node {names.get(int(m.group(1)), m.group(1))}", message
     )

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import TensorType, dtype_kind, dtype_name, jnp_promote, to_numpy_dtype
+from .dtypes import TensorType, dtype_kind, dtype_name, jnp_promote, to_numpy_dtype, type_of
 from .errors import DTypeError, ShapeError, TraceError
 from .ir import Axon, merge_nodes, topo_order, tree_leaves, tree_map
+from .ops._primitive_data import encode_index
 from .registry import get_op
 from .shape_inference import NONE, declared_type, is_guessed, leaves_known, make_node
 
@@ -115,11 +116,9 @@ class Tensor:
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         # ndarray + tensor reaches here through np.add: record it like tensor.__radd__.
-        from . import numpy as anp
-
         fn = _OPERATOR_UFUNCS.get(getattr(ufunc, "__name__", ""))
         if method == "__call__" and fn is not None and not kwargs and len(inputs) == 2:
-            return getattr(anp, fn)(*inputs)
+            return apply(f"np.{fn}", list(inputs))
         name = getattr(ufunc, "__name__", str(ufunc))
         raise TraceError(
             f"numpy.{name} was called on a traced tensor; use axonc.numpy.{name} "
@@ -262,8 +261,6 @@ class Tensor:
         return apply("np.logical_not", [self])
 
     def __getitem__(self, key: Any) -> Tensor:
-        from . import numpy as anp
-
         if isinstance(key, (Tensor, list, np.ndarray)):
             arr = key if isinstance(key, Tensor) else np.asarray(key)
             dt = arr.type.dtype if isinstance(arr, Tensor) else dtype_name(arr.dtype)
@@ -272,15 +269,13 @@ class Tensor:
                     "boolean-mask indexing gives a data-dependent shape and cannot be traced; "
                     "use anp.where(mask, x, 0) instead"
                 )
-            return anp.take(self, arr, axis=0)
+            return apply("np.take", [self, as_indices(arr)], {"axis": 0})
         keys = key if isinstance(key, tuple) else (key,)
         if any(isinstance(k, (Tensor, list, np.ndarray)) for k in keys):
             raise TraceError(
                 "advanced indexing with arrays inside a tuple index is not supported; "
                 "use anp.take(x, indices, axis=...)"
             )
-        from .ops.primitives import encode_index
-
         try:
             index = encode_index(key)
         except (TypeError, ValueError) as exc:
@@ -293,39 +288,33 @@ class Tensor:
         return apply("np.transpose", [self])
 
     def reshape(self, *shape: Any) -> Tensor:
-        from . import numpy as anp
-
-        return anp.reshape(self, shape[0] if len(shape) == 1 else shape)
+        return apply("np.reshape", [self], {"shape": shape[0] if len(shape) == 1 else shape})
 
     def transpose(self, *axes: Any) -> Tensor:
-        from . import numpy as anp
-
         if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
             axes = axes[0]
-        return anp.transpose(self, axes or None)
+        return apply("np.transpose", [self], {"axes": axes or None})
 
     def flatten(self) -> Tensor:
         return apply("np.reshape", [self], {"shape": (-1,)})
 
     def astype(self, dtype: Any) -> Tensor:
-        from . import numpy as anp
-
-        return anp.astype(self, dtype)
+        return apply("np.astype", [self], {"dtype": dtype_name(dtype)})
 
     def squeeze(self, axis: Any = None) -> Tensor:
-        from . import numpy as anp
-
-        return anp.squeeze(self, axis)
+        return apply("np.squeeze", [self], {"axis": axis})
 
     def clip(self, min: Any = None, max: Any = None) -> Tensor:
-        from . import numpy as anp
+        if min is None and max is None:
+            raise ValueError("clip: give min or max (or both)")
+        out = self if min is None else apply("np.maximum", [self, min])
+        return out if max is None else apply("np.minimum", [out, max])
 
-        return anp.clip(self, min, max)
-
-    def _reduce(self, fn: str, *args: Any, **kwargs: Any) -> Tensor:
-        from . import numpy as anp
-
-        return getattr(anp, fn)(self, *args, **kwargs)
+    def _reduce(
+        self, fn: str, axis: Any = None, dtype: Any = None, *, keepdims: bool = False
+    ) -> Tensor:
+        x = self if dtype is None else self.astype(dtype)
+        return apply(f"np.{fn}", [x], {"axis": axis, "keepdims": keepdims})
 
     def sum(self, axis: Any = None, dtype: Any = None, *, keepdims: bool = False) -> Tensor:
         return self._reduce("sum", axis, dtype, keepdims=keepdims)
@@ -453,6 +442,18 @@ def _eager_key(op: str, values: list[Any], opts: Mapping[str, Any] | None) -> tu
     return key
 
 
+def as_indices(indices: Any) -> Any:
+    """Gather indices: a tensor as it is; anything else as an integer array (s64 as s32)."""
+    if isinstance(indices, Tensor):
+        return indices
+    indices = np.asarray(indices)
+    if indices.dtype.kind in "iu" and indices.dtype.itemsize == 8:
+        indices = indices.astype(np.int32)
+    if indices.dtype.kind not in "iu":
+        raise ShapeError(f"take: indices must be integers, got {indices.dtype}")
+    return indices
+
+
 def apply(op: str, args: list[Any], opts: Mapping[str, Any] | None = None) -> Any:
     """Apply primitive `op`: recorded when an argument is a Tensor, else run on numpy arrays.
 
@@ -467,8 +468,6 @@ def apply(op: str, args: list[Any], opts: Mapping[str, Any] | None = None) -> An
         full = _EAGER_CHECKED.get(key) if key is not None else None
         if full is None:
             full = spec.normalize_options(dict(opts or {}), op)
-            from .dtypes import type_of
-
             spec.infer([type_of(v) for v in values], full, None)
             if key is not None and len(_EAGER_CHECKED) < _EAGER_CACHE_SIZE:
                 _EAGER_CHECKED[key] = full

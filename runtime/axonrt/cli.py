@@ -100,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export_triton(args: argparse.Namespace) -> int:
-    from .serve.triton import export_triton
+    from .serve.triton import export_triton  # the serve package needs the `serve` extra
 
     folder = export_triton(
         args.model,

@@ -30,6 +30,7 @@ import onnxruntime as ort
 
 from .errors import InputError, ModelError, OptionError, RunError
 from .providers import choose_providers
+from .tflite import LiteRTSession, is_tflite
 
 Dim = int | str | None
 
@@ -158,8 +159,6 @@ def load(
     options = _session_options(threads, optimization, spinning)
     data = _tflite_bytes(model_arg)
     if data is not None:
-        from .tflite import LiteRTSession
-
         return Model(LiteRTSession(data, source, threads), source)
     chosen = choose_providers(ort.get_available_providers(), providers)
     try:
@@ -171,8 +170,6 @@ def load(
 
 def _tflite_bytes(model_arg: str | bytes) -> bytes | None:
     """The model's bytes when it is a TFLite flatbuffer (by its file identifier), else None."""
-    from .tflite import is_tflite
-
     if isinstance(model_arg, bytes):
         return model_arg if is_tflite(model_arg) else None
     with open(model_arg, "rb") as f:

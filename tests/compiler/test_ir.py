@@ -16,12 +16,12 @@ from axonc.ir import (
     Axon,
     Node,
     assign_names,
-    make_node,
     merge_nodes,
     topo_order,
     tree_leaves,
     tree_map,
 )
+from axonc.shape_inference import make_node
 
 
 def _x(shape=(None, 4)):

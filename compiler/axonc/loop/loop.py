@@ -37,6 +37,7 @@ from ..ir import Axon, tree_map
 from ..optimizers import Optimizer, as_pair
 from ..optimizers import get as get_optimizer
 from ..train import TrainState, compile_step
+from ..train.ort_training import OrtTrainer
 from ..train.step import target_tree
 from . import handlers as _h
 from .progress import ProgressBar
@@ -414,6 +415,33 @@ def train_step(
     return init_fn, step_fn
 
 
+def ort_train_step(
+    model: Axon,
+    loss: Any,
+    optimizer: Any,
+    *,
+    seed: int = 0,
+    compiler: str = "onnxruntime",
+) -> tuple[Callable[[Any, Any], dict[str, Any]], Callable[[Any, Any], dict[str, Any]]]:
+    """`train_step`'s (init_fn, step_fn) with the step run by onnxruntime-training
+    (`ax.train.ort_training.OrtTrainer`; spec/ort_training.md), same step state."""
+    engine = OrtTrainer(model, loss, optimizer, seed=seed, compiler=compiler)
+
+    def init_fn(batch: Any, init_state: Any) -> dict[str, Any]:
+        x, y = _supervised(batch, "trainer")
+        return engine.init(_check_inputs(model, x), _target(y), init_state)
+
+    def step_fn(batch: Any, step_state: dict[str, Any]) -> dict[str, Any]:
+        x, y = _supervised(batch, "trainer")
+        return engine.step(_check_inputs(model, x), _target(y), step_state)
+
+    return init_fn, step_fn
+
+
+# What runs a trainer's step: axonc's compiled step graph, or onnxruntime-training.
+ENGINES = {"axonc": train_step, "ort-training": ort_train_step}
+
+
 def eval_step(
     model: Axon, *, compiler: str = "onnxruntime"
 ) -> tuple[Callable[[Any, Any], dict[str, Any]], Callable[[Any, Any], dict[str, Any]]]:
@@ -534,6 +562,7 @@ class Loop:
         log: int = 50,
         seed: int = 0,
         compiler: str = "onnxruntime",
+        engine: str = "axonc",
     ) -> Loop:
         """A supervised training loop (Axon.Loop.trainer).
 
@@ -542,15 +571,21 @@ class Loop:
         ax.optimizers optimizer or combinator, or any (init_fn, update_fn) pair. The loop
         tracks the metric "loss" (the running average of the batch losses over the epoch)
         and returns the trained ModelState. Every `log` iterations (0: never) it prints the
-        epoch, batch and metrics, unless the progress bar shows them.
+        epoch, batch and metrics, unless the progress bar shows them. `engine`: what runs
+        the step, "axonc" (the compiled step graph) or "ort-training" (onnxruntime-training,
+        in its own environment: spec/ort_training.md).
         """
+        if engine not in ENGINES:
+            raise OptionError(
+                f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}"
+            )
         if not isinstance(log, int) or isinstance(log, bool) or log < 0:
             raise OptionError(f"log must be a non-negative integer (0: silent), got {log!r}")
         loss_fn = _losses.build_loss_fn(loss)
         compiler = compiler_name(compiler)
 
         def steps(compiler: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-            return train_step(model, loss, optimizer, seed=seed, compiler=compiler)
+            return ENGINES[engine](model, loss, optimizer, seed=seed, compiler=compiler)
 
         init_fn, step_fn = steps(compiler)
         loop = cls(

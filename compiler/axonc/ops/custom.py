@@ -6,7 +6,7 @@ model file and lowers to every backend like any other op; the model never holds
 code. `ax.layer` traces once per mode so `fn` may branch on `mode` in Python,
 and once more per combination of missing `ax.optional` inputs (`fn` sees None).
 Their gradients run the gradient rules of the body's primitives in reverse
-(`composite.backprop_body`).
+(`_body.backprop_body`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,9 @@ from ..shape_inference import (
     output_types,
 )
 from ..tracing import flatten_types, trace, trace_now, traced_types
-from .composite import (
-    backprop_body,
-    choose_present,
-    graph_tensors,
-    leaf_graphs,
-    leaf_structure,
-)
+from ._body import backprop_body, choose_present, graph_tensors, leaf_graphs, leaf_structure
 from .special import container
+from .special import input as input_layer
 
 
 def _single(x: Any, label: str) -> Axon:
@@ -384,15 +379,16 @@ class Custom(Op):
 
 
 def _masked_scale(x: Axon, mask: Axon | None = None) -> Axon:
-    """`x * w`, times the mask when it is given: an `ax.optional` input of a custom layer."""
-    from .composite import optional
-    from .special import input as input_layer
+    """`x * w`, times the mask when it is given: an `ax.optional` input of a custom layer.
 
+    The `optional` node is made through the registry: the composite family, which
+    defines it, builds on this one.
+    """
     if mask is None:
         mask = input_layer("mask", shape=(None, 3), optional=True)
     return layer(
         lambda t, m, w, **_: t * w if m is None else t * w * m,
-        [x, optional(mask), param("w", (3,))],
+        [x, make_node("optional", [mask], {}), param("w", (3,))],
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import numpy as anp
 from ..dtypes import (
     TensorType,
     broadcast_shapes,
@@ -29,8 +30,8 @@ from ..dtypes import (
 from ..errors import DTypeError, ShapeError
 from ..registry import Case, Op, Option, check_bool, check_int, register
 from ..shape_inference import make_node
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+from ..tracing import apply
+from ._primitive_data import BINARY, REDUCE, UNARY, check_index, decode_index, encode_index
 
 # ---------------------------------------------------------------------------
 # dtype helpers (the promotion rule, jnp_promote, lives in axonc.dtypes)
@@ -129,14 +130,7 @@ class Primitive(Op):
 
 
 # ---------------------------------------------------------------------------
-# gradient (vjp) helpers. Rules build the cotangents with axonc.numpy on symbolic
-# tensors (imported lazily: axonc.numpy itself imports this module's tables).
-
-
-def _anp() -> Any:
-    from .. import numpy as anp
-
-    return anp
+# gradient (vjp) helpers. Rules build the cotangents with axonc.numpy on symbolic tensors.
 
 
 def _is_float_tensor(x: Any) -> bool:
@@ -145,7 +139,7 @@ def _is_float_tensor(x: Any) -> bool:
 
 def _as_dtype_of(g: Any, x: Any) -> Any:
     """`g` cast to `x`'s dtype (no node when they agree)."""
-    return g if g.type.dtype == x.type.dtype else _anp().astype(g, x.type.dtype)
+    return g if g.type.dtype == x.type.dtype else anp.astype(g, x.type.dtype)
 
 
 def _sum_to(g: Any, shape: tuple) -> Any:
@@ -155,7 +149,6 @@ def _sum_to(g: Any, shape: tuple) -> Any:
     does not) are summed keeping them; a None (dynamic) dim of `shape` matches
     `g`'s dim there.
     """
-    anp = _anp()
     lead = g.ndim - len(shape)
     if lead:
         g = anp.sum(g, axis=tuple(range(lead)))
@@ -503,42 +496,7 @@ def _nan_propagating(b: Any, op_type: str, x: str, y: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# unary element-wise ops: name -> (numpy function, kind, doc)
-# kind "float": ints give f32, computed in f64 and rounded; "numeric": same dtype,
-# booleans rejected; "round": numeric, identity on ints; "pred": any dtype -> pred.
-
-UNARY: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, str]] = {
-    "exp": (np.exp, "float", "e to the power x."),
-    "expm1": (np.expm1, "float", "exp(x) - 1, accurate near 0."),
-    "exp2": (np.exp2, "float", "2 to the power x."),
-    "log": (np.log, "float", "Natural logarithm."),
-    "log1p": (np.log1p, "float", "log(1 + x), accurate near 0."),
-    "log2": (np.log2, "float", "Base-2 logarithm."),
-    "log10": (np.log10, "float", "Base-10 logarithm."),
-    "sqrt": (np.sqrt, "float", "Square root."),
-    "sin": (np.sin, "float", "Sine."),
-    "cos": (np.cos, "float", "Cosine."),
-    "tan": (np.tan, "float", "Tangent."),
-    "arcsin": (np.arcsin, "float", "Inverse sine."),
-    "arccos": (np.arccos, "float", "Inverse cosine."),
-    "arctan": (np.arctan, "float", "Inverse tangent."),
-    "sinh": (np.sinh, "float", "Hyperbolic sine."),
-    "cosh": (np.cosh, "float", "Hyperbolic cosine."),
-    "tanh": (np.tanh, "float", "Hyperbolic tangent."),
-    "erf": (_erf, "float", "The error function (not in numpy; scipy.special.erf)."),
-    "negative": (np.negative, "numeric", "-x."),
-    "abs": (np.abs, "numeric", "|x|."),
-    "sign": (np.sign, "numeric", "-1, 0 or 1 by the sign of x."),
-    "square": (np.square, "numeric", "x * x."),
-    "floor": (np.floor, "round", "Largest integer <= x."),
-    "ceil": (np.ceil, "round", "Smallest integer >= x."),
-    "rint": (np.rint, "round", "Nearest integer, halves to even."),
-    "logical_not": (np.logical_not, "pred", "not x (non-zero is true)."),
-    "isnan": (np.isnan, "test", "Whether x is NaN."),
-    "isinf": (np.isinf, "test", "Whether x is +-inf."),
-    "isfinite": (np.isfinite, "test", "Whether x is neither NaN nor infinite."),
-}
-
+# unary element-wise ops (UNARY: name -> (numpy function, kind, doc))
 
 _ROUND_ONNX = {"floor": "Floor", "ceil": "Ceil", "rint": "Round"}  # Round: halves to even
 
@@ -616,7 +574,7 @@ class Unary(Primitive):
         (x,) = inputs
         if self.kind in ("pred", "test") or not _is_float_tensor(x):
             return [None]
-        return [_as_dtype_of(UNARY_VJP[self.name[3:]](_anp(), x, output, cot), x)]
+        return [_as_dtype_of(UNARY_VJP[self.name[3:]](anp, x, output, cot), x)]
 
     def onnx(self, ctx, inputs, opts):
         return self._onnx(ctx, inputs, opts)
@@ -682,32 +640,7 @@ class Unary(Primitive):
 
 
 # ---------------------------------------------------------------------------
-# binary element-wise ops with broadcasting: name -> (numpy function, kind, doc)
-# kind "arith": promoted dtype, booleans rejected; "float": like arith but ints give
-# f32; "minmax": promoted dtype, booleans allowed; "compare" / "logical": -> pred.
-
-BINARY: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], str, str]] = {
-    "add": (np.add, "arith", "x1 + x2."),
-    "subtract": (np.subtract, "arith", "x1 - x2."),
-    "multiply": (np.multiply, "arith", "x1 * x2."),
-    "divide": (np.true_divide, "float", "x1 / x2 (true division; integers give f32)."),
-    "floor_divide": (np.floor_divide, "arith", "x1 // x2 (floor division)."),
-    "remainder": (np.remainder, "arith", "x1 % x2, with the sign of x2 (Python's mod)."),
-    "power": (np.power, "arith", "x1 ** x2."),
-    "arctan2": (np.arctan2, "float", "The angle of the point (x2, x1), in (-pi, pi]."),
-    "maximum": (np.maximum, "minmax", "Element-wise maximum (NaN propagates)."),
-    "minimum": (np.minimum, "minmax", "Element-wise minimum (NaN propagates)."),
-    "equal": (np.equal, "compare", "x1 == x2."),
-    "not_equal": (np.not_equal, "compare", "x1 != x2."),
-    "less": (np.less, "compare", "x1 < x2."),
-    "less_equal": (np.less_equal, "compare", "x1 <= x2."),
-    "greater": (np.greater, "compare", "x1 > x2."),
-    "greater_equal": (np.greater_equal, "compare", "x1 >= x2."),
-    "logical_and": (np.logical_and, "logical", "x1 and x2 (non-zero is true)."),
-    "logical_or": (np.logical_or, "logical", "x1 or x2 (non-zero is true)."),
-    "logical_xor": (np.logical_xor, "logical", "x1 xor x2 (non-zero is true)."),
-}
-
+# binary element-wise ops with broadcasting (BINARY)
 
 _ARITH_ONNX = {"add": "Add", "subtract": "Sub", "multiply": "Mul"}
 _LOGICAL_ONNX = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
@@ -797,7 +730,7 @@ class Binary(Primitive):
         a, b = inputs
         if self.kind in ("compare", "logical"):
             return [None, None]
-        ga, gb = BINARY_VJP[self.name[3:]](_anp(), a, b, output, cot)
+        ga, gb = BINARY_VJP[self.name[3:]](anp, a, b, output, cot)
         return [_operand_cot(a, ga), _operand_cot(b, gb)]
 
     def onnx(self, ctx, inputs, opts):
@@ -880,21 +813,7 @@ class Binary(Primitive):
 
 
 # ---------------------------------------------------------------------------
-# reductions: name -> (numpy function, kind, doc)
-# kind "sum": booleans give s32; "mean": ints give f32; "same": keeps the dtype;
-# "pred": -> pred; "arg": index (s32), one axis or all.
-
-REDUCE: dict[str, tuple[Callable[..., np.ndarray], str, str]] = {
-    "sum": (np.sum, "sum", "Sum over `axis` (None = every axis)."),
-    "prod": (np.prod, "sum", "Product over `axis`."),
-    "mean": (np.mean, "mean", "Mean over `axis`."),
-    "max": (np.max, "same", "Maximum over `axis` (NaN propagates)."),
-    "min": (np.min, "same", "Minimum over `axis` (NaN propagates)."),
-    "any": (np.any, "pred", "Whether any element over `axis` is true."),
-    "all": (np.all, "pred", "Whether every element over `axis` is true."),
-    "argmax": (np.argmax, "arg", "Index (s32) of the first maximum along `axis` (None = flat)."),
-    "argmin": (np.argmin, "arg", "Index (s32) of the first minimum along `axis` (None = flat)."),
-}
+# reductions (REDUCE)
 
 
 class Reduce(Primitive):
@@ -950,7 +869,7 @@ class Reduce(Primitive):
         (x,) = inputs
         if self.kind in ("pred", "arg") or not _is_float_tensor(x):
             return [None]
-        anp, short = _anp(), self.name[3:]
+        short = self.name[3:]
         axes = _norm_axes(opts["axis"], x.ndim)
         if not axes:  # reducing no axis is the identity
             return [_as_dtype_of(cot, x)]
@@ -1081,7 +1000,6 @@ def _spread(g: Any, x: Any, axes: tuple[int, ...]) -> Any:
     broadcast_to when the reduced dims are static (its None target dims keep g's
     dynamic dims); adding zeros shaped like `x` when one of them is dynamic.
     """
-    anp = _anp()
     if all(x.shape[a] is not None for a in axes):
         return anp.broadcast_to(g, tuple(d if i in axes else None for i, d in enumerate(x.shape)))
     return g + anp.zeros_like(x, g.type.dtype)
@@ -1092,7 +1010,6 @@ def _count(x: Any, axes: tuple[int, ...]) -> Any:
     dims = [x.shape[a] for a in axes]
     if None not in dims:
         return math.prod(dims)
-    anp = _anp()
     return anp.sum(anp.ones_like(x), axis=axes, keepdims=True)
 
 
@@ -1189,7 +1106,6 @@ class Where(Primitive):
     def vjp(self, ctx, inputs, output, cot, opts):
         """The cotangent goes to the selected branch (zero elsewhere); the condition gets None."""
         c, x, y = inputs
-        anp = _anp()
         return [
             None,
             _operand_cot(x, anp.where(c, cot, 0.0)),
@@ -1256,7 +1172,6 @@ class Matmul(Primitive):
     def vjp(self, ctx, inputs, output, cot, opts):
         """g @ b^T and a^T @ g, summed over broadcast batch dims (1-D operands as matrices)."""
         a, b = inputs
-        anp = _anp()
         a2 = anp.expand_dims(a, 0) if a.ndim == 1 else a
         b2 = anp.expand_dims(b, -1) if b.ndim == 1 else b
         g = anp.expand_dims(cot, -1) if b.ndim == 1 else cot
@@ -1311,7 +1226,7 @@ def _swap_last(x: Any) -> Any:
     """`x` with its last two axes swapped."""
     perm = list(range(x.ndim))
     perm[-2:] = perm[-1], perm[-2]
-    return _anp().transpose(x, perm)
+    return anp.transpose(x, perm)
 
 
 def _contract(ctx: Any, inputs: list[str], op_type: str, attrs: dict[str, Any]) -> str:
@@ -1368,7 +1283,6 @@ class Tensordot(Primitive):
         """Contract the cotangent with the other operand over its free axes, then permute
         the result into the operand's axis order."""
         a, b = inputs
-        anp = _anp()
         ax_a, ax_b = _norm_axes(opts["axes"][0], a.ndim), _norm_axes(opts["axes"][1], b.ndim)
         free_a = [i for i in range(a.ndim) if i not in ax_a]
         free_b = [j for j in range(b.ndim) if j not in ax_b]
@@ -1470,7 +1384,7 @@ class Reshape(Primitive):
                 "at run time: more than one dynamic dim is not kept in place (give the target a "
                 "None at the positions of dynamic dims it keeps)"
             )
-        return [_as_dtype_of(_anp().reshape(cot, tuple(back)), x)]
+        return [_as_dtype_of(anp.reshape(cot, tuple(back)), x)]
 
     def onnx(self, ctx, inputs, opts):
         b, x, target = ctx.b, inputs[0], opts["shape"]
@@ -1537,7 +1451,7 @@ class Transpose(Primitive):
             return [None]
         perm = self.perm(x.ndim, opts["axes"])
         inverse = [perm.index(i) for i in range(x.ndim)]
-        return [_anp().transpose(cot, inverse)]
+        return [anp.transpose(cot, inverse)]
 
     def onnx(self, ctx, inputs, opts):
         perm = self.perm(ctx.in_types[0].rank, opts["axes"])
@@ -1577,7 +1491,7 @@ class ExpandDims(Primitive):
         (x,) = inputs
         if not _is_float_tensor(x):
             return [None]
-        return [_anp().squeeze(cot, _norm_axes(opts["axis"], cot.ndim))]
+        return [anp.squeeze(cot, _norm_axes(opts["axis"], cot.ndim))]
 
     def onnx(self, ctx, inputs, opts):
         axes = sorted(_norm_axes(opts["axis"], ctx.out_type.rank))
@@ -1633,7 +1547,7 @@ class Squeeze(Primitive):
         if not _is_float_tensor(x):
             return [None]
         axes = self.axes(x.shape, opts["axis"])
-        return [_anp().expand_dims(cot, axes) if axes else cot]
+        return [anp.expand_dims(cot, axes) if axes else cot]
 
     def onnx(self, ctx, inputs, opts):
         axes = self.axes(ctx.in_types[0].shape, opts["axis"])
@@ -1890,8 +1804,6 @@ class Take(Primitive):
         a, idx = inputs
         if not _is_float_tensor(a):
             return [None, None]
-        from ..tracing import apply
-
         g = _as_dtype_of(cot, a)
         return [apply("np.take_grad", [g, idx, a], {"axis": opts["axis"]}), None]
 
@@ -1980,7 +1892,7 @@ class TakeGrad(Primitive):
     def onnx(self, ctx, inputs, opts):
         """ScatterElements(reduction="add") into zeros, the indices made non-negative and
         expanded to the updates' shape (their dims flattened into one)."""
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # onnx loads at lowering, not when ops register
 
         b, (u, idx, like) = ctx.b, inputs
         tu, ti, _ = ctx.in_types
@@ -2033,7 +1945,7 @@ class TakeGrad(Primitive):
     def vjp(self, ctx, inputs, output, cot, opts):
         """take of the cotangent at the same indices; indices and `like` get None."""
         u, idx, _ = inputs
-        return [_as_dtype_of(_anp().take(cot, idx, axis=opts["axis"]), u), None, None]
+        return [_as_dtype_of(anp.take(cot, idx, axis=opts["axis"]), u), None, None]
 
     cases = [
         Case(
@@ -2125,7 +2037,7 @@ class FullLike(Primitive):
         return [None]
 
     def onnx(self, ctx, inputs, opts):
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # onnx loads at lowering, not when ops register
 
         value = np.full((1,), opts["fill_value"], dtype=to_numpy_dtype(ctx.out_type.dtype))
         shape = ctx.b.op("Shape", [inputs[0]])
@@ -2153,65 +2065,13 @@ class FullLike(Primitive):
 
 
 # ---------------------------------------------------------------------------
-# basic indexing: x[index] with ints, slices, None (new axis) and Ellipsis.
-# The index is stored as JSON-able data: an int, None, "..." or
-# {"start": s, "stop": e, "step": k} per entry.
-
-
-def _check_index(v: Any) -> tuple:
-    if not isinstance(v, (list, tuple)):
-        raise TypeError(f"expected a list of index entries, got {v!r}")
-    out: list[Any] = []
-    for e in v:
-        if e is None or e == "...":
-            out.append(e)
-        elif isinstance(e, (int, np.integer)) and not isinstance(e, bool):
-            out.append(int(e))
-        elif isinstance(e, dict) and set(e) == {"start", "stop", "step"}:
-            for k in ("start", "stop", "step"):
-                x = e[k]
-                if x is not None and (isinstance(x, bool) or not isinstance(x, int)):
-                    raise TypeError(f"slice {k} must be an int or None, got {x!r}")
-            if e["step"] == 0:
-                raise ValueError("slice step cannot be zero")
-            out.append(dict(e))
-        else:
-            raise TypeError(f"index entries are ints, None, '...' or slice dicts, got {e!r}")
-    if sum(1 for e in out if e == "...") > 1:
-        raise ValueError("an index can only have a single ellipsis ('...')")
-    return tuple(out)
-
-
-def encode_index(key: Any) -> tuple:
-    """A Python index (int, slice, None, Ellipsis or a tuple of them) as option data."""
-    if not isinstance(key, tuple):
-        key = (key,)
-    out: list[Any] = []
-    for e in key:
-        if e is Ellipsis:
-            out.append("...")
-        elif isinstance(e, slice):
-            out.append({"start": e.start, "stop": e.stop, "step": e.step})
-        else:
-            out.append(e)
-    return _check_index(out)
-
-
-def _decode_index(index: tuple) -> tuple:
-    return tuple(
-        Ellipsis
-        if e == "..."
-        else slice(e["start"], e["stop"], e["step"])
-        if isinstance(e, dict)
-        else e
-        for e in index
-    )
+# basic indexing: x[index] with ints, slices, None (new axis) and Ellipsis, stored
+# as option data (encode_index)
 
 
 def _getitem_axis_cot(g: Any, x: Any, slices: list[slice], axis: int) -> Any:
     """Undo the slicing of `axis`: `g` is `x` sliced by `slices` except that the axes
     before `axis` are already full; the result has `axis` full too."""
-    anp = _anp()
     sl, d = slices[axis], x.shape[axis]
     step = 1 if sl.step is None else sl.step
 
@@ -2225,8 +2085,6 @@ def _getitem_axis_cot(g: Any, x: Any, slices: list[slice], axis: int) -> Any:
         start = start if length else 0  # an empty region: all zeros
         if step != 1 and length > 1:
             rows = np.arange(start, stop, step, dtype=np.int32)
-            from ..tracing import apply
-
             return apply("np.take_grad", [g, rows, x], {"axis": axis})
         before, after = slice(0, start), slice(start + length, d)
         parts = [zeros(before)] if start > 0 else []
@@ -2273,7 +2131,7 @@ def _full_index(index: tuple, rank: int) -> list:
 class Getitem(Primitive):
     name = "np.getitem"
     doc = "Basic indexing x[...] with ints, slices, None (new axis) and Ellipsis."
-    options = {"index": Option(check=_check_index, doc="the index entries")}
+    options = {"index": Option(check=check_index, doc="the index entries")}
 
     def infer(self, types, opts, node):
         (t,) = types
@@ -2296,7 +2154,7 @@ class Getitem(Primitive):
         return t.with_shape(tuple(dims))
 
     def forward(self, ctx, inputs, params, opts):
-        return np.array(np.asarray(inputs[0])[_decode_index(opts["index"])])
+        return np.array(np.asarray(inputs[0])[decode_index(opts["index"])])
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Zeros of the input's shape with the cotangent in the indexed region.
@@ -2309,7 +2167,6 @@ class Getitem(Primitive):
         (x,) = inputs
         if not _is_float_tensor(x):
             return [None]
-        anp = _anp()
         index = _full_index(opts["index"], x.ndim)
         new_axes, position = [], 0
         for e in index:

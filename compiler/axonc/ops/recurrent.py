@@ -34,7 +34,7 @@ from ..dtypes import (
     with_f32_params,
     with_f32_params_np,
 )
-from ..errors import OptionError, ShapeError
+from ..errors import NoGradientError, OptionError, ShapeError
 from ..initializers import check_initializer, initialize
 from ..interpreter import layer_param
 from ..ir import Axon
@@ -54,9 +54,10 @@ from ..registry import (
 from ..shape_inference import make_node
 from ..tracing import Tensor, apply
 from ._spatial import check_padding, per_dim, resolve_padding, window_out
-from .activation import ACTIVATIONS
+from .activation import ACTIVATIONS, _lower_tflite
 from .activation import _lower as lower_activation
 from .activation import _vjp as activation_vjp
+from .conv import Geometry, _tfl_conv, conv_general, conv_vjp
 from .special import container, unpack
 
 
@@ -349,14 +350,6 @@ def _body_builder(b: Any) -> Any:
     return body
 
 
-def _value_info(name: str, dtype: str, shape: tuple) -> Any:
-    from onnx import helper
-
-    from ..to_onnx.builder import onnx_dtype
-
-    return helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape))
-
-
 Step = Callable[[Any, list[str], list[str]], tuple[list[str], str]]
 
 
@@ -375,7 +368,7 @@ def _recur(
     Returns the outputs stacked on axis 1 and the final states. `inline` unrolls
     step by step (the time dim must be known), else a Scan loops over it.
     """
-    from onnx import helper
+    from onnx import helper  # onnx loads at lowering, not when ops register
 
     b = ctx.b
     if inline:
@@ -399,10 +392,10 @@ def _recur(
     graph = helper.make_graph(
         body.nodes,
         f"{ctx.name}_step".replace("/", "_"),
-        [_value_info(n, d, s) for n, (_, d, s) in zip(state_in, init, strict=True)]
-        + [_value_info(n, d, s) for n, (_, d, s) in zip(seq_in, seqs, strict=True)],
-        [_value_info(n, d, s) for n, (_, d, s) in zip(outputs[:-1], init, strict=True)]
-        + [_value_info(outputs[-1], *out_info)],
+        [body.value_info(n, d, s) for n, (_, d, s) in zip(state_in, init, strict=True)]
+        + [body.value_info(n, d, s) for n, (_, d, s) in zip(seq_in, seqs, strict=True)],
+        [body.value_info(n, d, s) for n, (_, d, s) in zip(outputs[:-1], init, strict=True)]
+        + [body.value_info(outputs[-1], *out_info)],
     )
     results = b.op(
         "Scan",
@@ -481,8 +474,6 @@ def _conv_onnx(
 
 
 def _tfl_act(b: Any, name: str, x: int) -> int:
-    from .activation import _lower_tflite
-
     return _lower_tflite(b, name, x, {k: o.default for k, o in ACTIVATIONS[name][1].items()})
 
 
@@ -601,8 +592,6 @@ def _static_time(ctx: Any) -> int:
     """The input's time dim, which must be known to unroll the backward pass."""
     t = ctx.in_types[0].shape[1]
     if t is None:
-        from ..autodiff import NoGradientError
-
         raise NoGradientError(
             f"{ctx.node.op} layer {ctx.name!r}: the sequence length (time dim) must be static "
             f"to differentiate, got an input of shape {_fmt(ctx.in_types[0].shape)}; give "
@@ -1383,8 +1372,6 @@ class ConvLSTM(_Recurrent):
     def tflite(self, ctx, inputs, opts):
         """Unrolled as lstm, channels last inside: every step's input convolved at once
         (batch and time merged), then per step the state's convolution and the gates."""
-        from .conv import Geometry, _tfl_conv
-
         x, states, _ = self._split(inputs, opts)
         b, u, xt = ctx.b, opts["units"], ctx.in_types[0]
         if xt.dtype == "f64":
@@ -1451,8 +1438,6 @@ class ConvLSTM(_Recurrent):
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Backpropagation through time; each step's convolutions through conv_vjp."""
-        from .conv import Geometry, conv_general, conv_vjp
-
         run = _Unrolled(self, ctx, inputs, opts)
         u = opts["units"]
         kernel, strides, pads = self._geometry(ctx.in_types[0], opts)

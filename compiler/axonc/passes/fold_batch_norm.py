@@ -1,4 +1,4 @@
-"""`fold_batch_norm` (inference): a batch norm right after a dense or conv layer folds into it.
+"""`fold_batch_norm` (inference): a batch norm folds into the dense or conv layer next to it.
 
 Inference batch norm is the per-channel affine map y = s * (z - mean) + beta with
 s = gamma / sqrt(var + epsilon). When z = x . K + b comes from a dense, conv,
@@ -9,7 +9,12 @@ output-channel axis and the bias shifted (a bias is created when the layer had
 none: `use_bias` becomes True and the bias leaf joins the state). The batch-norm
 node and its state leaves go away. Only directly adjacent pairs fold (never
 across an activation); layers with hooks or tied parameters are left alone.
-The folded parameters are computed in float64 and stored in the kernel's dtype.
+
+A batch norm on the last axis whose only consumer is a dense layer (the common
+dense -> relu -> batch_norm -> dropout -> dense: dropout is gone in inference)
+folds forward: dense(s * x + t) = x . (s[:, None] * K) + (t . K + b) with
+t = beta - s * mean. Convolutions do not fold forward (their zero padding would
+see t). The folded parameters are computed in float64 and stored in the kernel's dtype.
 """
 
 from __future__ import annotations
@@ -109,6 +114,38 @@ class _Folder:
         self.removed.add(bn.name)
         return True
 
+    def try_fold_forward(self, bn: Node, d: Node) -> bool:
+        """Fold `bn` into the dense layer `d` that reads it (see the module doc)."""
+        if d.name in self.tied or bn.name in self.tied:
+            return False
+        kernel = self.param(d.name, "kernel")
+        if kernel is None or kernel.dtype.kind != "f" or kernel.ndim != 2:
+            return False
+        rank = self.rank(bn.id)
+        ci = bn.options["channel_index"]
+        if rank is None or not (ci == -1 or ci == rank - 1):
+            return False
+        c = kernel.shape[0]
+        vectors = [_leaf(self.state, (bn.name, k)) for k in BN_KEYS]
+        out = kernel.shape[1]
+        bias = self.param(d.name, "bias") if d.options["use_bias"] else np.zeros(out, kernel.dtype)
+        if (
+            bias is None
+            or bias.shape != (out,)
+            or any(v is None or v.shape != (c,) for v in vectors)
+        ):
+            return False
+        gamma, beta, mean, var = (v.astype(np.float64) for v in vectors)
+        scale = gamma / np.sqrt(var + bn.options["epsilon"])
+        shift = beta - scale * mean
+        k64 = kernel.astype(np.float64)
+        self.updated[d.name] = {
+            "kernel": (scale[:, None] * k64).astype(kernel.dtype),
+            "bias": (shift @ k64 + bias.astype(np.float64)).astype(bias.dtype),
+        }
+        self.removed.add(bn.name)
+        return True
+
     def new_state(self) -> ModelState:
         s = self.state
         data = s.data
@@ -136,7 +173,7 @@ class _Folder:
 
 @register_pass("fold_batch_norm", level=2, modes=("inference",))
 def fold_batch_norm(g: nx.DiGraph) -> bool:
-    """Fold inference batch norms into the dense / conv layer right before them."""
+    """Fold inference batch norms into the dense / conv layer before them, or the dense after."""
     folder = _Folder(g)
     outputs = output_ids(g)
     for nid in list(nx.lexicographical_topological_sort(g)):
@@ -145,17 +182,30 @@ def fold_batch_norm(g: nx.DiGraph) -> bool:
             continue
         pid = bn.inputs[0]
         p = node(g, pid)
-        if p.op not in FOLDABLE or p.hooks or g.out_degree(pid) != 1 or pid in outputs:
+        alone = p.op in FOLDABLE and not p.hooks and g.out_degree(pid) == 1 and pid not in outputs
+        if alone and folder.try_fold(p, bn):
+            _with_bias(g, p)
+            redirect(g, nid, pid)
+            g.remove_node(nid)
+            outputs = output_ids(g) if nid in outputs else outputs
             continue
-        if not folder.try_fold(p, bn):
+        readers = list(g.successors(nid))
+        if len(readers) != 1 or nid in outputs:
             continue
-        if not p.options["use_bias"]:
-            replace_node(g, p.replace(options={**p.options, "use_bias": True}))
-        redirect(g, nid, pid)
-        g.remove_node(nid)
-        if nid in outputs:
-            outputs = output_ids(g)
+        d = node(g, readers[0])
+        if d.op != "dense" or d.hooks:
+            continue
+        if folder.try_fold_forward(bn, d):
+            _with_bias(g, d)
+            redirect(g, nid, pid)
+            g.remove_node(nid)
     if not folder.updated:
         return False
     g.graph["state"] = folder.new_state()
     return True
+
+
+def _with_bias(g: nx.DiGraph, layer: Node) -> None:
+    """A folded layer always has a bias (created when it had none)."""
+    if not layer.options["use_bias"]:
+        replace_node(g, layer.replace(options={**layer.options, "use_bias": True}))

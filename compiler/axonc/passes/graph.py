@@ -5,6 +5,9 @@ means u is an input of v (a node's `inputs` tuple stays the authority on order
 and repeats). Graph attributes hold the output container ("output"), the model
 state ("state", a ModelState), the mode and the target.
 
+`verify` is the IR stage's structural check (the `verify` pass and the pass
+manager's `verify_each` run it) and `describe` its text form for dumps.
+
 Layer names are pinned on the way in: every node gets its generated name
 (`dense_0`, ...) as an explicit name, so removing or adding nodes never renames
 the layers left, whose parameters are keyed by name.
@@ -16,8 +19,10 @@ from collections.abc import Iterator
 
 import networkx as nx
 
+from ..errors import GraphError
 from ..ir import Axon, Node, assign_names, tree_leaves, tree_map
 from ..model_state import ModelState
+from ..registry import Op, get_op
 
 
 def to_nx(model: Axon, state: ModelState, *, mode: str, target: str) -> nx.DiGraph:
@@ -97,13 +102,34 @@ def describe(g: nx.DiGraph) -> str:
     return "\n".join(lines)
 
 
+def verify(g: nx.DiGraph) -> None:
+    """Raise GraphError if the graph is malformed."""
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = nx.find_cycle(g)
+        raise GraphError(f"the graph has a cycle: {cycle}")
+    for nid, data in g.nodes(data=True):
+        node = data["node"]
+        if node.id != nid:
+            raise GraphError(f"node {nid} holds a Node with id {node.id}")
+        get_op(node.op)
+        for i in node.inputs:
+            if i not in g:
+                raise GraphError(f"node {nid} ({node.kind}) uses missing node {i}")
+            if not g.has_edge(i, nid):
+                raise GraphError(f"edge {i} -> {nid} ({node.kind}) is missing")
+        for i in g.predecessors(nid):
+            if i not in node.inputs:
+                raise GraphError(f"edge {i} -> {nid} ({node.kind}) has no matching input")
+    for i in tree_leaves(g.graph["output"]):
+        if i is not None and i not in g:
+            raise GraphError(f"the output uses missing node {i}")
+
+
 def owns_parameters(n: Node) -> bool:
     """Whether a node may own parameters or state: its op has a params rule or it runs a body.
 
     Such a node is a distinct layer even when another node looks identical.
     """
-    from ..registry import Op, get_op
-
     return bool(n.subgraphs) or type(get_op(n.op)).params is not Op.params
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..errors import AxoncError
+from . import graph, onnx_graph
 
 PassFn = Callable[[nx.DiGraph], bool]
 
@@ -41,6 +42,11 @@ class Pass:
 
 PASSES: dict[str, Pass] = {}
 STAGES = ("ir", "onnx")
+# Per stage, how its graph is printed for a dump and checked between passes.
+_STAGE_TOOLS = {
+    "ir": (graph.describe, graph.verify),
+    "onnx": (onnx_graph.describe, onnx_graph.verify),
+}
 
 
 def register_pass(
@@ -126,12 +132,7 @@ def run_passes(
     stage: str = "ir",
 ) -> PassReport:
     """Run the `stage` pipeline for the graph's target and mode at `level`; returns the report."""
-    if stage == "ir":
-        from .graph import describe
-        from .verify import verify
-    else:
-        from .onnx_graph import describe, verify
-
+    describe, verify = _STAGE_TOOLS[stage]
     cleanup, once = pipeline(g.graph["target"], g.graph["mode"], level, stage)
     report = PassReport()
 

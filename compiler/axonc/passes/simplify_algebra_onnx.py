@@ -149,6 +149,13 @@ def _where_mask_to_cast(
     return True
 
 
+def _standard_nodes(g: nx.DiGraph):
+    """(id, node) of the default-domain nodes still in the graph, in topological order."""
+    for nid in list(nx.lexicographical_topological_sort(g)):
+        if nid in g and onnx_node(g, nid).domain in ("", "ai.onnx"):
+            yield nid, onnx_node(g, nid)
+
+
 @register_pass("simplify_algebra_onnx", level=2, cleanup=True, stage="onnx")
 def simplify_algebra_onnx(g: nx.DiGraph) -> bool:
     """Exact algebraic identities: x*1, x+0, Neg(Neg x), static Shape, Reshape pairs."""
@@ -156,12 +163,7 @@ def simplify_algebra_onnx(g: nx.DiGraph) -> bool:
         return False
     shapes = value_shapes(g)
     changed = False
-    for nid in list(nx.lexicographical_topological_sort(g)):
-        if nid not in g:
-            continue
-        n = onnx_node(g, nid)
-        if n.domain not in ("", "ai.onnx"):
-            continue
+    for nid, n in _standard_nodes(g):
         op = n.op_type
         if op in ("Mul", "Div", "Add", "Sub"):
             x = _identity_operand(g, n, shapes)
@@ -223,12 +225,7 @@ def reassociate_updates_onnx(g: nx.DiGraph) -> bool:
         return False
     shapes = value_shapes(g)
     changed = False
-    for nid in list(nx.lexicographical_topological_sort(g)):
-        if nid not in g:
-            continue
-        n = onnx_node(g, nid)
-        if n.domain not in ("", "ai.onnx"):
-            continue
+    for nid, n in _standard_nodes(g):
         if n.op_type == "Sub":
             keep = _cancel_add_sub(g, n, shapes)
             changed |= keep is not None and _forward(g, nid, keep)

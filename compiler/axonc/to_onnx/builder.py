@@ -149,6 +149,10 @@ class OnnxBuilder:
         self.outputs.append(helper.make_tensor_value_info(name, onnx_dtype(t.dtype), shape))
         return name
 
+    def value_info(self, name: str, dtype: str, shape: Sequence[Any]) -> onnx.ValueInfoProto:
+        """The type record of a value (a subgraph's inputs and outputs, e.g. a Scan body's)."""
+        return helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape))
+
     def graph(self, name: str) -> onnx.GraphProto:
         return helper.make_graph(
             self.nodes, name, self.inputs, self.outputs, initializer=self.initializers

@@ -19,7 +19,7 @@ import onnx
 from onnx import helper
 
 from ..dtypes import TensorType
-from ..errors import OptionError
+from ..errors import OptionError, UnsupportedOpsError
 from ..interpreter import MODES
 from ..ir import Axon, tree_leaves, tree_map
 from ..model_state import ModelState
@@ -27,7 +27,7 @@ from ..passes import optimize, optimize_onnx
 from ..serialize import to_bytes
 from ..shape_inference import NONE, declared_types, input_nodes, resolve, template_types
 from .builder import OnnxBuilder
-from .lower import Lowering, UnsupportedOpsError, unsupported_ops
+from .lower import Lowering, unsupported_ops
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
@@ -120,7 +120,7 @@ def to_onnx(
     )
     missing = unsupported_ops(model)
     if missing:
-        raise UnsupportedOpsError(f"these ops have no ONNX lowering yet: {', '.join(missing)}")
+        raise UnsupportedOpsError("ONNX", missing)
     state = state if isinstance(state, ModelState) else ModelState.new(state or {})
     model, state = optimize(
         model,

@@ -12,17 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from onnx import numpy_helper
 
-from ..dtypes import TensorType
-from ..errors import AxoncError, GraphError, StateError
+from ..dtypes import TensorType, dtype_name
+from ..errors import GraphError, StateError
 from ..ir import Axon, Node, assign_names, topo_order, tree_map
 from ..registry import Op, get_op
 from ..shape_inference import NONE, infer_types
 from .builder import OnnxBuilder
-
-
-class UnsupportedOpsError(AxoncError, NotImplementedError):
-    """The graph holds ops that have no ONNX lowering (all of them are named)."""
 
 
 class LowerContext:
@@ -187,20 +184,22 @@ class Lowering:
         return tree_map(lambda v: self.value_types.get(v), value) if value is not NONE else NONE
 
 
-def unsupported_ops(model: Axon) -> list[str]:
-    """Every op in the graph (subgraphs included) without an `onnx` rule, sorted."""
-    missing: set[str] = set()
+def unsupported_ops(model: Axon) -> list[tuple[str, str, str]]:
+    """(layer, op, reason) for every layer (subgraphs included) whose op has no `onnx` rule."""
+    missing: list[tuple[str, str, str]] = []
 
-    def walk(g: Axon) -> None:
-        for node in g.nodes.values():
-            spec = get_op(node.op)
-            if node.op not in ("input", "argument") and type(spec).onnx is Op.onnx:
-                missing.add(node.op)
-            for body in node.subgraphs.values():
-                walk(body)
+    def walk(g: Axon, prefix: str) -> None:
+        names = assign_names(g)
+        for nid in topo_order(g.nodes, g.output):
+            node = g.nodes[nid]
+            layer = prefix + names[nid]
+            if node.op not in ("input", "argument") and type(get_op(node.op)).onnx is Op.onnx:
+                missing.append((layer, node.op, "the op has no ONNX lowering"))
+            for role, body in node.subgraphs.items():
+                walk(body, f"{layer}/{role}/")
 
-    walk(model)
-    return sorted(missing)
+    walk(model, "")
+    return missing
 
 
 def _pair_types(value: Any, t: Any) -> dict[str, Any]:
@@ -225,12 +224,8 @@ def _lookup(tree: Any, path: tuple[str, ...]) -> Any:
 
 
 def _dtype(arr: np.ndarray) -> str:
-    from ..dtypes import dtype_name
-
     return dtype_name(arr.dtype)
 
 
 def _tensor(arr: np.ndarray, name: str):
-    from onnx import numpy_helper
-
     return numpy_helper.from_array(np.array(arr, order="C"), name)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import TensorType, to_numpy_dtype
+from ..dtypes import TensorType, dtype_name, to_numpy_dtype
 from ..errors import AxoncError
 from .schema import schema
 
@@ -152,8 +152,6 @@ class TfliteBuilder:
             arr = arr.astype(np.float32)
         key = (str(arr.dtype), arr.tobytes(), arr.shape)
         if key not in self._consts:
-            from ..dtypes import dtype_name
-
             t = TensorType(arr.shape, dtype_name(arr.dtype))
             self._consts[key] = self.tensor(t, hint, data=arr.tobytes())
         return self._consts[key]
@@ -381,7 +379,7 @@ class TfliteBuilder:
             buffers.append(_AlignedBuffer(value))
             model.metadata.append(m)
         model.buffers = buffers
-        import flatbuffers
+        import flatbuffers  # LiteRT's dependency: the `tflite` extra, loaded on export
 
         fb = flatbuffers.Builder(1024 + total)
         fb.Finish(model.Pack(fb), file_identifier=b"TFL3")
@@ -431,7 +429,7 @@ def _buffer_bytes(data: bytes, buf: Any) -> bytes:
 
 def repack(data: bytes, transform: Any = None) -> bytes:
     """A model's bytes re-written with every buffer 16-byte aligned, after `transform(ModelT)`."""
-    import flatbuffers
+    import flatbuffers  # the `tflite` extra, as above
 
     s = schema()
     model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)

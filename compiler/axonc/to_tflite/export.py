@@ -18,13 +18,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..dtypes import TensorType
-from ..errors import OptionError
+from ..errors import OptionError, UnsupportedOpsError
 from ..ir import Axon, tree_leaves, tree_map
 from ..model_state import ModelState
+from ..passes import optimize
+from ..serialize import to_bytes
 from ..shape_inference import NONE, declared_types, input_nodes, resolve, template_types
 from ..to_onnx.export import encode_structure
 from .builder import TfliteBuilder
-from .lower import Lowering, UnsupportedOpsError
+from .lower import Lowering
+from .quantize import quantize_model
 
 QUANTIZE_MODES = (None, "float16", "dynamic-int8", "int8")
 SIGNATURE_KEY = "serving_default"
@@ -56,9 +59,6 @@ def to_tflite(
         raise OptionError("quantize='int8' needs calibration data: an iterable of input batches")
     if int8_interface and quantize != "int8":
         raise OptionError("int8_interface applies only to quantize='int8'")
-    from ..passes import optimize
-    from ..serialize import to_bytes
-
     source_digest = hashlib.sha256(to_bytes(model)).hexdigest()
     model = resolve(
         model, template_types(model, template) if template is not None else declared_types(model)
@@ -88,7 +88,7 @@ def to_tflite(
         lowering.input_types[name] = t
     out = lowering.lower_graph(model, None, ())
     if lowering.problems:
-        raise UnsupportedOpsError(lowering.problems)
+        raise UnsupportedOpsError("TFLite", lowering.problems)
     structure = _add_outputs(b, out)
     fuse_activations(b)
     b.metadata["axonc.outputs"] = json.dumps(encode_structure(structure)).encode()
@@ -96,8 +96,6 @@ def to_tflite(
     b.metadata["axonc.quantization"] = (quantize or "none").encode()
     data = b.finish(SIGNATURE_KEY)
     if quantize is not None:
-        from .quantize import quantize_model
-
         data = quantize_model(
             data, quantize, calibration, list(lowering.graph_inputs), int8_interface
         )

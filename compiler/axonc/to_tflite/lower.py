@@ -16,22 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import TensorType, dtype_name
-from ..errors import AxoncError, StateError
+from ..errors import StateError
 from ..ir import Axon, Node, assign_names, topo_order, tree_map
 from ..registry import Op, get_op
 from ..shape_inference import NONE, infer_types
 from .builder import TfliteBuilder
-
-
-class UnsupportedOpsError(AxoncError, NotImplementedError):
-    """The graph holds ops or options TFLite export cannot express (all of them are named)."""
-
-    def __init__(self, problems: list[tuple[str, str, str]]):
-        self.problems = problems
-        lines = [f"  {layer} ({op}): {reason}" for layer, op, reason in problems]
-        super().__init__(
-            f"{len(problems)} layer(s) cannot be exported to TFLite:\n" + "\n".join(lines)
-        )
 
 
 class Unsupported(Exception):

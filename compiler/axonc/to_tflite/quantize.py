@@ -9,9 +9,13 @@
   input and a DEQUANTIZE behind every output so callers keep passing floats.
 
 The calibration data is any iterable of input batches (an array for a
-one-input model, or a dict by input name); each batch is split into samples,
-since the quantizer calibrates one sample per call (it shows its own tqdm
-progress bar while calibrating).
+one-input model, or a dict by input name). Every activation's range is the
+global min/max over all samples, as TensorFlow's converter takes it: the
+quantizer's own calibration keeps a moving average of per-call ranges, which
+clips the tails (a sample's outlier weighs 5%) and made int8 outputs 10-20x
+less accurate. So samples are regrouped into chunks of `CHUNK` (a batch the
+interpreter runs at once, bounding memory), each chunk is calibrated alone and
+the ranges are merged here.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import numpy as np
 from ..errors import InputError, OptionError
 from .builder import repack
 from .schema import schema
+
+CHUNK = 64  # samples per calibration call
 
 
 def quantize_model(
@@ -63,13 +69,47 @@ def _quantize(
     else:
         q.load_quantization_recipe(qt.recipe.static_wi8_ai8())
     if mode == "int8":
-        samples = list(_samples(calibration, input_names))
-        if not samples:
-            raise OptionError("the calibration data holds no samples")
-        result = q.calibrate({"serving_default": samples})
+        result = _calibrate(q, _chunks(_samples(calibration, input_names), CHUNK))
         out = bytes(q.quantize(result).quantized_model)
         return repack(out, None if int8_interface else _float_interface)
     return repack(bytes(q.quantize().quantized_model))
+
+
+def _calibrate(q: Any, chunks: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Each tensor's min/max over every chunk (see the module doc)."""
+    merged: dict[str, Any] = {}
+    for chunk in chunks:
+        for name, qsv in q.calibrate({"serving_default": [chunk]}).items():
+            old = merged.get(name)
+            merged[name] = qsv if old is None else _widen(old, qsv)
+    if not merged:
+        raise OptionError("the calibration data holds no samples")
+    return merged
+
+
+def _widen(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A range covering both ranges (other statistics are kept from the first)."""
+    return {
+        **old,
+        "min": np.minimum(old["min"], new["min"]),
+        "max": np.maximum(old["max"], new["max"]),
+    }
+
+
+def _chunks(samples: Iterable[dict[str, np.ndarray]], size: int):
+    """Samples of batch 1 regrouped into batches of at most `size`."""
+    group: list[dict[str, np.ndarray]] = []
+    for sample in samples:
+        group.append(sample)
+        if len(group) == size:
+            yield _stack(group)
+            group = []
+    if group:
+        yield _stack(group)
+
+
+def _stack(group: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {n: np.concatenate([g[n] for g in group]) for n in group[0]}
 
 
 def _quantizer_module() -> Any:

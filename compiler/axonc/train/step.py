@@ -16,7 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper
 
+from .. import losses
 from .. import numpy as anp
 from ..autodiff import gradients, tensor_of
 from ..build import _feeds, check_fit, init, resolve
@@ -30,6 +33,8 @@ from ..ops.special import container, parameter
 from ..ops.special import input as input_layer
 from ..optimizers import Optimizer, apply_updates, as_pair, get, normal_noise
 from ..shape_inference import infer_types, input_nodes, template_types
+from ..to_onnx.compiled import CompiledModel
+from ..to_onnx.export import decode_structure, save_onnx, to_onnx
 from ..tracing import Tensor, _traces
 
 OPTIMIZER_KEY = "__optimizer__"
@@ -221,8 +226,6 @@ def _pin_names(model: Axon) -> Axon:
 
 def _resolve_loss(loss: Any) -> Callable[[Any, Any], Any]:
     """Axon's build_loss_fn: a name (reduction "mean"), a function, or (loss, weight) pairs."""
-    from .. import losses
-
     return losses.build_loss_fn(loss)
 
 
@@ -483,8 +486,6 @@ class TrainStep:
         return self._hooked[id(graph)]
 
     def _compiled(self, graph: Axon) -> Any:
-        from ..to_onnx.compiled import CompiledModel
-
         if id(graph) not in self._compiled_models:
             self._compiled_models[id(graph)] = CompiledModel(graph, "train")
         return self._compiled_models[id(graph)]
@@ -523,10 +524,6 @@ class TrainStep:
         that input's name. A tied destination is computed inside the graph from its
         source. See spec/training.md.
         """
-        import onnx
-
-        from ..to_onnx.export import save_onnx, to_onnx
-
         feeds = self._example_inputs() if x is None else _feeds(self.model, x)
         y = self._example_target(feeds) if y is None else y
         targets, target_feeds = _target_feeds(target_tree(y))
@@ -582,8 +579,6 @@ class TrainStep:
 
 def _derive_tied_inputs(onnx_model: Any, state: ModelState) -> None:
     """Replace each tied destination's graph input by a node computing it from the source."""
-    from onnx import helper
-
     graph = onnx_model.graph
     inputs = {i.name: i for i in graph.input}
     nodes = []
@@ -600,10 +595,6 @@ def _derive_tied_inputs(onnx_model: Any, state: ModelState) -> None:
 
 def _add_feedback(onnx_model: Any, state: ModelState) -> None:
     """Metadata `axonc.train_feedback`: output name -> the input it feeds next step."""
-    from onnx import helper
-
-    from ..to_onnx.export import decode_structure
-
     meta = {p.key: p.value for p in onnx_model.metadata_props}
     structure = decode_structure(json.loads(meta["axonc.outputs"]))
     feedback = {out: "/".join(p) for p, out in _flat(structure["params"]).items()}

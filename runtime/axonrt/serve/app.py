@@ -24,6 +24,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+import axonrt
 
 from .. import __version__
 from ..model import _decode
@@ -139,8 +142,6 @@ class Entry:
 
 def open_model(path: Path, threads: int) -> Servable:
     """A model file as an axonrt model; onnxruntime's thread spinning off (shared cores)."""
-    import axonrt
-
     if path.suffix == ".onnx":
         return axonrt.load(path, threads=threads, spinning=False)
     return axonrt.load(path)
@@ -632,8 +633,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_env() -> Starlette:
     """The application factory uvicorn's worker processes call (settings in the environment)."""
-    import os
-
     settings = Settings.from_json(os.environ["AXONRT_SERVE_SETTINGS"])
     token = os.environ.get("AXONRT_TOKEN")
     if token:

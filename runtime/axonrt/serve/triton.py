@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import axonrt
+
 from .batching import Servable, batchable
 from .errors import ConfigError
 from .protocol import datatype_of
@@ -73,8 +75,6 @@ def export_triton(
     max_queue_delay_ms: float = 0.0,
 ) -> Path:
     """Write `repository/<name>/{config.pbtxt, 1/model.onnx}`; returns the model folder."""
-    import axonrt
-
     source = Path(model_file)
     if source.suffix != ".onnx":
         raise ConfigError(f"{source}: Triton's onnxruntime backend takes an .onnx file")

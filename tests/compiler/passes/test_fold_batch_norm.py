@@ -151,3 +151,56 @@ def test_frozen_kernel_makes_the_new_bias_frozen():
     state = random_state(model).freeze(lambda path: path[0] == "dense_0")
     _, new_state, _ = check_ir_passes(model, state, FOLD)
     assert ("dense_0", "bias") in new_state.frozen
+
+
+def test_a_batch_norm_before_a_dense_folds_forward_with_the_formula_parameters():
+    x = ax.input("x", (None, 4))
+    model = ax.dense(ax.batch_norm(ax.relu(ax.dense(x, 3)), epsilon=1e-3), 2)
+    state = random_state(model)
+    new, new_state, changed = check_ir_passes(model, state, FOLD)
+    assert changed
+    assert ops(new) == ["dense", "dense", "input", "relu"]
+    k, b = state.get("dense_1/kernel"), state.get("dense_1/bias")
+    gamma, beta = state.get("batch_norm_0/gamma"), state.get("batch_norm_0/beta")
+    mean, var = state.get("batch_norm_0/mean"), state.get("batch_norm_0/var")
+    for j in range(2):  # one output unit at a time, written out
+        s = gamma / np.sqrt(var.astype(np.float64) + 1e-3)
+        np.testing.assert_allclose(new_state.get("dense_1/kernel")[:, j], s * k[:, j], rtol=1e-6)
+        expected_bias = b[j] + sum((beta[i] - s[i] * mean[i]) * k[i, j] for i in range(3))
+        np.testing.assert_allclose(new_state.get("dense_1/bias")[j], expected_bias, rtol=1e-5)
+    assert set(new_state.data) == {"dense_0", "dense_1"}
+
+
+def test_the_forward_fold_sees_through_inference_dropout():
+    x = ax.input("x", (None, 6))
+    model = ax.dense(ax.dropout(ax.batch_norm(ax.relu(ax.dense(x, 5))), rate=0.5), 3)
+    passes = ["specialize_mode", "dead_node_elimination", *FOLD]  # as the pipeline runs them
+    new, _, _ = check_ir_passes(model, random_state(model), passes)
+    assert ops(new) == ["dense", "dense", "input", "relu"]
+
+
+def test_a_dense_without_bias_gets_one_from_a_forward_fold():
+    x = ax.input("x", (None, 4))
+    model = ax.dense(ax.batch_norm(ax.tanh(x)), 3, use_bias=False)
+    new, new_state, changed = check_ir_passes(model, random_state(model), FOLD)
+    assert changed
+    (dense,) = [n for n in new.nodes.values() if n.op == "dense"]
+    assert dense.options["use_bias"] is True and new_state.get("dense_0/bias").shape == (3,)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        # the batch norm normalises axis 1 of a rank-3 tensor, the dense reads the last
+        lambda x: ax.dense(ax.batch_norm(x, channel_index=1), 2),
+        # read by two layers
+        lambda x: (lambda bn: ax.add(ax.dense(bn, 2), ax.dense(bn, 2)))(ax.batch_norm(x)),
+        # a conv's zero padding would see the shift
+        lambda x: ax.conv(ax.batch_norm(x), 2, kernel_size=2, padding="same"),
+    ],
+)
+def test_forward_folds_that_would_change_the_result_are_not_made(build):
+    x = ax.input("x", (None, 3, 4))
+    model = build(x)
+    _, new_state, _ = check_ir_passes(model, random_state(model), FOLD)
+    assert any(layer.startswith("batch_norm") for layer in new_state.data)

@@ -11,10 +11,10 @@ from ai_edge_litert import schema_py_generated as schema
 
 import axonc as ax
 import axonrt
+from axonc.errors import UnsupportedOpsError
 from axonc.serialize import to_bytes
 from axonc.to_tflite import builder as builder_mod
 from axonc.to_tflite.export import to_tflite
-from axonc.to_tflite.lower import UnsupportedOpsError
 
 
 def _model_t(data: bytes):

@@ -13,10 +13,10 @@ import pytest
 
 import axonc as ax
 import axonrt
+from axonc.errors import UnsupportedOpsError
 from axonc.ir import assign_names
 from axonc.registry import OPS, Op
 from axonc.to_tflite.export import to_tflite
-from axonc.to_tflite.lower import UnsupportedOpsError
 from tests import golden, op_cases
 
 PARITY = [
