@@ -19,6 +19,12 @@ Every op runs through one general N-D convolution, `conv_nd`. The ONNX lowering
 (channels-first Conv between Transposes) adds input dilation with an exact
 depthwise ConvTranspose of ones, crops negative padding with Slice, and lowers
 conv_transpose to ONNX ConvTranspose with the flipped kernel (`_onnx_conv_transpose`).
+
+Gradients: a layer's kernel gradient is `conv_kernel_grad` in the layer's own layout
+(im2col + one Gemm for up to 9 kernel taps, a Conv with the batch as channels above),
+its data gradient `conv_data_grad` (one ConvTranspose) where the geometry allows, else a
+`conv_general_dilated` of the cotangent with the flipped kernel: the forms
+bench/conv_grad.py measured fastest on onnxruntime.
 """
 
 from __future__ import annotations
@@ -68,6 +74,24 @@ from .activation import apply_activation
 Pads = tuple[tuple[int, int], ...]
 
 
+def _dilate_pad(x: np.ndarray, input_dilation: tuple[int, ...], padding: Pads) -> np.ndarray:
+    """A channels-first array with interior zeros (input dilation), then padded by the
+    (lo, hi) pairs, negative values cropping."""
+    if any(d != 1 for d in input_dilation):
+        dilated = tuple(
+            (s - 1) * d + 1 if s > 0 else 0
+            for s, d in zip(x.shape[2:], input_dilation, strict=True)
+        )
+        z = np.zeros((*x.shape[:2], *dilated), x.dtype)
+        z[(slice(None), slice(None), *(slice(None, None, d) for d in input_dilation))] = x
+        x = z
+    x = np.pad(x, [(0, 0), (0, 0), *((max(lo, 0), max(hi, 0)) for lo, hi in padding)])
+    crop = tuple(
+        slice(max(-lo, 0), x.shape[2 + i] - max(-hi, 0)) for i, (lo, hi) in enumerate(padding)
+    )
+    return x[(slice(None), slice(None), *crop)]
+
+
 def conv_nd(
     x: np.ndarray,
     w: np.ndarray,
@@ -85,21 +109,8 @@ def conv_nd(
     then the dilated kernel slides with `strides`. Returns (N, O, *out).
     """
     n = x.ndim - 2
-    x = np.asarray(x, dtype=np.float64)
+    x = _dilate_pad(np.asarray(x, dtype=np.float64), input_dilation, padding)
     w = np.asarray(w, dtype=np.float64)
-    if any(d != 1 for d in input_dilation):
-        dilated = tuple(
-            (s - 1) * d + 1 if s > 0 else 0
-            for s, d in zip(x.shape[2:], input_dilation, strict=True)
-        )
-        z = np.zeros((*x.shape[:2], *dilated))
-        z[(slice(None), slice(None), *(slice(None, None, d) for d in input_dilation))] = x
-        x = z
-    x = np.pad(x, [(0, 0), (0, 0), *((max(lo, 0), max(hi, 0)) for lo, hi in padding)])
-    crop = tuple(
-        slice(max(-lo, 0), x.shape[2 + i] - max(-hi, 0)) for i, (lo, hi) in enumerate(padding)
-    )
-    x = x[(slice(None), slice(None), *crop)]
     kernel = w.shape[2:]
     out = []
     for i in range(n):
@@ -847,25 +858,6 @@ def _swap01(t: Any) -> Any:
     return anp.transpose(t, (1, 0, *range(2, t.ndim)))
 
 
-def _grouped_features(xt: Any, groups: int) -> Any:
-    """(G*cg, N, *sp) -> (cg, G*N, *sp) with feature index g*N + n, so a G-grouped conv
-    pairs each channel group of the data with its block of output channels."""
-    if groups == 1:
-        return xt
-    if xt.shape[0] is None:
-        raise ShapeError(
-            f"the kernel gradient of a {groups}-group convolution needs a static channel "
-            f"count, got data {xt.shape} (channels first)"
-        )
-    cg = xt.shape[0] // groups
-    spatial = xt.shape[2:]
-    if None in spatial:
-        parts = [xt[g * cg : (g + 1) * cg] for g in range(groups)]
-        return anp.concatenate(parts, axis=1)
-    flat = anp.transpose(anp.reshape(xt, (groups, cg, -1)), (1, 0, 2))
-    return anp.reshape(flat, (cg, -1, *spatial))
-
-
 def conv_vjp(
     x: Any,
     w: Any,
@@ -878,14 +870,13 @@ def conv_vjp(
 ) -> tuple[Any, Any]:
     """Cotangents of y = conv_general_dilated(x, w, geo, groups) for the output's `cot`.
 
-    All three are channels-first tensors of one float dtype. The data cotangent is a
-    conv of `cot` (dilated by the strides) with the flipped, group-transposed kernel;
-    the kernel cotangent is a conv of the batch-transposed data with the
-    batch-transposed `cot` as its kernel (strides and kernel dilation swap roles).
-    Where a dynamic spatial dim leaves the uncovered tail of the padded input
-    ((padded - k_eff) mod stride elements) unknown, generous padding is used and
-    the result is cut to size: by `fit_to_like` for the data, by slicing the static
-    kernel shape for the kernel.
+    All three are channels-first tensors of one float dtype. The data cotangent is
+    `conv_data_grad` (a ConvTranspose) for static spatial dims, non-negative padding and
+    no input dilation; otherwise a conv of `cot` (dilated by the strides) with the
+    flipped, group-transposed kernel, where a dynamic spatial dim leaves the uncovered
+    tail of the padded input ((padded - k_eff) mod stride elements) unknown, generous
+    padding is used and the result is cut to size by `fit_to_like`. The kernel
+    cotangent is `conv_kernel_grad`.
     """
     n = x.ndim - 2
     kernel = w.shape[2:]
@@ -906,7 +897,24 @@ def conv_vjp(
             padded = _dilated(size, geo.input_dilation[i]) + lo + hi
             tails.append((padded - k_eff[i]) % geo.strides[i])
     dx = dw = None
-    if want_x:
+    transposed = (
+        None not in x.shape[2:]
+        and all(lo >= 0 and hi >= 0 for lo, hi in geo.padding)
+        and all(d == 1 for d in geo.input_dilation)
+    )
+    if want_x and transposed:
+        dx = apply(
+            "conv_data_grad",
+            [cot, w],
+            {
+                "input_spatial": tuple(x.shape[2:]),
+                "strides": geo.strides,
+                "padding": [tuple(p) for p in geo.padding],
+                "rhs_dilation": geo.kernel_dilation,
+                "feature_group_count": groups,
+            },
+        )
+    elif want_x:
         # (G*og, cg, k) -> (G*cg, og, k); cg may be dynamic (a kernel made from data)
         og = w.shape[0] // groups
         wt = anp.reshape(w, (groups, og, -1, *kernel))
@@ -929,21 +937,486 @@ def conv_vjp(
         if dynamic:
             dx = fit_to_like(dx, x, dynamic)
     if want_w:
-        pads = tuple((lo, hi - (t or 0)) for (lo, hi), t in zip(geo.padding, tails, strict=True))
-        dwt = conv_general(
-            _grouped_features(_swap01(x), groups),
-            _swap01(cot),
-            strides=geo.kernel_dilation,
-            padding=pads,
-            lhs_dilation=geo.input_dilation,
-            rhs_dilation=geo.strides,
-            feature_group_count=groups,
-        )
-        if None in tails:
-            dwt = dwt[(slice(None), slice(None), *(slice(0, k) for k in kernel))]
-            dwt = anp.reshape(dwt, (w.shape[1], w.shape[0], *kernel))
-        dw = _swap01(dwt)
+        dw = conv_kernel_grad(x, cot, geo, groups, "first")
     return dx, dw
+
+
+@register
+class ConvKernelGrad(Op):
+    name = "conv_kernel_grad"
+    family = "conv"
+    doc = (
+        "A convolution's kernel cotangent from its data x and output cotangent: per kernel "
+        "tap, the sum over batch and output positions of x's shifted window times the "
+        "cotangent; in the layer's kernel layout (HWIO channels last, OIHW channels first)."
+    )
+    arity = 2
+    options: ClassVar[dict[str, Option]] = {
+        "kernel_size": Option(check=check_int_or_tuple(1), doc="kernel size, an int or per dim"),
+        "strides": Option(1, check_int_or_tuple(1), "window strides, an int or one per dim"),
+        "padding": Option(check=_check_pairs, doc="(lo, hi) per spatial dim; negative crops"),
+        "lhs_dilation": Option(1, check_int_or_tuple(1), "input dilation (interior zeros)"),
+        "rhs_dilation": Option(1, check_int_or_tuple(1), "kernel dilation"),
+        "feature_group_count": Option(1, check_int(1), "contiguous channel groups"),
+        "channels": Option("first", check_channels, "channel axis of x and the cotangent"),
+    }
+
+    def geometry(self, rank: int, opts: dict[str, Any]) -> Geometry:
+        n = rank - 2
+        if len(opts["padding"]) != n:
+            raise ShapeError(
+                f"padding has {len(opts['padding'])} pairs but the data has {n} spatial dims"
+            )
+        try:
+            kernel, strides, ldil, rdil = (
+                per_dim(opts[k], n, k)
+                for k in ("kernel_size", "strides", "lhs_dilation", "rhs_dilation")
+            )
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        return Geometry(kernel, strides, opts["padding"], ldil, rdil)
+
+    def infer(self, types, opts, node):
+        x, g = types
+        if x.rank < 3 or g.rank != x.rank:
+            raise ShapeError(
+                f"conv_kernel_grad expects data and an output cotangent of the same rank "
+                f">= 3, got {x.shape} and {g.shape}"
+            )
+        geo = self.geometry(x.rank, opts)
+        ch, groups = opts["channels"], opts["feature_group_count"]
+        c, o = x.shape[channel_axis(x.rank, ch)], g.shape[channel_axis(g.rank, ch)]
+        for what, v in (("data channels", c), ("cotangent channels", o)):
+            if v is not None and v % groups:
+                raise ShapeError(f"{v} {what} are not divisible into {groups} groups")
+        want = [geo.out_dim(i, d) for i, d in enumerate(_spatial_of(x, ch))]
+        have = _spatial_of(g, ch)
+        if any(a is not None and b is not None and a != b for a, b in zip(want, have)):
+            raise ShapeError(
+                f"conv_kernel_grad: a cotangent with spatial dims {have} does not match the "
+                f"convolution's output {tuple(want)} for data {x.shape}"
+            )
+        dtype = float_or_f32(jnp_promote(x.dtype, g.dtype))
+        cg = None if c is None else c // groups
+        return TensorType(_kernel_shape(ch, geo.kernel, cg, o), dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        x, g = (np.asarray(v) for v in inputs)
+        geo = self.geometry(x.ndim, opts)
+        ch, groups = opts["channels"], opts["feature_group_count"]
+        dtype = float_or_f32(jnp_promote(str(x.dtype), str(g.dtype)))
+        xf = _dilate_pad(_to_first(x.astype(np.float64), ch), geo.input_dilation, geo.padding)
+        gf = _to_first(g.astype(np.float64), ch)
+        (batch, chans), (o_total, *out) = xf.shape[:2], gf.shape[1:]
+        cg, og = chans // groups, o_total // groups
+        xg = xf.reshape(batch, groups, cg, *xf.shape[2:])
+        gg = gf.reshape(batch, groups, og, -1)
+        dw = np.zeros((groups, og, cg, *geo.kernel))
+        for kidx in np.ndindex(*geo.kernel):
+            window = tuple(
+                slice(k * d, k * d + (m - 1) * s + 1, s)
+                for k, d, m, s in zip(kidx, geo.kernel_dilation, out, geo.strides, strict=True)
+            )
+            patch = xg[(slice(None), slice(None), slice(None), *window)]
+            flat = patch.reshape(batch, groups, cg, -1)
+            dw[(..., *kidx)] = np.einsum("ngcp,ngop->goc", flat, gg)
+        dw = dw.reshape(o_total, cg, *geo.kernel)
+        if ch == "last":
+            dw = np.transpose(dw, (*range(2, dw.ndim), 1, 0))
+        return dw.astype(to_numpy_dtype(dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        """On channels-last f32 data, per feature group, the faster of two forms on
+        onnxruntime (bench/conv_grad.py): for up to 9 kernel taps im2col (one strided
+        Slice per tap of the padded x, concatenated on the channel axis and flattened to
+        (N*out, taps*C), one Gemm(transA) with the cotangent as (N*out, O): the HWIO
+        kernel as it is); for larger kernels one Conv with the batch as channels.
+        Channels-first values are transposed to last first."""
+        b, (tx, tg) = ctx.b, ctx.in_types
+        n = tx.rank - 2
+        geo = self.geometry(tx.rank, opts)
+        ch, groups = opts["channels"], opts["feature_group_count"]
+        x, g = (v if t.dtype == "f32" else b.cast(v, "f32") for v, t in zip(inputs, ctx.in_types))
+        c = tx.shape[channel_axis(tx.rank, ch)]
+        o = tg.shape[channel_axis(tg.rank, ch)]
+        if ch == "first":
+            perm = [0, *range(2, n + 2), 1]
+            x, g = b.op("Transpose", [x], perm=perm), b.op("Transpose", [g], perm=perm)
+        if any(d != 1 for d in geo.input_dilation):
+            x = _onnx_to_first(b, x, tx.rank, "last")
+            x = _onnx_dilate_any(b, x, c, geo.input_dilation)
+            x = _onnx_from_first(b, x, tx.rank, "last")
+        x = _onnx_pad_spatial_last(b, x, geo.padding)
+        if groups > 1 and (c is None or o is None):
+            raise ShapeError(
+                f"the kernel gradient of a {groups}-group convolution needs static channel "
+                f"counts, got data {tx.shape} and a cotangent {tg.shape}"
+            )
+        form = _onnx_im2col_gemm if np.prod(geo.kernel) <= _IM2COL_TAPS else _onnx_batch_conv
+        blocks = []
+        for i in range(groups):
+            xi, gi = x, g
+            if groups > 1:
+                cg, og = c // groups, o // groups
+                xi = b.op("Slice", [x, b.ints([i * cg]), b.ints([(i + 1) * cg]), b.ints([-1])])
+                gi = b.op("Slice", [g, b.ints([i * og]), b.ints([(i + 1) * og]), b.ints([-1])])
+            blocks.append(form(b, xi, gi, geo))
+        dw = blocks[0] if groups == 1 else b.op("Concat", blocks, axis=1)
+        out_ch = b.ints([o]) if o is not None else b.op("Shape", [g], start=-1)
+        dw = b.op("Reshape", [dw, b.op("Concat", [b.ints([*geo.kernel, -1]), out_ch], axis=0)])
+        if ch == "first":
+            dw = b.op("Transpose", [dw], perm=[n + 1, n, *range(n)])
+        out = ctx.out_type.dtype
+        return dw if out == "f32" else b.cast(dw, out)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """The kernel gradient is bilinear in x and the cotangent g: <G, K(x, g)> equals
+        <g, conv(x, G)>, so g's cotangent is conv(x, G) and x's is conv's data cotangent
+        for kernel G and output cotangent g."""
+        x, g = inputs
+        geo = self.geometry(x.ndim, opts)
+        ch, groups = opts["channels"], opts["feature_group_count"]
+        dtype = cot.dtype
+        xf, gf = _t_to_first(x.astype(dtype), ch), _t_to_first(g.astype(dtype), ch)
+        kernel = _t_kernel_oihw(cot, ch)
+        dx = None
+        if is_float(x.type.dtype):
+            dx, _ = conv_vjp(xf, kernel, gf, geo, groups, want_w=False)
+            dx = _t_from_first(dx, ch).astype(x.dtype)
+        dg = _t_from_first(_conv_geo(xf, kernel, geo, groups), ch).astype(g.dtype)
+        return [dx, dg]
+
+    # Positive inputs: the output sums hundreds of products in f32, and with signed
+    # inputs cancellation alone would exceed the parity tolerance (rtol 1e-5).
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "2d_last_valid",
+            lambda x, g: make_node(
+                "conv_kernel_grad",
+                [x, g],
+                {"kernel_size": 3, "padding": [(0, 0), (0, 0)], "channels": "last"},
+            ),
+            [TensorType((None, 6, 5, 3)), TensorType((None, 4, 3, 4))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "2d_last_strides_crop_pad_dilation_groups",
+            lambda x, g: make_node(
+                "conv_kernel_grad",
+                [x, g],
+                {
+                    "kernel_size": 2,
+                    "strides": (2, 1),
+                    "padding": [(1, -1), (0, 2)],
+                    "rhs_dilation": (1, 2),
+                    "feature_group_count": 2,
+                    "channels": "last",
+                },
+            ),
+            [TensorType((None, 7, 6, 4)), TensorType((None, 3, 6, 4))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "1d_first_input_dilation_strides",
+            lambda x, g: make_node(
+                "conv_kernel_grad",
+                [x, g],
+                {"kernel_size": 3, "strides": 2, "padding": [(1, 2)], "lhs_dilation": 2},
+            ),
+            [TensorType((None, 3, 5)), TensorType((None, 2, 5))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "3d_first_groups_f64",
+            lambda x, g: make_node(
+                "conv_kernel_grad",
+                [x, g],
+                {
+                    "kernel_size": (2, 1, 2),
+                    "padding": [(0, 0), (1, 0), (0, 1)],
+                    "feature_group_count": 2,
+                },
+            ),
+            [TensorType((None, 4, 3, 2, 3), "f64"), TensorType((None, 2, 2, 3, 3))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "2d_last_large_kernel_strides_tail_groups",
+            lambda x, g: make_node(
+                "conv_kernel_grad",
+                [x, g],
+                {
+                    "kernel_size": (3, 4),
+                    "strides": 2,
+                    "padding": [(1, 0), (0, 1)],
+                    "rhs_dilation": (2, 1),
+                    "feature_group_count": 2,
+                    "channels": "last",
+                },
+            ),
+            [TensorType((None, 9, 8, 4)), TensorType((None, 3, 3, 6))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "1d_first_large_kernel_dynamic_length",
+            lambda x, g: make_node(
+                "conv_kernel_grad", [x, g], {"kernel_size": 10, "padding": [(4, 5)]}
+            ),
+            [TensorType((None, 2, None)), TensorType((None, 3, None))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "1d_last_dynamic_length",
+            lambda x, g: make_node(
+                "conv_kernel_grad",
+                [x, g],
+                {"kernel_size": 3, "padding": [(1, 1)], "channels": "last"},
+            ),
+            [TensorType((None, None, 2)), TensorType((None, None, 3))],
+            float_range=(0.1, 1.0),
+        ),
+    ]
+
+
+@register
+class ConvDataGrad(Op):
+    name = "conv_data_grad"
+    family = "conv"
+    doc = (
+        "A convolution's data cotangent from its output cotangent (N, O, out...) and OIHW "
+        "kernel: the transposed convolution back onto (N, C, *input_spatial), channels first."
+    )
+    arity = 2
+    options: ClassVar[dict[str, Option]] = {
+        "input_spatial": Option(check=_check_axes, doc="the data's spatial sizes"),
+        "strides": Option(1, check_int_or_tuple(1), "the convolution's strides"),
+        "padding": Option(check=_check_pairs, doc="(lo, hi) per spatial dim, non-negative"),
+        "rhs_dilation": Option(1, check_int_or_tuple(1), "kernel dilation"),
+        "feature_group_count": Option(1, check_int(1), "contiguous channel groups"),
+    }
+
+    def geometry(self, g: TensorType, w: TensorType, opts: dict[str, Any]) -> Geometry:
+        n = len(opts["input_spatial"])
+        if g.rank != n + 2 or w.rank != n + 2 or None in w.shape[2:]:
+            raise ShapeError(
+                f"conv_data_grad expects a cotangent (N, O, out...) and a kernel (O, C/groups, "
+                f"k...) with static k, for {n} spatial dims, got {g.shape} and {w.shape}"
+            )
+        if len(opts["padding"]) != n or any(lo < 0 or hi < 0 for lo, hi in opts["padding"]):
+            raise ShapeError(f"conv_data_grad needs {n} non-negative padding pairs")
+        try:
+            strides, rdil = (per_dim(opts[k], n, k) for k in ("strides", "rhs_dilation"))
+        except ValueError as exc:
+            raise ShapeError(str(exc)) from None
+        return Geometry(tuple(w.shape[2:]), strides, opts["padding"], (1,) * n, rdil)
+
+    def infer(self, types, opts, node):
+        g, w = types
+        geo = self.geometry(g, w, opts)
+        spatial = opts["input_spatial"]
+        want = tuple(geo.out_dim(i, d) for i, d in enumerate(spatial))
+        if any(a is not None and a != b for a, b in zip(g.shape[2:], want, strict=True)):
+            raise ShapeError(
+                f"conv_data_grad: a cotangent with spatial dims {g.shape[2:]} does not match "
+                f"the convolution's output {want} for data of spatial size {spatial}"
+            )
+        groups = opts["feature_group_count"]
+        c = None if w.shape[1] is None else w.shape[1] * groups
+        dtype = float_or_f32(jnp_promote(g.dtype, w.dtype))
+        return TensorType((g.shape[0], c, *spatial), dtype)
+
+    def forward(self, ctx, inputs, params, opts):
+        g, w = (np.asarray(v) for v in inputs)
+        geo = self.geometry(TensorType(g.shape), TensorType(w.shape), opts)
+        groups = opts["feature_group_count"]
+        dtype = float_or_f32(jnp_promote(str(g.dtype), str(w.dtype)))
+        (batch, o_total, *out), cg = g.shape, w.shape[1]
+        og = o_total // groups
+        padded = [s + lo + hi for s, (lo, hi) in zip(opts["input_spatial"], geo.padding)]
+        acc = np.zeros((batch, groups, cg, *padded))
+        gg = g.astype(np.float64).reshape(batch, groups, og, -1)
+        wg = w.astype(np.float64).reshape(groups, og, cg, *geo.kernel)
+        for kidx in np.ndindex(*geo.kernel):
+            window = tuple(
+                slice(k * d, k * d + (m - 1) * s + 1, s)
+                for k, d, m, s in zip(kidx, geo.kernel_dilation, out, geo.strides, strict=True)
+            )
+            part = np.einsum("ngop,goc->ngcp", gg, wg[(..., *kidx)])
+            acc[(slice(None), slice(None), slice(None), *window)] += part.reshape(
+                batch, groups, cg, *out
+            )
+        inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(opts["input_spatial"], geo.padding))
+        dx = acc[(slice(None), slice(None), slice(None), *inner)]
+        return dx.reshape(batch, groups * cg, *opts["input_spatial"]).astype(to_numpy_dtype(dtype))
+
+    def onnx(self, ctx, inputs, opts):
+        """One ConvTranspose with the kernel as it is (a Conv's adjoint in ONNX), its
+        output_padding the tail a stride leaves uncovered (bench/conv_grad.py: 0.2-0.8x
+        the time of a Conv of the padded cotangent with the flipped kernel)."""
+        b, (tg, tw) = ctx.b, ctx.in_types
+        geo = self.geometry(tg, tw, opts)
+        g, w = (v if t.dtype == "f32" else b.cast(v, "f32") for v, t in zip(inputs, ctx.in_types))
+        tails = [
+            (s + lo + hi - ((k - 1) * d + 1)) % st
+            for s, (lo, hi), k, d, st in zip(
+                opts["input_spatial"], geo.padding, geo.kernel, geo.kernel_dilation, geo.strides
+            )
+        ]
+        y = b.op(
+            "ConvTranspose",
+            [g, w],
+            kernel_shape=list(geo.kernel),
+            strides=list(geo.strides),
+            dilations=list(geo.kernel_dilation),
+            pads=[lo for lo, _ in geo.padding] + [hi for _, hi in geo.padding],
+            output_padding=tails,
+            group=opts["feature_group_count"],
+        )
+        out = ctx.out_type.dtype
+        return y if out == "f32" else b.cast(y, out)
+
+    def vjp(self, ctx, inputs, output, cot, opts):
+        """Bilinear in the output cotangent g and the kernel w: <D, T(g, w)> equals
+        <g, conv(D, w)>, so g's cotangent is conv(D, w) and w's the kernel gradient of
+        that conv for data D and output cotangent g."""
+        g, w = inputs
+        geo = self.geometry(g.type, w.type, opts)
+        groups, dtype = opts["feature_group_count"], cot.dtype
+        dg = _conv_geo(cot, w.astype(dtype), geo, groups).astype(g.dtype)
+        dw = None
+        if is_float(w.type.dtype):
+            dw = conv_kernel_grad(cot, g.astype(dtype), geo, groups, "first").astype(w.dtype)
+        return [dg, dw]
+
+    cases: ClassVar[list[Case]] = [
+        Case(
+            "2d_valid",
+            lambda g, w: make_node(
+                "conv_data_grad", [g, w], {"input_spatial": (6, 5), "padding": [(0, 0), (0, 0)]}
+            ),
+            [TensorType((None, 4, 4, 3)), TensorType((4, 3, 3, 3))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "2d_strides_tail_pads_dilation_groups",
+            lambda g, w: make_node(
+                "conv_data_grad",
+                [g, w],
+                {
+                    "input_spatial": (8, 6),
+                    "strides": (2, 3),
+                    "padding": [(1, 0), (2, 1)],
+                    "rhs_dilation": (1, 2),
+                    "feature_group_count": 2,
+                },
+            ),
+            [TensorType((None, 4, 4, 2)), TensorType((4, 3, 2, 3))],
+            float_range=(0.1, 1.0),
+        ),
+        Case(
+            "1d_f64",
+            lambda g, w: make_node(
+                "conv_data_grad", [g, w], {"input_spatial": (5,), "padding": [(1, 1)]}
+            ),
+            [TensorType((None, 2, 5), "f64"), TensorType((2, 3, 3), "f64")],
+            float_range=(0.1, 1.0),
+        ),
+    ]
+
+
+def conv_kernel_grad(x: Any, cot: Any, geo: Geometry, groups: int, channels: str) -> Any:
+    """The kernel cotangent of conv(x, w, geo, groups) for the output's `cot`, in the
+    layer layout of `channels` (x and cot in that layout too)."""
+    return apply(
+        "conv_kernel_grad",
+        [x, cot],
+        {
+            "kernel_size": geo.kernel,
+            "strides": geo.strides,
+            "padding": [tuple(p) for p in geo.padding],
+            "lhs_dilation": geo.input_dilation,
+            "rhs_dilation": geo.kernel_dilation,
+            "feature_group_count": groups,
+            "channels": channels,
+        },
+    )
+
+
+def _onnx_pad_spatial_last(b: Any, x: str, pads: Pads) -> str:
+    """(lo, hi) pads on the spatial axes 1..n of a channels-last value: Slice for the
+    negative (cropping) part, a zero Pad for the rest."""
+    crop = [(i, max(-lo, 0), max(-hi, 0)) for i, (lo, hi) in enumerate(pads) if lo < 0 or hi < 0]
+    if crop:
+        x = b.op(
+            "Slice",
+            [
+                x,
+                b.ints([lo for _, lo, _ in crop], "starts"),
+                b.ints([-hi if hi else _INT64_MAX for _, _, hi in crop], "ends"),
+                b.ints([1 + i for i, _, _ in crop], "axes"),
+            ],
+        )
+    lo = [max(lo, 0) for lo, _ in pads]
+    hi = [max(hi, 0) for _, hi in pads]
+    if any(lo) or any(hi):
+        x = b.op("Pad", [x, b.ints([0, *lo, 0, 0, *hi, 0], "pads")])
+    return x
+
+
+# Up to this many kernel taps the kernel gradient is an im2col Gemm, above a Conv
+# (bench/conv_grad.py: im2col 0.5-0.9x the Conv's time for 3x3 kernels, 1.2-2x for 5x5).
+_IM2COL_TAPS = 9
+
+
+def _onnx_batch_conv(b: Any, x: str, g: str, geo: Geometry) -> str:
+    """(taps*C, O) as one Conv of the padded x with the batch as channels, (C, N, ...),
+    whose kernel is the cotangent (O, N, out...): strides and kernel dilation swap
+    roles; a stride's uncovered tail makes the output larger than the kernel, sliced."""
+    n = len(geo.kernel)
+    first = [n + 1, 0, *range(1, n + 1)]
+    y = b.op(
+        "Conv",
+        [b.op("Transpose", [x], perm=first), b.op("Transpose", [g], perm=first)],
+        strides=list(geo.kernel_dilation),
+        dilations=list(geo.strides),
+    )  # (C, O, >= k...)
+    axes = list(range(2, n + 2))
+    y = b.op("Slice", [y, b.ints([0] * n), b.ints(geo.kernel, "kernel"), b.ints(axes, "axes")])
+    y = b.op("Transpose", [y], perm=[*range(2, n + 2), 0, 1])  # (k..., C, O)
+    return b.op(
+        "Reshape", [y, b.op("Concat", [b.ints([-1]), b.op("Shape", [g], start=-1)], axis=0)]
+    )
+
+
+def _onnx_im2col_gemm(b: Any, x: str, g: str, geo: Geometry) -> str:
+    """(taps*C, O) = patches(x)^T @ g for channels-last padded x and cotangent g. Each
+    tap's Slice ends where the last window ends (counted from the padded end), so it
+    holds exactly the output's positions, static or dynamic."""
+    n = len(geo.kernel)
+    taps = []
+    for kidx in np.ndindex(*geo.kernel):
+        starts, ends = [], []
+        for k, d, size in zip(kidx, geo.kernel_dilation, geo.kernel, strict=True):
+            rest = (size - 1 - k) * d
+            starts.append(k * d)
+            ends.append(-rest if rest else _INT64_MAX)
+        taps.append(
+            b.op(
+                "Slice",
+                [
+                    x,
+                    b.ints(starts, "starts"),
+                    b.ints(ends, "ends"),
+                    b.ints(range(1, n + 1), "axes"),
+                    b.ints(geo.strides, "steps"),
+                ],
+            )
+        )
+    patches = taps[0] if len(taps) == 1 else b.op("Concat", taps, axis=-1)
+    cols = b.op("Shape", [patches], start=-1)
+    rows = b.op("Reshape", [patches, b.op("Concat", [b.ints([-1]), cols], axis=0)])
+    cot = b.op("Reshape", [g, b.op("Concat", [b.ints([-1]), b.op("Shape", [g], start=-1)], axis=0)])
+    return b.op("Gemm", [rows, cot], transA=1)
 
 
 def _onnx_dilate_any(b: Any, x: str, channels: int | None, dilation: tuple[int, ...]) -> str:
@@ -1069,8 +1542,10 @@ def _t_kernel_layer(k: Any, channels: str) -> Any:
     return anp.transpose(k, (*range(2, n + 2), 1, 0))
 
 
-def _bias_grad(cot_first: Any) -> Any:
-    return anp.sum(cot_first, axis=(0, *range(2, cot_first.ndim)))
+def _bias_grad(cot: Any, channels: str) -> Any:
+    """The sum of the output cotangent over every axis but the channel axis."""
+    keep = channel_axis(cot.ndim, channels)
+    return anp.sum(cot, axis=tuple(a for a in range(cot.ndim) if a != keep))
 
 
 def _common_options(*, input_dilation: bool = True) -> dict[str, Option]:
@@ -1176,22 +1651,19 @@ class _SingleConv(Op):
         (x,) = inputs
         geo, _, groups, _ = self._resolve(ctx.in_types[0], opts)
         ch = opts["channels"]
-        g = _t_to_first(cot, ch)
-        w = _t_kernel_oihw(ctx.param("kernel").astype(cot.dtype), ch)
-        dx, dw = conv_vjp(
-            _t_to_first(x.astype(cot.dtype), ch),
-            w,
-            g,
-            geo,
-            groups,
-            want_x=is_float(x.type.dtype),
-            want_w=ctx.wants_param("kernel"),
-        )
-        if dw is not None:
-            ctx.add_param_grad("kernel", _t_kernel_layer(dw, ch))
+        if ctx.wants_param("kernel"):
+            # in the layer's own layout: no transposes of the data or the cotangent
+            dw = conv_kernel_grad(x.astype(cot.dtype), cot, geo, groups, ch)
+            ctx.add_param_grad("kernel", dw)
         if opts["use_bias"]:
-            ctx.add_param_grad("bias", _bias_grad(g))
-        return [None if dx is None else _t_from_first(dx, ch).astype(x.dtype)]
+            ctx.add_param_grad("bias", _bias_grad(cot, ch))
+        if not is_float(x.type.dtype):
+            return [None]
+        w = _t_kernel_oihw(ctx.param("kernel").astype(cot.dtype), ch)
+        dx, _ = conv_vjp(
+            _t_to_first(x.astype(cot.dtype), ch), w, _t_to_first(cot, ch), geo, groups, want_w=False
+        )
+        return [_t_from_first(dx, ch).astype(x.dtype)]
 
 
 @register
@@ -1530,7 +2002,7 @@ class _SeparableConv(Op):
         g = _t_to_first(cot, ch)
         for i in reversed(range(len(geos))):
             if opts["use_bias"]:
-                ctx.add_param_grad(f"bias_{i + 1}", _bias_grad(g))
+                ctx.add_param_grad(f"bias_{i + 1}", _bias_grad(g, "first"))
             g, dw = conv_vjp(
                 ys[i],
                 kernels[i],

@@ -15,7 +15,10 @@ primitives defined here (window extraction and its scatter-add transpose, each
 the other's VJP); max pooling (windowed and adaptive, every configuration) uses
 the dedicated `np.max_pool_grad`, which sends it to the FIRST maximum of each
 window (row-major tap order), like XLA's select-and-scatter choosing one element,
-and lowers to MaxPool's Indices plus one ScatterElements; global max pooling splits it
+and lowers to MaxPool's Indices plus one ScatterElements -- or, for windows that do
+not overlap (strides = window, no dilation or padding, static spatial dims), to
+one strided Slice per tap and a cascade of Equal/Where on the taps in the layer's
+own layout, which bench/conv_grad.py measured faster; global max pooling splits it
 equally among tied maxima (jax's reduce_max rule); blur_pool's transpose is
 itself (a symmetric kernel with 'same' zero padding).
 
@@ -1500,6 +1503,74 @@ def _first_max_hit(x: Any, geometry: dict[str, Any]) -> Any:
     return anp.equal(first, np.arange(size, dtype=np.int32))
 
 
+def _first_type(t: TensorType, channels: str) -> TensorType:
+    """A (N, ..., C) type as (N, C, ...) for channels last."""
+    if channels == "first":
+        return t
+    return t.with_shape((t.shape[0], t.shape[-1], *t.shape[1:-1]))
+
+
+def _last_type(t: TensorType) -> TensorType:
+    return t.with_shape((t.shape[0], *t.shape[2:], t.shape[1]))
+
+
+def _first_np(a: np.ndarray, channels: str) -> np.ndarray:
+    return a if channels == "first" else np.moveaxis(a, -1, 1)
+
+
+def _onnx_tap_cascade(
+    b: Any, x: str, g: str, window: tuple, spatial: list, channels: str, work: str
+) -> str:
+    """Max pooling's input gradient for windows that tile x (strides = window): one
+    strided Slice per tap (row-major), m = their Max, then per tap in order the
+    cotangent still unassigned times (tap == m) as 0/1, the rest passed on by an exact
+    Sub (rest - rest or rest - 0): the first maximum gets it, ties as the reference.
+    The tap gradients are interleaved back by Unsqueeze + Concat + Reshape and the
+    uncovered tail is zero-padded. Mul rather than Where: onnxruntime's Where took
+    twice as long (bench/conv_grad.py). So a NaN window's cotangent goes to its last
+    tap, and an infinite cotangent makes NaN at its window's other taps."""
+    n = len(window)
+    axes = spatial_axes(n + 2, channels)
+    outs = [size // k for size, k in zip(spatial, window, strict=True)]
+    taps = [
+        b.op(
+            "Slice",
+            [
+                x,
+                b.ints(offsets, "starts"),
+                b.ints([o + m * k for o, m, k in zip(offsets, outs, window)], "ends"),
+                b.ints(axes, "axes"),
+                b.ints(window, "steps"),
+            ],
+        )
+        for offsets in itertools.product(*(range(k) for k in window))
+    ]
+    top = b.op("Max", taps) if len(taps) > 1 else taps[0]
+    rest, grads = g, []
+    for tap in taps[:-1]:
+        grads.append(b.op("Mul", [rest, b.cast(b.op("Equal", [tap, top]), work)]))
+        rest = b.op("Sub", [rest, grads[-1]])
+    grads.append(rest)
+    units = [a + i + 1 for i, a in enumerate(axes)]  # a unit axis after each spatial axis
+    grads = [b.op("Unsqueeze", [v, b.ints(units, "unit_axes")]) for v in grads]
+    for level in reversed(range(n)):
+        k = window[level]
+        grads = [
+            b.op("Concat", grads[i : i + k], axis=units[level]) if k > 1 else grads[i]
+            for i in range(0, len(grads), k)
+        ]
+    tiled = [m * k for m, k in zip(outs, window, strict=True)]
+    shape = [0, *tiled, -1] if channels == "last" else [0, -1, *tiled]
+    z = b.op("Reshape", [grads[0], b.ints(shape, "tiled_shape")])
+    tails = [size - t for size, t in zip(spatial, tiled, strict=True)]
+    if any(tails):
+        hi = [0] * (n + 2)
+        for a, t in zip(axes, tails, strict=True):
+            hi[a] = t
+        z = b.op("Pad", [z, b.ints([0] * (n + 2) + hi, "pads")])
+    return z
+
+
 _MAX_POOL_ONNX = ("f32", "f64")  # onnxruntime's MaxPool with Indices; others run in f32
 
 
@@ -1507,10 +1578,14 @@ _MAX_POOL_ONNX = ("f32", "f64")  # onnxruntime's MaxPool with Indices; others ru
 class MaxPoolGrad(_WindowPrimitive):
     name = "np.max_pool_grad"
     doc = (
-        "Max pooling's input gradient on channels-first values: adds each output's `cot` "
-        "(N, C, out...) onto the first maximum of its window of `x` (N, C, spatial...)."
+        "Max pooling's input gradient: adds each output's `cot` (N, C, out...) onto the "
+        "first maximum of its window of `x` (N, C, spatial...); channels last: (N, ..., C)."
     )
     arity = 2
+    options: ClassVar[dict[str, Option]] = {
+        **_WindowPrimitive.options,
+        "channels": Option("first", check_channels, "channel axis of x and the cotangent"),
+    }
 
     def infer(self, types, opts, node):
         x, g = types
@@ -1520,22 +1595,25 @@ class MaxPoolGrad(_WindowPrimitive):
                 f"np.max_pool_grad expects a float x (N, C, spatial...) and a float cotangent "
                 f"(N, C, out...) of the same rank, got {x!r} and {g!r}"
             )
-        expected = (*x.shape[:2], *self.out_sizes(x.shape[2:], opts))
+        xf, gf = (_first_type(t, opts["channels"]) for t in (x, g))
+        expected = (*xf.shape[:2], *self.out_sizes(xf.shape[2:], opts))
         if any(
             a is not None and b is not None and a != b
-            for a, b in zip(g.shape, expected, strict=True)
+            for a, b in zip(gf.shape, expected, strict=True)
         ):
             raise ShapeError(
                 f"np.max_pool_grad: a cotangent of shape {g.shape} does not match the pooled "
-                f"shape {expected} of a {x.shape} input"
+                f"shape {expected} of a {x.shape} input (channels first)"
             )
-        lead = tuple(a if a is not None else b for a, b in zip(x.shape[:2], g.shape[:2]))
-        return TensorType((*lead, *x.shape[2:]), x.dtype)
+        lead = tuple(a if a is not None else b for a, b in zip(xf.shape[:2], gf.shape[:2]))
+        out = TensorType((*lead, *xf.shape[2:]), x.dtype)
+        return out if opts["channels"] == "first" else _last_type(out)
 
     def forward(self, ctx, inputs, params, opts):
         """Argmax over the stacked window taps, then one bincount of the cotangent into the
         padded input (flat indices per (n, c)); the padding is dropped, crops are zeros."""
-        x, g = np.asarray(inputs[0]), np.asarray(inputs[1])
+        ch = opts["channels"]
+        x, g = (_first_np(np.asarray(v), ch) for v in inputs)
         n = x.ndim - 2
         window, strides, dilations, pads = self.geometry(n, opts)
         outs = self.out_sizes(x.shape[2:], opts)
@@ -1562,32 +1640,49 @@ class MaxPoolGrad(_WindowPrimitive):
         ]
         crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
         out = np.pad(acc[(slice(None), slice(None), *inner)], [(0, 0), (0, 0), *crops])
-        return out.astype(x.dtype)
+        out = out.astype(x.dtype)
+        return out if ch == "first" else np.moveaxis(out, 1, -1)
 
     def vjp(self, ctx, inputs, output, cot, opts):
         """Zero for x (piecewise constant); for the pooled cotangent, the incoming cotangent
         gathered at each window's first maximum."""
+        ch = opts["channels"]
         x, g = inputs
+        x, cot = _to_first(x, ch), _to_first(cot, ch)
         geometry = _geometry_opts(opts)
         n = x.ndim - 2
         size = math.prod(per_dim(geometry["window"], n, "window"))
         keep = (None,) * x.ndim
         windows = anp.reshape(apply("np.windows", [cot], geometry), (*keep, size))
         picked = anp.where(_first_max_hit(x, geometry), windows, 0.0)
-        return [None, anp.sum(picked, axis=-1).astype(g.dtype)]
+        return [None, _from_first(anp.sum(picked, axis=-1), ch).astype(g.dtype)]
 
     def onnx(self, ctx, inputs, opts):
-        """MaxPool's Indices (flat over (N, C, spatial...) of its input, row-major; ties
+        """Windows that do not overlap (strides = window, no dilation or padding) and
+        static spatial dims: `_onnx_tap_cascade` in the layer's layout. Otherwise, channels
+        first: MaxPool's Indices (flat over (N, C, spatial...) of its input, row-major; ties
         go to the first maximum, as onnxruntime compares strictly), then ScatterElements
         with reduction "add" of the cotangent into zeros, so overlapping windows add up.
         Negative pads crop first and are zero-filled after; pads MaxPool refuses (not
         smaller than the window) are made with an explicit -inf Pad and sliced away."""
         b, tx, tg = ctx.b, ctx.in_types[0], ctx.in_types[1]
+        ch = opts["channels"]
         n = tx.rank - 2
         window, strides, dilations, pads = self.geometry(n, opts)
         work = tx.dtype if tx.dtype in _MAX_POOL_ONNX else "f32"
         x = inputs[0] if work == tx.dtype else b.cast(inputs[0], work)
         g = inputs[1] if work == tg.dtype else b.cast(inputs[1], work)
+        out = ctx.out_type.dtype
+        spatial = [tx.shape[a] for a in spatial_axes(tx.rank, ch)]
+        if (
+            strides == window
+            and all(d == 1 for d in dilations)
+            and all(p == (0, 0) for p in pads)
+            and None not in spatial
+        ):
+            z = _onnx_tap_cascade(b, x, g, window, spatial, ch, work)
+            return z if out == work else b.cast(z, out)
+        x, g = _onnx_to_first(b, x, tx.rank, ch), _onnx_to_first(b, g, tx.rank, ch)
         crops = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
         x, pads = _onnx_crop(b, x, pads)
         explicit = _onnx_pads_refused(pads, window)
@@ -1615,7 +1710,7 @@ class MaxPoolGrad(_WindowPrimitive):
         if any(lo or hi for lo, hi in crops):
             widths = [0, 0, *(lo for lo, _ in crops), 0, 0, *(hi for _, hi in crops)]
             z = b.op("Pad", [z, b.ints(widths, "pads")])
-        out = ctx.out_type.dtype
+        z = _onnx_from_first(b, z, tx.rank, ch)
         return z if out == work else b.cast(z, out)
 
     cases: ClassVar[list[Case]] = [
@@ -1686,6 +1781,29 @@ class MaxPoolGrad(_WindowPrimitive):
             ),
             [TensorType((None, 2, None, None)), TensorType((None, 2, None, None))],
         ),
+        Case(
+            "2d_last_tiling_with_tail",
+            lambda x, g: make_node(
+                "np.max_pool_grad", [x, g], {"window": 2, "strides": 2, "channels": "last"}
+            ),
+            [TensorType((None, 5, 4, 3)), TensorType((None, 2, 2, 3))],
+        ),
+        Case(
+            "3d_first_tiling",
+            lambda x, g: make_node(
+                "np.max_pool_grad", [x, g], {"window": (2, 1, 3), "strides": (2, 1, 3)}
+            ),
+            [TensorType((None, 2, 4, 2, 7)), TensorType((None, 2, 2, 2, 2))],
+        ),
+        Case(
+            "1d_last_overlap",
+            lambda x, g: make_node(
+                "np.max_pool_grad",
+                [x, g],
+                {"window": 3, "strides": 1, "pads": "same", "channels": "last"},
+            ),
+            [TensorType((None, 6, 2)), TensorType((None, 6, 2))],
+        ),
     ]
 
 
@@ -1742,8 +1860,8 @@ def _window_vjp(
     keep = (None,) * (2 + n)  # np.reshape / broadcast_to keep these (maybe dynamic) dims
     geometry = {"window": kernel, "strides": strides, "pads": pads, "dilations": dilations}
     if kind == "max":
-        grad = apply("np.max_pool_grad", [xf, cf], geometry)
-        return _from_first(grad, channels).astype(x.dtype)
+        grad = apply("np.max_pool_grad", [x, cot], {**geometry, "channels": channels})
+        return grad.astype(x.dtype)
     share = cf * (1.0 / size) if kind == "avg" else _lp_scale(_to_first(y, channels), cf, norm)
     taps = anp.broadcast_to(anp.expand_dims(share, -1), (*keep, size))
     grad = apply("np.windows_transpose", [anp.reshape(taps, (*keep, *kernel)), xf], geometry)

@@ -1,7 +1,8 @@
 """Gradients of the convolution and linear layers, and of the primitives they need.
 
 - every declared case of conv, conv_transpose, depthwise_conv, separable_conv2d/3d,
-  bilinear, embedding and of the new primitives (conv_general_dilated, fit_to_like)
+  bilinear, embedding and of the new primitives (conv_general_dilated, fit_to_like,
+  conv_kernel_grad, conv_data_grad)
   against float64 central finite differences (these ops act the same in both modes,
   so inference suffices);
 - the new primitives' forward rules against direct loop formulas, and their ONNX
@@ -24,10 +25,11 @@ from axonc.dtypes import TensorType, is_float
 from axonc.errors import ShapeError
 from axonc.interpreter import run
 from axonc.ir import Axon
-from axonc.ops.conv import Geometry, conv_general, conv_vjp, fit_to_like
+from axonc.ops.conv import Geometry, conv_general, conv_kernel_grad, conv_vjp, fit_to_like
 from axonc.registry import OPS
 from axonc.shape_inference import declared_type, make_node
 from axonc.to_onnx.export import max_opset, to_onnx
+from axonc.tracing import apply
 from tests import golden, gradcheck, onnx_run, op_cases
 
 LAYERS = (
@@ -39,7 +41,7 @@ LAYERS = (
     "bilinear",
     "embedding",
 )
-PRIMITIVES = ("conv_general_dilated", "fit_to_like")
+PRIMITIVES = ("conv_general_dilated", "fit_to_like", "conv_kernel_grad", "conv_data_grad")
 
 
 def _randomize(tree: dict, rng: np.random.Generator) -> None:
@@ -114,6 +116,65 @@ def test_conv_general_dilated_matches_the_direct_formula():
     expected = _conv_loops(x, w, (2, 1), [(2, -1), (-1, 3)], (1, 2), (2, 1), 2)
     assert y.shape == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("channels", ["first", "last"])
+def test_conv_kernel_grad_is_the_derivative_of_the_direct_formula(channels):
+    """The conv's output is linear in the kernel, so the kernel cotangent's entry (o, c, k)
+    is sum(conv(x, unit kernel at (o, c, k)) * cot), each conv by the loop formula."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 6, 5))
+    strides, padding, lhs, rhs = (2, 1), [(2, -1), (-1, 3)], (1, 2), (2, 1)
+    kernel = (2, 3)
+    cot = rng.normal(
+        size=_conv_loops(x, np.zeros((6, 2, *kernel)), strides, padding, lhs, rhs, 2).shape
+    )
+    expected = np.zeros((6, 2, *kernel))
+    for idx in np.ndindex(*expected.shape):
+        unit = np.zeros(expected.shape)
+        unit[idx] = 1.0
+        expected[idx] = np.sum(_conv_loops(x, unit, strides, padding, lhs, rhs, 2) * cot)
+    geo = Geometry(kernel, strides, tuple(padding), lhs, rhs)
+    if channels == "last":
+        x, cot = np.moveaxis(x, 1, -1), np.moveaxis(cot, 1, -1)
+        expected = np.transpose(expected, (2, 3, 1, 0))
+    got = conv_kernel_grad(x, cot, geo, 2, channels)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_data_grad_is_the_derivative_of_the_direct_formula():
+    """The conv's output is linear in the data, so the data cotangent's entry (n, c, q)
+    is sum(conv(unit data at (n, c, q), w) * cot), each conv by the loop formula."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(6, 2, 2, 3))
+    strides, padding, rhs = (2, 3), [(1, 0), (2, 1)], (1, 2)
+    shape = (2, 4, 7, 6)
+    cot = rng.normal(size=_conv_loops(np.zeros(shape), w, strides, padding, (1, 1), rhs, 2).shape)
+    expected = np.zeros(shape)
+    for idx in np.ndindex(*shape):
+        unit = np.zeros(shape)
+        unit[idx] = 1.0
+        expected[idx] = np.sum(_conv_loops(unit, w, strides, padding, (1, 1), rhs, 2) * cot)
+    opts = {
+        "input_spatial": (7, 6),
+        "strides": strides,
+        "padding": padding,
+        "rhs_dilation": rhs,
+        "feature_group_count": 2,
+    }
+    got = apply("conv_data_grad", [cot, w], opts)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_kernel_grad_rejects_a_cotangent_of_the_wrong_size():
+    x, g = ax.input("x", (None, 6, 5, 3)), ax.input("g", (None, 4, 4, 2))
+    with pytest.raises(ShapeError, match="does not match"):
+        make_node(
+            "conv_kernel_grad",
+            [x, g],
+            {"kernel_size": 3, "padding": [(0, 0), (0, 0)], "channels": "last"},
+        )
 
 
 def test_conv_general_dilated_shape_and_dtype_rules():

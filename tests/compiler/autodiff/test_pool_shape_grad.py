@@ -149,6 +149,7 @@ def _max_pool_grad_by_loops(x, g, window, strides, dilations, pads):
 MAX_POOL_GRAD_GEOMETRIES = [
     # window, strides, dilations, pads
     ((2,), (2,), (1,), ((0, 0),)),
+    ((2, 2), (2, 2), (1, 1), ((0, 0), (0, 0))),  # tiling windows, a tail of 1 column
     ((3,), (1,), (2,), ((2, 2),)),  # pads as large as the window
     ((3, 2), (1, 1), (1, 2), ((1, 1), (1, 0))),  # overlapping windows
     ((2, 3), (2, 1), (1, 1), ((-1, 1), (1, -1))),  # crops and pads
@@ -164,10 +165,14 @@ def _max_pool_grad_model(x_shape, g_shape, opts) -> Axon:
 
 @pytest.mark.parametrize(("window", "strides", "dilations", "pads"), MAX_POOL_GRAD_GEOMETRIES)
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-def test_max_pool_grad_matches_loops_and_onnxruntime(window, strides, dilations, pads, ties):
-    """Reference and onnxruntime (MaxPool Indices + ScatterElements add) both send each
-    cotangent to the first maximum, also with many ties (values drawn from {0, 1, 2}) and
-    several batch items and channels (MaxPool's flat indices include their offset)."""
+@pytest.mark.parametrize("channels", ["first", "last"])
+def test_max_pool_grad_matches_loops_and_onnxruntime(
+    window, strides, dilations, pads, ties, channels
+):
+    """Reference and onnxruntime (MaxPool Indices + ScatterElements add, or for tiling
+    windows the Slice/Where cascade) both send each cotangent to the first maximum, also
+    with many ties (values drawn from {0, 1, 2}) and several batch items and channels
+    (MaxPool's flat indices include their offset), in either channel layout."""
     rng = np.random.default_rng(3)
     shape = (3, 2, 6, 5, 4)[: 2 + len(window)]
     x = rng.integers(0, 3, size=shape) if ties else rng.normal(size=shape)
@@ -176,6 +181,9 @@ def test_max_pool_grad_matches_loops_and_onnxruntime(window, strides, dilations,
     outs = _prim("np.windows", [x], opts).shape[: 2 + len(window)]
     g = rng.normal(size=outs).astype(np.float32)
     expected = _max_pool_grad_by_loops(x, g, window, strides, dilations, pads)
+    if channels == "last":
+        x, g, expected = (np.moveaxis(a, 1, -1) for a in (x, g, expected))
+        opts["channels"] = "last"
     got = _prim("np.max_pool_grad", [x, g], opts)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

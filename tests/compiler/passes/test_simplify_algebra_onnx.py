@@ -62,6 +62,38 @@ def test_zero_minus_x_and_one_over_x_are_not_identities():
     assert op_types(new) == ["Sub", "Div"]
 
 
+def test_a_where_of_one_and_zero_becomes_a_cast():
+    model = onnx_model(
+        [
+            node("Greater", ["x", "zero"], "c"),
+            node("Where", ["c", "one", "zero"], "m"),
+            node("Mul", ["x", "m"], "y"),
+        ],
+        [("x", ["batch", 4])],
+        [("y", ["batch", 4])],
+        {"one": ONE, "zero": ZERO},
+    )
+    new, changed = check_onnx_passes(model, SIMPLIFY, {"x": X})
+    assert changed
+    assert op_types(new) == ["Greater", "Cast", "Mul"]
+
+
+def test_a_where_that_widens_or_picks_other_values_stays():
+    model = onnx_model(
+        [
+            node("Greater", ["x", "zero"], "c"),
+            node("Where", ["c", "ones", "zero"], "m"),
+            node("Where", ["c", "zero", "one"], "n"),
+            node("Add", ["m", "n"], "y"),
+        ],
+        [("x", [3, 1])],
+        [("y", [3, 4])],
+        {"one": ONE, "zero": ZERO, "ones": np.ones((3, 4), np.float32)},
+    )
+    new, _ = check_onnx_passes(model, SIMPLIFY, {"x": X[:, :1]})
+    assert op_types(new) == ["Greater", "Where", "Where", "Add"]
+
+
 def test_double_negation_is_removed():
     model = onnx_model(
         [node("Neg", ["x"], "a"), node("Neg", ["a"], "b"), node("Relu", ["b"], "y")],
